@@ -1,0 +1,8 @@
+//! herald: a lean Kubernetes-aware observability agent.
+//!
+//! The data path reads top to bottom: [`source`] watches the API server, [`pipeline`] decides about each
+//! record (filter, dedup, classify, redact) and fans it out, [`sink`] turns records into signals. [`server`]
+//! serves `/metrics`, `/healthz` and `/readyz`; [`config`] is the one typed configuration tree; [`sim`] is the
+//! protocol-faithful local API server used by `herald demo`, the tests and the benchmarks.
+
+pub mod sim;

@@ -1,0 +1,1 @@
+//! Protocol-faithful local Kubernetes API server (work in progress).
