@@ -5,4 +5,6 @@
 //! serves `/metrics`, `/healthz` and `/readyz`; [`config`] is the one typed configuration tree; [`sim`] is the
 //! protocol-faithful local API server used by `herald demo`, the tests and the benchmarks.
 
+pub mod config;
+pub mod record;
 pub mod sim;

@@ -1,0 +1,652 @@
+//! herald's configuration: one typed tree, read from YAML, overridable by flags and `HERALD_*` variables.
+//!
+//! Every struct denies unknown keys, so a typo is an error that names the key instead of a setting silently
+//! ignored. The commented default file (`herald config default`) is `default-config.yaml` beside this file; a
+//! unit test proves it parses to exactly [`Config::default`], so the two cannot drift.
+//!
+//! Loading never panics: a bad file becomes a [`ConfigError`] whose `Display` is one line, `key: reason`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration as StdDuration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::record::Severity;
+
+/// The commented default configuration printed by `herald config default`.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
+
+/// A configuration problem: which key, and why. Displayed as `key: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the offending key (`filters.max_age`, `redact.rules[1].pattern`), or the file for
+    /// errors that have no key (unreadable file, invalid YAML).
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A duration written the human way in YAML (`"30s"`, `"5m"`, `"1h 30m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Duration(pub StdDuration);
+
+impl Duration {
+    pub const fn from_secs(secs: u64) -> Duration {
+        Duration(StdDuration::from_secs(secs))
+    }
+    pub const fn from_millis(ms: u64) -> Duration {
+        Duration(StdDuration::from_millis(ms))
+    }
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s)
+            .map(Duration)
+            .map_err(|_| format!("expected a duration like \"5m\", got {s:?}"))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"5m\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "expected a duration like \"5m\", got the bare number {v} (add a unit)"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+                self.visit_u64(v.unsigned_abs())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+    /// How long a shutdown may take to drain queues and flush sinks before herald exits anyway.
+    pub shutdown_timeout: Duration,
+    pub source: SourceConfig,
+    pub pipeline: PipelineConfig,
+    pub filters: FilterConfig,
+    pub dedup: DedupConfig,
+    pub severity: SeverityConfig,
+    pub redact: RedactConfig,
+    pub metrics: MetricsConfig,
+    pub sinks: SinksConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9477)),
+            shutdown_timeout: Duration::from_secs(10),
+            source: SourceConfig::default(),
+            pipeline: PipelineConfig::default(),
+            filters: FilterConfig::default(),
+            dedup: DedupConfig::default(),
+            severity: SeverityConfig::default(),
+            redact: RedactConfig::default(),
+            metrics: MetricsConfig::default(),
+            sinks: SinksConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    pub events: EventSourceConfig,
+}
+
+/// Which Events API to watch. Both carry the same objects on a real cluster; pick one, not both, or every
+/// occurrence is seen twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum EventsApi {
+    #[default]
+    #[serde(rename = "core/v1")]
+    CoreV1,
+    #[serde(rename = "events.k8s.io/v1")]
+    EventsV1,
+}
+
+/// Which namespaces the Event source watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One cluster-wide watch.
+    #[default]
+    All,
+    /// One watch per namespace listed in `namespaces`.
+    Namespaces,
+    /// Only herald's own namespace (sidecar): `POD_NAMESPACE`, else the service account's namespace, else the
+    /// kubeconfig context's namespace.
+    Own,
+}
+
+/// What to do with Events that already exist when herald starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartupPolicy {
+    /// They are a baseline: only their later count increases are occurrences.
+    #[default]
+    SkipExisting,
+    /// Count every existing Event's full count once, as if it had just happened.
+    Replay,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSourceConfig {
+    pub enabled: bool,
+    pub api: EventsApi,
+    pub scope: Scope,
+    /// Used when `scope: namespaces`.
+    pub namespaces: Vec<String>,
+    pub label_selector: String,
+    pub field_selector: String,
+    /// Objects per list page.
+    pub page_size: u32,
+    pub startup: StartupPolicy,
+    /// Bound on the per-Event state kept to turn counts into occurrence deltas. Past it the oldest entries are
+    /// forgotten (a forgotten Event's next update counts its full count again: counted in
+    /// `herald_source_state_evictions_total`).
+    pub max_tracked_objects: usize,
+}
+
+impl Default for EventSourceConfig {
+    fn default() -> Self {
+        EventSourceConfig {
+            enabled: true,
+            api: EventsApi::CoreV1,
+            scope: Scope::All,
+            namespaces: Vec::new(),
+            label_selector: String::new(),
+            field_selector: String::new(),
+            page_size: 500,
+            startup: StartupPolicy::SkipExisting,
+            max_tracked_objects: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Capacity of the ring between the sources and the pipeline worker. When full the sources wait
+    /// (the API server buffers), so nothing is lost here.
+    pub ingest_capacity: usize,
+    /// Capacity of each sink's own ring. When full, that sink drops (counted) and the others go on.
+    pub sink_queue_capacity: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            ingest_capacity: 8192,
+            sink_queue_capacity: 8192,
+        }
+    }
+}
+
+/// An allow list and a deny list. An empty allow list allows everything; deny wins over allow.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowDeny {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// Event types to keep (`Normal`, `Warning`); empty keeps all.
+    pub types: Vec<String>,
+    pub reasons: AllowDeny,
+    pub namespaces: AllowDeny,
+    /// Kinds of the involved object (`Pod`, `Node`, ...).
+    pub kinds: AllowDeny,
+    /// Drop Events whose last occurrence is older than this (`0s` turns the filter off).
+    pub max_age: Duration,
+    pub min_severity: Severity,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            types: Vec::new(),
+            reasons: AllowDeny::default(),
+            namespaces: AllowDeny::default(),
+            kinds: AllowDeny::default(),
+            max_age: Duration::from_secs(0),
+            min_severity: Severity::Info,
+        }
+    }
+}
+
+/// The fields a dedup fingerprint is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupField {
+    Namespace,
+    Kind,
+    Name,
+    Reason,
+    Type,
+    Message,
+    Component,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    pub enabled: bool,
+    pub key: Vec<DedupField>,
+    /// A record whose fingerprint was first seen less than `ttl` ago is a duplicate.
+    pub ttl: Duration,
+    /// Hard bound on remembered fingerprints; the oldest go first.
+    pub max_entries: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            enabled: true,
+            key: vec![
+                DedupField::Namespace,
+                DedupField::Kind,
+                DedupField::Name,
+                DedupField::Reason,
+            ],
+            ttl: Duration::from_secs(60),
+            max_entries: 50_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeverityConfig {
+    /// Per-reason severity, merged over the built-in table (see the README).
+    pub reasons: BTreeMap<String, Severity>,
+    /// Severity of a `Warning` whose reason is in neither table.
+    pub warning: Severity,
+    /// Severity of a `Normal` Event whose reason is in neither table.
+    pub normal: Severity,
+    /// An Event whose count reaches this is marked `repeated` and raised one severity step (0 turns it off).
+    pub repeat_threshold: u32,
+}
+
+impl Default for SeverityConfig {
+    fn default() -> Self {
+        SeverityConfig {
+            reasons: BTreeMap::new(),
+            warning: Severity::Low,
+            normal: Severity::Info,
+            repeat_threshold: 10,
+        }
+    }
+}
+
+/// A regular-expression redaction applied to every message before any sink sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRule {
+    pub name: String,
+    pub pattern: String,
+    /// Replacement text; `$1`-style groups allowed.
+    pub replacement: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactConfig {
+    /// Drop the message of Events about Secrets entirely (they may quote secret data).
+    pub drop_secret_messages: bool,
+    pub rules: Vec<RedactRule>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        let rule = |name: &str, pattern: &str, replacement: &str| RedactRule {
+            name: name.into(),
+            pattern: pattern.into(),
+            replacement: replacement.into(),
+        };
+        RedactConfig {
+            drop_secret_messages: true,
+            rules: vec![
+                rule("bearer", r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*", "${1}[REDACTED]"),
+                rule("password", r"(?i)(password\s*[=:]\s*)[^\s,;&]+", "${1}[REDACTED]"),
+                rule("token", r"(?i)(token\s*[=:]\s*)[^\s,;&]+", "${1}[REDACTED]"),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Label-cardinality guard: at most this many label sets per metric; the rest are folded into
+    /// `__other__` and counted in `herald_metric_series_overflow_total`.
+    pub max_series_per_metric: usize,
+    /// Buckets (seconds) of `herald_event_delay_seconds`: Event's last occurrence → processed.
+    pub delay_buckets: Vec<f64>,
+    /// Buckets (seconds) of `herald_processing_seconds`: object decoded → every sink handed the record.
+    pub processing_buckets: Vec<f64>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_series_per_metric: 10_000,
+            delay_buckets: vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+            processing_buckets: vec![
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    pub metrics: MetricsSinkConfig,
+    pub json: JsonSinkConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSinkConfig {
+    pub enabled: bool,
+}
+
+impl Default for MetricsSinkConfig {
+    fn default() -> Self {
+        MetricsSinkConfig { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonSinkConfig {
+    /// One JSON line per processed Event on stdout.
+    pub enabled: bool,
+}
+
+impl Default for JsonSinkConfig {
+    fn default() -> Self {
+        JsonSinkConfig { enabled: true }
+    }
+}
+
+/// herald's own diagnostics, on stderr.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `herald=debug,kube=warn`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Parse YAML text; `origin` names the source in errors that have no key.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // YAML → generic value first, so the typed pass can report the full key path of any error.
+        let value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(text)
+                .map_err(|e| ConfigError::new(origin, format!("invalid YAML: {e}")))?
+        };
+        let value = match value {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            v => v,
+        };
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { origin.to_string() } else { path };
+            ConfigError::new(key, clean_serde_message(&e.into_inner().to_string()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&origin, format!("cannot read: {e}")))?;
+        Config::from_yaml(&text, &origin)
+    }
+
+    /// Checks that serde cannot express: ranges, non-empty lists, compilable patterns.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: usize| {
+            if v == 0 {
+                Err(ConfigError::new(key, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("pipeline.ingest_capacity", self.pipeline.ingest_capacity)?;
+        positive("pipeline.sink_queue_capacity", self.pipeline.sink_queue_capacity)?;
+        positive("source.events.page_size", self.source.events.page_size as usize)?;
+        positive(
+            "source.events.max_tracked_objects",
+            self.source.events.max_tracked_objects,
+        )?;
+        positive("dedup.max_entries", self.dedup.max_entries)?;
+        positive(
+            "metrics.max_series_per_metric",
+            self.metrics.max_series_per_metric,
+        )?;
+        if self.source.events.scope == Scope::Namespaces && self.source.events.namespaces.is_empty() {
+            return Err(ConfigError::new(
+                "source.events.namespaces",
+                "must list at least one namespace when scope is \"namespaces\"",
+            ));
+        }
+        if self.dedup.enabled && self.dedup.key.is_empty() {
+            return Err(ConfigError::new(
+                "dedup.key",
+                "must name at least one field when dedup is enabled",
+            ));
+        }
+        for (i, rule) in self.redact.rules.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&rule.pattern) {
+                let first_line = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+                return Err(ConfigError::new(
+                    format!("redact.rules[{i}].pattern"),
+                    format!("invalid regular expression: {first_line}"),
+                ));
+            }
+        }
+        for (key, buckets) in [
+            ("metrics.delay_buckets", &self.metrics.delay_buckets),
+            ("metrics.processing_buckets", &self.metrics.processing_buckets),
+        ] {
+            if buckets.is_empty() || buckets.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(ConfigError::new(
+                    key,
+                    "must be a non-empty, strictly increasing list of seconds",
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", format!("invalid filter: {e}")))?;
+        Ok(())
+    }
+}
+
+/// serde's messages mention Rust-ish details (`variant`, `struct Config`); keep what a user needs.
+fn clean_serde_message(msg: &str) -> String {
+    // serde_json errors append " at line X column Y", meaningless for a value built from YAML.
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    msg.replace("unknown field", "unknown key")
+        .replace("unknown variant", "unknown value")
+        .replace("variant", "value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        Config::from_yaml(yaml, "test.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn default_file_is_exactly_the_default_config() {
+        let parsed = Config::from_yaml(DEFAULT_CONFIG_YAML, "default").unwrap();
+        assert_eq!(parsed, Config::default());
+        // And every key of the default tree appears in the file (no undocumented setting).
+        let full = serde_json::to_value(Config::default()).unwrap();
+        let written: serde_json::Value = serde_saphyr::from_str(DEFAULT_CONFIG_YAML).unwrap();
+        assert_eq!(keys(&full), keys(&written));
+    }
+
+    fn keys(v: &serde_json::Value) -> Vec<String> {
+        let mut out = Vec::new();
+        fn walk(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+            if let serde_json::Value::Object(map) = v {
+                for (k, v) in map {
+                    let p = format!("{prefix}{k}");
+                    out.push(p.clone());
+                    walk(v, &format!("{p}."), out);
+                }
+            }
+        }
+        walk(v, "", &mut out);
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(Config::from_yaml("", "x").unwrap(), Config::default());
+        assert_eq!(Config::from_yaml("# nothing\n", "x").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_shape() {
+        assert_eq!(
+            err("filters:\n  max_age: five\n"),
+            r#"filters.max_age: expected a duration like "5m", got "five""#
+        );
+        assert!(err("dedup:\n  ttl: 30\n").starts_with("dedup.ttl: expected a duration"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err("filters:\n  max_agee: 5m\n");
+        assert!(e.starts_with("filters.max_agee: unknown key `max_agee`"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let e = err("source:\n  events:\n    api: v2\n");
+        assert!(e.starts_with("source.events.api: unknown value `v2`"), "{e}");
+        let e = err("filters:\n  min_severity: urgent\n");
+        assert!(e.starts_with("filters.min_severity: unknown value `urgent`"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_key() {
+        assert_eq!(
+            err("pipeline:\n  ingest_capacity: 0\n"),
+            "pipeline.ingest_capacity: must be greater than 0"
+        );
+        assert!(
+            err("source:\n  events:\n    scope: namespaces\n")
+                .starts_with("source.events.namespaces: must list")
+        );
+        let e = err("redact:\n  rules:\n    - {name: x, pattern: '(', replacement: ''}\n");
+        assert!(e.starts_with("redact.rules[0].pattern: invalid regular expression"), "{e}");
+        let e = err("metrics:\n  delay_buckets: [1, 0.5]\n");
+        assert!(e.starts_with("metrics.delay_buckets: must be"), "{e}");
+    }
+
+    #[test]
+    fn invalid_yaml_names_file() {
+        let e = err("filters: [\n");
+        assert!(e.starts_with("test.yaml: invalid YAML"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = err("listen: 12\n");
+        assert!(e.starts_with("listen: "), "{e}");
+        let e = err("dedup:\n  enabled: maybe\n");
+        assert!(e.starts_with("dedup.enabled: "), "{e}");
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        let d: Duration = "1h 30m".parse().unwrap();
+        assert_eq!(d.0, StdDuration::from_secs(5400));
+        assert_eq!(d.to_string(), "1h 30m");
+    }
+}

@@ -1,0 +1,285 @@
+//! The one compact record every Kubernetes Event is normalised into, whichever API it came from.
+//!
+//! Strings that repeat across thousands of Events (namespace, kind, reason, type, component) are interned
+//! ([`Interner`]) so a record holds a pointer, not a copy, and metric handles can be cached by pointer-cheap keys.
+//! Nothing here does I/O; the record is built once by the source and then only read (and redacted) downstream.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+/// An interned string: cloning is a reference-count increment.
+pub type Sym = Arc<str>;
+
+/// Which Events API a record was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventApi {
+    /// `v1` Events (`/api/v1/events`).
+    CoreV1,
+    /// `events.k8s.io/v1` Events.
+    EventsV1,
+}
+
+impl EventApi {
+    /// The `apiVersion` string the API server uses for this API.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            EventApi::CoreV1 => "v1",
+            EventApi::EventsV1 => "events.k8s.io/v1",
+        }
+    }
+}
+
+/// What happened to the Event object that produced this record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Seen in an initial list or relist.
+    Listed,
+    /// ADDED on a watch.
+    Added,
+    /// MODIFIED on a watch (usually a count increase).
+    Modified,
+    /// DELETED on a watch, or missing from a relist. Carries no occurrences.
+    Deleted,
+}
+
+/// herald's severity classes, in increasing order, so "minimum severity" is a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// One step up, saturating at critical (repeat escalation).
+    pub fn escalate(self) -> Severity {
+        match self {
+            Severity::Info => Severity::Low,
+            Severity::Low => Severity::Medium,
+            Severity::Medium => Severity::High,
+            Severity::High | Severity::Critical => Severity::Critical,
+        }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("expected one of info, low, medium, high, critical, got {s:?}"))
+    }
+}
+
+/// A reference to the object an Event is about (`involvedObject` / `regarding`, or `related`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub kind: Sym,
+    pub api_version: Sym,
+    pub namespace: Sym,
+    pub name: Box<str>,
+    pub uid: Box<str>,
+    pub field_path: Box<str>,
+    pub resource_version: Box<str>,
+}
+
+/// One Kubernetes Event, as herald keeps it.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub api: EventApi,
+    pub change: Change,
+    /// The Event object's own identity.
+    pub name: Box<str>,
+    pub namespace: Sym,
+    pub uid: Box<str>,
+    pub resource_version: Box<str>,
+    /// The object the Event is about.
+    pub regarding: ObjectRef,
+    pub related: Option<ObjectRef>,
+    pub reason: Sym,
+    /// `Normal`, `Warning`, or whatever the reporter wrote (kept verbatim).
+    pub type_: Sym,
+    /// `reportingComponent`/`reportingController`, else `source.component`.
+    pub component: Sym,
+    pub reporting_instance: Box<str>,
+    /// `source.host` (the node that reported it), empty when unknown.
+    pub host: Box<str>,
+    pub action: Box<str>,
+    /// The message (`note` in events.k8s.io/v1), redacted by the pipeline before any sink sees it.
+    pub message: String,
+    /// Total occurrences of this Event object so far (`count`, `series.count`, at least 1).
+    pub count: u32,
+    /// Occurrences this record stands for: new ones since herald last saw the object (0 for a baseline or delete).
+    pub delta: u32,
+    /// `series.count` when the Event has a series.
+    pub series_count: Option<u32>,
+    pub series_last_observed: Option<Timestamp>,
+    pub event_time: Option<Timestamp>,
+    pub first_timestamp: Option<Timestamp>,
+    pub last_timestamp: Option<Timestamp>,
+    pub creation_timestamp: Option<Timestamp>,
+    /// Wall-clock time herald decoded it (OTLP's observed timestamp).
+    pub observed: Timestamp,
+    /// Set by the pipeline: severity class, repeat escalation, dedup.
+    pub severity: Severity,
+    pub repeated: bool,
+    pub duplicate: bool,
+    pub fingerprint: u64,
+}
+
+impl EventRecord {
+    /// When the Event last happened, the way the collector's k8seventsreceiver picks it:
+    /// `eventTime`, else `lastTimestamp`, else `firstTimestamp`. A series' last observation wins when newer.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        let base = self
+            .event_time
+            .or(self.last_timestamp)
+            .or(self.first_timestamp);
+        match (base, self.series_last_observed) {
+            (Some(b), Some(s)) if s > b => Some(s),
+            (None, s) => s.or(self.creation_timestamp),
+            (b, _) => b,
+        }
+    }
+
+    /// A minimal record for tests and benches; every string empty except those given.
+    pub fn for_test(namespace: &str, kind: &str, name: &str, reason: &str, type_: &str) -> EventRecord {
+        EventRecord {
+            api: EventApi::CoreV1,
+            change: Change::Added,
+            name: format!("{name}.17a").into(),
+            namespace: namespace.into(),
+            uid: format!("uid-{namespace}-{name}-{reason}").into(),
+            resource_version: "1".into(),
+            regarding: ObjectRef {
+                kind: kind.into(),
+                api_version: "v1".into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                ..ObjectRef::default()
+            },
+            related: None,
+            reason: reason.into(),
+            type_: type_.into(),
+            component: "kubelet".into(),
+            reporting_instance: "".into(),
+            host: "".into(),
+            action: "".into(),
+            message: String::new(),
+            count: 1,
+            delta: 1,
+            series_count: None,
+            series_last_observed: None,
+            event_time: None,
+            first_timestamp: None,
+            last_timestamp: None,
+            creation_timestamp: None,
+            observed: Timestamp::now(),
+            severity: Severity::Info,
+            repeated: false,
+            duplicate: false,
+            fingerprint: 0,
+        }
+    }
+}
+
+/// Deduplicates repeated strings. Bounded: past `max_entries` distinct values it stops remembering new ones
+/// (they are still returned, just not shared), so a hostile stream of unique reasons cannot grow it forever.
+#[derive(Debug)]
+pub struct Interner {
+    set: ahash::HashSet<Sym>,
+    max_entries: usize,
+}
+
+impl Interner {
+    pub fn new(max_entries: usize) -> Interner {
+        Interner {
+            set: ahash::HashSet::default(),
+            max_entries,
+        }
+    }
+
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(found) = self.set.get(s) {
+            return found.clone();
+        }
+        let sym: Sym = Arc::from(s);
+        if self.set.len() < self.max_entries {
+            self.set.insert(sym.clone());
+        }
+        sym
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_shares_and_stays_bounded() {
+        let mut i = Interner::new(2);
+        let a = i.intern("Pod");
+        let b = i.intern("Pod");
+        assert!(Arc::ptr_eq(&a, &b));
+        i.intern("Node");
+        let c1 = i.intern("Deployment");
+        let c2 = i.intern("Deployment");
+        assert_eq!(i.len(), 2);
+        assert_eq!(c1, c2);
+        assert!(!Arc::ptr_eq(&c1, &c2));
+    }
+
+    #[test]
+    fn timestamp_prefers_event_time_then_last_then_first() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let mut r = EventRecord::for_test("ns", "Pod", "p", "Started", "Normal");
+        r.first_timestamp = Some(t("2024-01-01T00:00:00Z"));
+        assert_eq!(r.timestamp(), Some(t("2024-01-01T00:00:00Z")));
+        r.last_timestamp = Some(t("2024-01-01T00:01:00Z"));
+        assert_eq!(r.timestamp(), Some(t("2024-01-01T00:01:00Z")));
+        r.event_time = Some(t("2024-01-01T00:00:30Z"));
+        assert_eq!(r.timestamp(), Some(t("2024-01-01T00:00:30Z")));
+        r.series_last_observed = Some(t("2024-01-01T00:05:00Z"));
+        assert_eq!(r.timestamp(), Some(t("2024-01-01T00:05:00Z")));
+    }
+
+    #[test]
+    fn severity_orders_and_escalates() {
+        assert!(Severity::Critical > Severity::High);
+        assert_eq!(Severity::Info.escalate(), Severity::Low);
+        assert_eq!(Severity::Critical.escalate(), Severity::Critical);
+        assert_eq!("high".parse::<Severity>(), Ok(Severity::High));
+        assert!("urgent".parse::<Severity>().is_err());
+    }
+}
