@@ -6,5 +6,6 @@
 //! protocol-faithful local API server used by `herald demo`, the tests and the benchmarks.
 
 pub mod config;
+pub mod pipeline;
 pub mod record;
 pub mod sim;

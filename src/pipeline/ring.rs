@@ -1,0 +1,214 @@
+//! Bounded lock-free rings between the stages of the hot path.
+//!
+//! The storage is crossbeam's `ArrayQueue` (a lock-free bounded MPMC array queue, allocation-free after
+//! construction). Waiting is done with `tokio::sync::Notify`, only when a ring is empty (consumer) or full
+//! (producer that chose to wait): the common case, an uncontended push and pop, touches two atomics and
+//! takes no lock. `benches/ring.rs` compares it with `tokio::sync::mpsc` and a mutex-guarded `VecDeque`.
+//!
+//! Two ways to push, matching client-go's broadcaster: [`Ring::push`] waits for room (used where losing the
+//! item would lose data, source → pipeline), [`Ring::try_push`] drops and counts (pipeline → each sink, so one
+//! slow sink never holds up the others).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
+
+/// The ring was closed: no more items will be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ring {0} is closed")]
+pub struct Closed(pub &'static str);
+
+#[derive(Debug)]
+pub struct Ring<T> {
+    name: &'static str,
+    queue: ArrayQueue<T>,
+    not_empty: Notify,
+    not_full: Notify,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl<T> Ring<T> {
+    /// `capacity` must be at least 1.
+    pub fn new(name: &'static str, capacity: usize) -> Ring<T> {
+        Ring {
+            name,
+            queue: ArrayQueue::new(capacity.max(1)),
+            not_empty: Notify::new(),
+            not_full: Notify::new(),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Push without waiting. On a full (or closed) ring the item is dropped, counted, and handed back.
+    pub fn try_push(&self, item: T) -> Result<(), T> {
+        if self.closed.load(Ordering::Relaxed) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(item);
+        }
+        match self.queue.push(item) {
+            Ok(()) => {
+                self.not_empty.notify_one();
+                Ok(())
+            }
+            Err(item) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(item)
+            }
+        }
+    }
+
+    /// Push, waiting while the ring is full. Fails only when the ring is closed.
+    pub async fn push(&self, mut item: T) -> Result<(), Closed> {
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Closed(self.name));
+            }
+            // Register interest before the attempt so a pop between the attempt and the wait is not missed.
+            let room = self.not_full.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.queue.push(item) {
+                Ok(()) => {
+                    self.not_empty.notify_one();
+                    return Ok(());
+                }
+                Err(back) => item = back,
+            }
+            room.await;
+        }
+    }
+
+    /// Pop without waiting.
+    pub fn try_pop(&self) -> Option<T> {
+        let item = self.queue.pop();
+        if item.is_some() {
+            self.not_full.notify_one();
+        }
+        item
+    }
+
+    /// Pop, waiting while the ring is empty. `None` once the ring is closed and drained.
+    /// Meant for a single consumer per ring.
+    pub async fn pop(&self) -> Option<T> {
+        loop {
+            if let Some(item) = self.try_pop() {
+                return Some(item);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                // A push may have raced with close: drain before reporting the end.
+                return self.try_pop();
+            }
+            let more = self.not_empty.notified();
+            tokio::pin!(more);
+            more.as_mut().enable();
+            if let Some(item) = self.try_pop() {
+                return Some(item);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                continue;
+            }
+            more.await;
+        }
+    }
+
+    /// Stop accepting items; the consumer drains what is left, then sees `None`.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.not_empty.notify_waiters();
+        self.not_empty.notify_one();
+        self.not_full.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// Items refused by `try_push` since the ring was made.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn try_push_drops_and_counts_when_full() {
+        let r = Ring::new("t", 2);
+        assert!(r.try_push(1).is_ok());
+        assert!(r.try_push(2).is_ok());
+        assert_eq!(r.try_push(3), Err(3));
+        assert_eq!(r.dropped(), 1);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.try_pop(), Some(1));
+        assert!(r.try_push(4).is_ok());
+        assert_eq!(r.try_pop(), Some(2));
+        assert_eq!(r.try_pop(), Some(4));
+        assert_eq!(r.try_pop(), None);
+    }
+
+    #[tokio::test]
+    async fn push_waits_for_room_and_loses_nothing() {
+        let r = Arc::new(Ring::new("t", 4));
+        let producer = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                for i in 0..10_000u32 {
+                    r.push(i).await.unwrap();
+                }
+                r.close();
+            })
+        };
+        let mut expected = 0u32;
+        while let Some(v) = r.pop().await {
+            assert_eq!(v, expected);
+            expected += 1;
+        }
+        producer.await.unwrap();
+        assert_eq!(expected, 10_000);
+        assert_eq!(r.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_a_waiting_consumer_after_draining() {
+        let r = Arc::new(Ring::new("t", 4));
+        r.try_push(7).unwrap();
+        let consumer = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(v) = r.pop().await {
+                    got.push(v);
+                }
+                got
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r.close();
+        assert_eq!(consumer.await.unwrap(), vec![7]);
+        assert_eq!(r.push(1).await, Err(Closed("t")));
+    }
+}
