@@ -6,6 +6,9 @@
 //! protocol-faithful local API server used by `herald demo`, the tests and the benchmarks.
 
 pub mod config;
+pub mod health;
 pub mod pipeline;
 pub mod record;
 pub mod sim;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,416 @@
+//! Lean, forgiving decoding of Event objects: only the fields herald uses, and never a failed stream.
+//!
+//! kube's list and watch decode a whole page or line at once, so a single object with a wrong-typed field
+//! would fail the page and stall the initial list forever. Every field here is therefore a [`Field`], which
+//! accepts any JSON value: the expected type becomes `Value`, anything else becomes `Invalid` (the value is
+//! consumed and skipped, not kept). Whether an object is usable is decided afterwards, in
+//! [`to_record`](super::events), where a bad object is counted and skipped with its namespace/name.
+//! `managedFields`, annotations and labels are never decoded.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// One JSON field, decoded without ever failing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Field<T> {
+    #[default]
+    Missing,
+    Null,
+    Value(T),
+    /// Present with the wrong JSON type or an unparsable value.
+    Invalid,
+}
+
+impl<T> Field<T> {
+    /// The value, or `None` when missing or null. Invalid stays an error for the caller to report.
+    pub fn get(self) -> Result<Option<T>, ()> {
+        match self {
+            Field::Value(v) => Ok(Some(v)),
+            Field::Missing | Field::Null => Ok(None),
+            Field::Invalid => Err(()),
+        }
+    }
+
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, Field::Invalid)
+    }
+}
+
+/// Types a [`Field`] can hold as a JSON scalar.
+pub trait Scalar: Sized {
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+}
+
+impl Scalar for String {
+    fn from_str(s: &str) -> Option<Self> {
+        Some(s.to_owned())
+    }
+}
+
+impl Scalar for i64 {
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl Scalar for Timestamp {
+    fn from_str(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+}
+
+struct ScalarVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Scalar> Visitor<'de> for ScalarVisitor<T> {
+    type Value = Field<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Field<T>, E> {
+        Ok(T::from_str(v).map_or(Field::Invalid, Field::Value))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Field<T>, E> {
+        Ok(T::from_i64(v).map_or(Field::Invalid, Field::Value))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Field<T>, E> {
+        Ok(i64::try_from(v)
+            .ok()
+            .and_then(T::from_i64)
+            .map_or(Field::Invalid, Field::Value))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Field<T>, E> {
+        Ok(Field::Invalid)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Field<T>, E> {
+        Ok(Field::Invalid)
+    }
+    fn visit_none<E>(self) -> Result<Field<T>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Field<T>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Field<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<T>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::Invalid)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<T>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::Invalid)
+    }
+}
+
+macro_rules! scalar_field {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for Field<$t> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(ScalarVisitor::<$t>(PhantomData))
+            }
+        }
+    )*};
+}
+scalar_field!(String, i64, Timestamp);
+
+/// A nested object whose own fields are all lenient: a map decodes (it cannot fail), anything else is Invalid.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nested<T>(pub Field<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Field<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Field::Value)
+            }
+            fn visit_none<E>(self) -> Result<Field<T>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_unit<E>(self) -> Result<Field<T>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Field<T>, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<T>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Invalid)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Field<T>, E> {
+                Ok(Field::Invalid)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Field<T>, E> {
+                Ok(Field::Invalid)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Field<T>, E> {
+                Ok(Field::Invalid)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field<T>, E> {
+                Ok(Field::Invalid)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Field<T>, E> {
+                Ok(Field::Invalid)
+            }
+        }
+        d.deserialize_any(V(PhantomData)).map(Nested)
+    }
+}
+
+/// The part of `metadata` herald reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LeanMeta {
+    pub name: Field<String>,
+    pub namespace: Field<String>,
+    pub uid: Field<String>,
+    pub resource_version: Field<String>,
+    pub creation_timestamp: Field<Timestamp>,
+}
+
+/// `involvedObject`, `regarding`, `related`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LeanObjectRef {
+    pub kind: Field<String>,
+    pub namespace: Field<String>,
+    pub name: Field<String>,
+    pub uid: Field<String>,
+    pub api_version: Field<String>,
+    pub resource_version: Field<String>,
+    pub field_path: Field<String>,
+}
+
+/// `source` / `deprecatedSource`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LeanSource {
+    pub component: Field<String>,
+    pub host: Field<String>,
+}
+
+/// `series` (core/v1: `count`, `lastObservedTime`; events.k8s.io/v1 the same).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LeanSeries {
+    pub count: Field<i64>,
+    pub last_observed_time: Field<Timestamp>,
+}
+
+/// Field names as they differ between the two APIs; both decode into this one shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EventFields {
+    /// Taken out into [`LeanEvent::metadata`] after decoding.
+    pub metadata: Nested<LeanMeta>,
+    #[serde(alias = "regarding")]
+    pub involved_object: Nested<LeanObjectRef>,
+    pub related: Nested<LeanObjectRef>,
+    pub reason: Field<String>,
+    #[serde(alias = "note")]
+    pub message: Field<String>,
+    #[serde(rename = "type")]
+    pub type_: Field<String>,
+    pub action: Field<String>,
+    #[serde(alias = "deprecatedSource")]
+    pub source: Nested<LeanSource>,
+    #[serde(alias = "deprecatedCount")]
+    pub count: Field<i64>,
+    #[serde(alias = "deprecatedFirstTimestamp")]
+    pub first_timestamp: Field<Timestamp>,
+    #[serde(alias = "deprecatedLastTimestamp")]
+    pub last_timestamp: Field<Timestamp>,
+    pub event_time: Field<Timestamp>,
+    pub series: Nested<LeanSeries>,
+    /// core/v1 `reportingComponent`, events.k8s.io/v1 `reportingController`.
+    #[serde(alias = "reportingController")]
+    pub reporting_component: Field<String>,
+    pub reporting_instance: Field<String>,
+}
+
+/// An Event as herald decodes it. `A` marks the API (and URL) it was read from.
+#[derive(Debug, Clone)]
+pub struct LeanEvent<A> {
+    /// Only name, namespace, uid, resourceVersion and creationTimestamp are filled (kube needs the
+    /// resourceVersion to resume watches).
+    pub metadata: ObjectMeta,
+    /// True when `metadata` itself had a wrong type somewhere.
+    pub metadata_invalid: bool,
+    pub fields: EventFields,
+    api: PhantomData<A>,
+}
+
+impl<'de, A> Deserialize<'de> for LeanEvent<A> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // No `#[serde(flatten)]`: it would buffer every unknown key (managedFields included) before decoding.
+        let mut fields = EventFields::deserialize(d)?;
+        let (meta, mut invalid) = match std::mem::take(&mut fields.metadata).0 {
+            Field::Value(m) => (m, false),
+            Field::Invalid => (LeanMeta::default(), true),
+            Field::Missing | Field::Null => (LeanMeta::default(), false),
+        };
+        let mut take = |f: Field<String>| match f {
+            Field::Value(v) => Some(v),
+            Field::Invalid => {
+                invalid = true;
+                None
+            }
+            Field::Missing | Field::Null => None,
+        };
+        let name = take(meta.name);
+        let namespace = take(meta.namespace);
+        let uid = take(meta.uid);
+        let resource_version = take(meta.resource_version);
+        let creation_timestamp = match meta.creation_timestamp {
+            Field::Value(t) => Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)),
+            Field::Invalid => {
+                invalid = true;
+                None
+            }
+            _ => None,
+        };
+        Ok(LeanEvent {
+            metadata: ObjectMeta {
+                name,
+                namespace,
+                uid,
+                resource_version,
+                creation_timestamp,
+                ..ObjectMeta::default()
+            },
+            metadata_invalid: invalid,
+            fields,
+            api: PhantomData,
+        })
+    }
+}
+
+/// Marker for `v1` Events.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreV1;
+/// Marker for `events.k8s.io/v1` Events.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsV1;
+
+/// The group/version/plural of an Events API, for kube's URL building.
+pub trait EventsApiMarker: Send + Sync + 'static {
+    const GROUP: &'static str;
+    const VERSION: &'static str;
+    /// Metric label for this resource (`events`, `events.events.k8s.io`).
+    const RESOURCE: &'static str;
+}
+
+impl EventsApiMarker for CoreV1 {
+    const GROUP: &'static str = "";
+    const VERSION: &'static str = "v1";
+    const RESOURCE: &'static str = "events";
+}
+
+impl EventsApiMarker for EventsV1 {
+    const GROUP: &'static str = "events.k8s.io";
+    const VERSION: &'static str = "v1";
+    const RESOURCE: &'static str = "events.events.k8s.io";
+}
+
+impl<A: EventsApiMarker> kube::Resource for LeanEvent<A> {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("Event")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(A::GROUP)
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(A::VERSION)
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("events")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Ev = LeanEvent<CoreV1>;
+
+    #[test]
+    fn wrong_types_become_invalid_not_errors() {
+        let ev: Ev = serde_json::from_str(
+            r#"{"metadata":{"name":"a","namespace":"n","resourceVersion":"5","uid":7},
+                "involvedObject":"Pod","reason":["x"],"count":"three","message":{"a":1},
+                "type":null,"managedFields":[{"x":1}],"firstTimestamp":"yesterday"}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.metadata.name.as_deref(), Some("a"));
+        assert_eq!(ev.metadata.resource_version.as_deref(), Some("5"));
+        assert!(ev.metadata_invalid);
+        assert!(ev.fields.involved_object.0.is_invalid());
+        assert!(ev.fields.reason.is_invalid());
+        assert!(ev.fields.count.is_invalid());
+        assert!(ev.fields.message.is_invalid());
+        assert_eq!(ev.fields.type_, Field::Null);
+        assert!(ev.fields.first_timestamp.is_invalid());
+    }
+
+    #[test]
+    fn a_list_with_one_bad_object_still_decodes() {
+        let list: kube::core::ObjectList<Ev> = serde_json::from_str(
+            r#"{"apiVersion":"v1","kind":"EventList","metadata":{"resourceVersion":"9"},"items":[
+                {"metadata":{"name":"good","namespace":"n"},"reason":"Started","count":2},
+                {"metadata":{"name":"bad","namespace":"n"},"involvedObject":[1,2],"count":{"x":[]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.items.len(), 2);
+        assert_eq!(list.items[0].fields.count, Field::Value(2));
+        assert!(list.items[1].fields.count.is_invalid());
+    }
+
+    #[test]
+    fn events_v1_names_decode_into_the_same_fields() {
+        let ev: LeanEvent<EventsV1> = serde_json::from_str(
+            r#"{"metadata":{"name":"a","namespace":"n"},"regarding":{"kind":"Pod","name":"p"},
+                "note":"hello","reportingController":"kubelet","deprecatedCount":4,
+                "deprecatedSource":{"component":"kubelet","host":"node-1"},
+                "eventTime":"2021-12-28T09:31:27.123456Z","series":{"count":7,"lastObservedTime":"2021-12-28T09:40:00.000001Z"}}"#,
+        )
+        .unwrap();
+        let f = ev.fields;
+        let regarding = match f.involved_object.0 {
+            Field::Value(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(regarding.kind, Field::Value("Pod".into()));
+        assert_eq!(f.message, Field::Value("hello".into()));
+        assert_eq!(f.reporting_component, Field::Value("kubelet".into()));
+        assert_eq!(f.count, Field::Value(4));
+        assert!(matches!(f.event_time, Field::Value(_)));
+        assert!(matches!(f.series.0, Field::Value(LeanSeries { count: Field::Value(7), .. })));
+    }
+}

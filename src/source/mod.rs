@@ -1,0 +1,3 @@
+//! Sources: watchers of the Kubernetes API that turn objects into records on the ingest ring.
+
+pub mod decode;

@@ -1,0 +1,165 @@
+//! herald's own metrics: the catalogue of names, and a registry that hands out pre-resolved handles.
+//!
+//! No global recorder: the agent owns one [`Telemetry`], registers each label set once and keeps the
+//! returned handle, so updating a metric on the hot path is an atomic add, never a registry look-up.
+//! Every metric herald exports is listed in [`CATALOGUE`]; a test checks that the README documents each one.
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::config::MetricsConfig;
+
+/// One exported metric: its name, type, labels and meaning.
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub labels: &'static str,
+    pub help: &'static str,
+}
+
+macro_rules! catalogue {
+    ($($ident:ident = $name:literal, $kind:literal, $labels:literal, $help:literal;)*) => {
+        $(pub const $ident: &str = $name;)*
+        /// Every metric herald exports.
+        pub const CATALOGUE: &[MetricDef] = &[
+            $(MetricDef { name: $name, kind: $kind, labels: $labels, help: $help },)*
+        ];
+    };
+}
+
+catalogue! {
+    EVENTS = "herald_events_total", "counter", "namespace, kind, reason, type",
+        "Event objects seen for the first time (an Event with count 57 is one object).";
+    OCCURRENCES = "herald_event_occurrences_total", "counter", "namespace, kind, reason, type",
+        "Occurrences: a new Event adds its count, a count increase adds the increase, a delete adds nothing.";
+    WATCH_EVENTS = "herald_watch_events_total", "counter", "resource, type",
+        "Objects received from the API server, by type: LISTED, ADDED, MODIFIED, DELETED.";
+    RECEIVED = "herald_pipeline_received_total", "counter", "",
+        "Records that entered the pipeline (objects that carried new occurrences).";
+    FILTERED = "herald_pipeline_filtered_total", "counter", "filter",
+        "Records dropped by a filter: type, reason, namespace, kind, max_age, min_severity.";
+    DEDUPLICATED = "herald_pipeline_deduplicated_total", "counter", "",
+        "Records marked duplicate (still counted in metrics, not written to log sinks).";
+    REDACTED = "herald_pipeline_redacted_total", "counter", "",
+        "Records whose message was changed by redaction.";
+    QUEUE_DROPPED = "herald_queue_dropped_total", "counter", "queue",
+        "Records a full queue refused (a sink queue drops for that sink only).";
+    QUEUE_BACKLOG = "herald_queue_backlog", "gauge", "queue", "Records waiting in a queue.";
+    QUEUE_CAPACITY = "herald_queue_capacity", "gauge", "queue", "Capacity of a queue.";
+    SINK_SENT = "herald_sink_sent_total", "counter", "sink", "Records a sink delivered.";
+    SINK_FAILURES = "herald_sink_failures_total", "counter", "sink", "Records a sink failed to deliver.";
+    DELAY = "herald_event_delay_seconds", "histogram", "",
+        "Event's last occurrence (eventTime, else lastTimestamp, else firstTimestamp) to processed.";
+    PROCESSING = "herald_processing_seconds", "histogram", "",
+        "Object decoded to every sink handed the record (herald's own processing time).";
+    WATCH_RESTARTS = "herald_watch_restarts_total", "counter", "resource, reason",
+        "Watches re-established: timeout (normal end), closed, error, expired (410, relist), stalled.";
+    WATCH_ERRORS = "herald_watch_errors_total", "counter", "resource, kind",
+        "Failed list or watch requests: list, watch.";
+    WATCH_LAST_EVENT = "herald_watch_last_event_timestamp_seconds", "gauge", "resource",
+        "Unix time of the last object or bookmark received on a watch.";
+    INVALID_OBJECTS = "herald_invalid_objects_total", "counter", "resource, reason",
+        "Malformed objects from the API, counted and skipped: missing_field, wrong_type, undecodable.";
+    STATE_EVICTIONS = "herald_source_state_evictions_total", "counter", "resource",
+        "Per-Event count state forgotten because max_tracked_objects was reached.";
+    TRACKED_OBJECTS = "herald_source_tracked_objects", "gauge", "resource",
+        "Event objects whose last count herald remembers.";
+    SERIES_OVERFLOW = "herald_metric_series_overflow_total", "counter", "metric",
+        "Updates folded into the __other__ label set by the cardinality guard.";
+    BUILD_INFO = "herald_build_info", "gauge", "version", "Always 1; carries the version.";
+}
+
+/// The process-wide metric registry and renderer.
+pub struct Telemetry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+static METADATA: Metadata<'static> = Metadata::new("herald", metrics::Level::INFO, Some("herald"));
+
+impl Telemetry {
+    pub fn new(cfg: &MetricsConfig) -> Telemetry {
+        let builder = PrometheusBuilder::new();
+        // Buckets were validated with the config; a failure here means an empty list, which validation refuses.
+        let builder = builder
+            .set_buckets_for_metric(Matcher::Full(DELAY.into()), &cfg.delay_buckets)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(PROCESSING.into()), &cfg.processing_buckets)
+            })
+            .expect("histogram buckets are validated by Config::validate");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        for def in CATALOGUE {
+            let help = def.help.into();
+            match def.kind {
+                "counter" => recorder.describe_counter(def.name.into(), None, help),
+                "gauge" => recorder.describe_gauge(def.name.into(), None, help),
+                _ => recorder.describe_histogram(def.name.into(), Some(Unit::Seconds), help),
+            }
+        }
+        let t = Telemetry { recorder, handle };
+        t.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]).set(1.0);
+        t
+    }
+
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder.register_counter(&key(name, labels), &METADATA)
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.recorder.register_histogram(&key(name, labels), &METADATA)
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram buffers; call every few seconds so rendering stays cheap.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.to_string()))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_render_as_prometheus_text_with_buckets() {
+        let t = Telemetry::new(&MetricsConfig::default());
+        let c = t.counter(OCCURRENCES, &[("namespace", "default"), ("kind", "Pod")]);
+        c.increment(57);
+        t.histogram(DELAY, &[]).record(0.3);
+        let text = t.render();
+        assert!(
+            text.contains(r#"herald_event_occurrences_total{namespace="default",kind="Pod"} 57"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"herald_event_delay_seconds_bucket{le="0.5"} 1"#), "{text}");
+        assert!(text.contains(r#"herald_event_delay_seconds_bucket{le="0.25"} 0"#), "{text}");
+        assert!(text.contains("# HELP herald_event_occurrences_total Occurrences"), "{text}");
+        assert!(text.contains(r#"herald_build_info{version=""#), "{text}");
+    }
+
+    #[test]
+    fn readme_documents_every_metric() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .unwrap_or_default();
+        for def in CATALOGUE {
+            assert!(readme.contains(&format!("`{}`", def.name)), "README lacks {}", def.name);
+        }
+    }
+}
