@@ -134,6 +134,8 @@ pub struct EventRecord {
     pub count: u32,
     /// Occurrences this record stands for: new ones since herald last saw the object (0 for a baseline or delete).
     pub delta: u32,
+    /// First time herald sees this Event object (counted in `herald_events_total`).
+    pub new_object: bool,
     /// `series.count` when the Event has a series.
     pub series_count: Option<u32>,
     pub series_last_observed: Option<Timestamp>,
@@ -143,6 +145,8 @@ pub struct EventRecord {
     pub creation_timestamp: Option<Timestamp>,
     /// Wall-clock time herald decoded it (OTLP's observed timestamp).
     pub observed: Timestamp,
+    /// Monotonic time herald decoded it, for `herald_processing_seconds`.
+    pub decoded_at: std::time::Instant,
     /// Set by the pipeline: severity class, repeat escalation, dedup.
     pub severity: Severity,
     pub repeated: bool,
@@ -191,6 +195,7 @@ impl EventRecord {
             message: String::new(),
             count: 1,
             delta: 1,
+            new_object: true,
             series_count: None,
             series_last_observed: None,
             event_time: None,
@@ -198,6 +203,7 @@ impl EventRecord {
             last_timestamp: None,
             creation_timestamp: None,
             observed: Timestamp::now(),
+            decoded_at: std::time::Instant::now(),
             severity: Severity::Info,
             repeated: false,
             duplicate: false,

@@ -311,7 +311,7 @@ pub struct CoreV1;
 pub struct EventsV1;
 
 /// The group/version/plural of an Events API, for kube's URL building.
-pub trait EventsApiMarker: Send + Sync + 'static {
+pub trait EventsApiMarker: Clone + fmt::Debug + Send + Sync + 'static {
     const GROUP: &'static str;
     const VERSION: &'static str;
     /// Metric label for this resource (`events`, `events.events.k8s.io`).

@@ -1,3 +1,6 @@
 //! Sources: watchers of the Kubernetes API that turn objects into records on the ingest ring.
 
+pub mod accounting;
 pub mod decode;
+pub mod events;
+pub mod watch;

@@ -1,0 +1,447 @@
+//! The Event source: watches core/v1 or events.k8s.io/v1 Events and puts one record per new occurrence (or
+//! batch of occurrences) on the ingest ring.
+//!
+//! Normalising happens here, once: both APIs become the same [`EventRecord`], repeated strings are interned,
+//! counts become occurrence deltas ([`Accounting`]). Objects that carry no new occurrence (a baseline listing,
+//! a delete, an update that did not raise the count) never enter the pipeline. A malformed object is counted
+//! in `herald_invalid_objects_total`, logged once per kind of problem with its namespace/name, and skipped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::Client;
+use metrics::{Counter, Gauge};
+use tokio_util::sync::CancellationToken;
+
+use super::accounting::Accounting;
+use super::decode::{self, EventsApiMarker, Field, LeanEvent, LeanObjectRef};
+use super::watch::{Step, WatchSettings, Watcher};
+use crate::config::{EventSourceConfig, EventsApi, Scope};
+use crate::health::Health;
+use crate::pipeline::ring::Ring;
+use crate::record::{Change, EventApi, EventRecord, Interner, ObjectRef};
+use crate::telemetry::{self, Telemetry};
+
+/// Why an object was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} {field} in Event {namespace}/{name}")]
+pub struct Invalid {
+    /// `missing_field` or `wrong_type` (a metric label).
+    pub reason: &'static str,
+    pub field: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What every Event watch needs from the agent.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub client: Client,
+    pub ingest: Arc<Ring<Arc<EventRecord>>>,
+    pub telemetry: Arc<Telemetry>,
+    pub health: Health,
+    pub shutdown: CancellationToken,
+}
+
+/// Start the configured Event watches; each runs until shutdown. `own_namespace` is used by `scope: own`.
+pub fn spawn(
+    cfg: &EventSourceConfig,
+    own_namespace: &str,
+    ctx: &SourceContext,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let EventSourceConfig {
+        enabled,
+        api,
+        scope,
+        namespaces,
+        label_selector,
+        field_selector,
+        page_size,
+        startup: _,
+        max_tracked_objects: _,
+    } = cfg;
+    if !enabled {
+        return Vec::new();
+    }
+    let targets: Vec<Option<String>> = match scope {
+        Scope::All => vec![None],
+        Scope::Namespaces => namespaces.iter().cloned().map(Some).collect(),
+        Scope::Own => vec![Some(own_namespace.to_string())],
+    };
+    let settings = WatchSettings {
+        label_selector: label_selector.clone(),
+        field_selector: field_selector.clone(),
+        page_size: *page_size,
+        ..WatchSettings::default()
+    };
+    targets
+        .into_iter()
+        .map(|ns| {
+            let (ctx, cfg, settings) = (ctx.clone(), cfg.clone(), settings.clone());
+            match api {
+                EventsApi::CoreV1 => {
+                    tokio::spawn(run::<decode::CoreV1>(ns, settings, cfg, ctx))
+                }
+                EventsApi::EventsV1 => {
+                    tokio::spawn(run::<decode::EventsV1>(ns, settings, cfg, ctx))
+                }
+            }
+        })
+        .collect()
+}
+
+/// Which [`EventApi`] a marker stands for.
+trait Normalise: EventsApiMarker {
+    const API: EventApi;
+}
+impl Normalise for decode::CoreV1 {
+    const API: EventApi = EventApi::CoreV1;
+}
+impl Normalise for decode::EventsV1 {
+    const API: EventApi = EventApi::EventsV1;
+}
+
+struct SourceMetrics {
+    tracked: Gauge,
+    evictions: Counter,
+    missing_field: Counter,
+    wrong_type: Counter,
+}
+
+async fn run<A: Normalise>(
+    namespace: Option<String>,
+    settings: WatchSettings,
+    cfg: EventSourceConfig,
+    ctx: SourceContext,
+) {
+    let api: Api<LeanEvent<A>> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let health_name = match &namespace {
+        Some(ns) => format!("{} (namespace {ns})", A::RESOURCE),
+        None => A::RESOURCE.to_string(),
+    };
+    let health = ctx.health.source(health_name);
+    let mut watcher = Watcher::new(
+        api,
+        settings,
+        A::RESOURCE,
+        &ctx.telemetry,
+        health,
+        ctx.shutdown.clone(),
+    );
+    let t = &ctx.telemetry;
+    let resource = A::RESOURCE;
+    let metrics = SourceMetrics {
+        tracked: t.gauge(telemetry::TRACKED_OBJECTS, &[("resource", resource)]),
+        evictions: t.counter(telemetry::STATE_EVICTIONS, &[("resource", resource)]),
+        missing_field: t.counter(
+            telemetry::INVALID_OBJECTS,
+            &[("resource", resource), ("reason", "missing_field")],
+        ),
+        wrong_type: t.counter(
+            telemetry::INVALID_OBJECTS,
+            &[("resource", resource), ("reason", "wrong_type")],
+        ),
+    };
+    let mut accounting = Accounting::new(cfg.startup, cfg.max_tracked_objects);
+    let mut interner = Interner::new(50_000);
+    let mut reported_evictions = 0;
+
+    while let Some(step) = watcher.next().await {
+        let (object, change) = match step {
+            Step::ListStart => {
+                accounting.list_start();
+                continue;
+            }
+            Step::ListDone => {
+                let gone = accounting.list_done();
+                if gone > 0 {
+                    tracing::debug!(resource, gone, "relist: Events deleted while not watching");
+                }
+                metrics.tracked.set(accounting.len() as f64);
+                continue;
+            }
+            Step::Deleted(object) => {
+                accounting.forget(&object_key(&object));
+                metrics.tracked.set(accounting.len() as f64);
+                continue;
+            }
+            Step::Listed(object) => (object, Change::Listed),
+            Step::Added(object) => (object, Change::Added),
+            Step::Modified(object) => (object, Change::Modified),
+        };
+        let key = object_key(&object);
+        let mut record = match normalise(object, A::API, &mut interner) {
+            Ok(record) => record,
+            Err(invalid) => {
+                match invalid.reason {
+                    "missing_field" => metrics.missing_field.increment(1),
+                    _ => metrics.wrong_type.increment(1),
+                }
+                log_invalid_once(resource, &invalid);
+                continue;
+            }
+        };
+        let observation = accounting.observe(&key, record.count);
+        if accounting.evictions() != reported_evictions {
+            metrics
+                .evictions
+                .increment(accounting.evictions() - reported_evictions);
+            reported_evictions = accounting.evictions();
+        }
+        if observation.delta == 0 {
+            continue;
+        }
+        record.delta = observation.delta;
+        record.new_object = observation.new_object;
+        record.change = change;
+        if ctx.ingest.push(Arc::new(record)).await.is_err() {
+            break;
+        }
+        if change != Change::Listed {
+            metrics.tracked.set(accounting.len() as f64);
+        }
+    }
+}
+
+/// The identity occurrences are tracked by: the UID, or namespace/name when a malformed object has none.
+fn object_key<A>(object: &LeanEvent<A>) -> String {
+    let m = &object.metadata;
+    match m.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => uid.to_string(),
+        _ => format!(
+            "{}/{}",
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+fn log_invalid_once(resource: &'static str, invalid: &Invalid) {
+    static SEEN: std::sync::Mutex<Vec<(&'static str, &'static str)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let kind = (invalid.reason, invalid.field);
+    if !seen.contains(&kind) {
+        seen.push(kind);
+        tracing::warn!(
+            resource,
+            reason = invalid.reason,
+            field = invalid.field,
+            namespace = %invalid.namespace,
+            name = %invalid.name,
+            "skipping malformed Event (counted in herald_invalid_objects_total; logged once per kind of problem)"
+        );
+    }
+}
+
+/// Build the record from a decoded object, or say which field makes it unusable.
+pub fn normalise<A>(
+    object: LeanEvent<A>,
+    api: EventApi,
+    interner: &mut Interner,
+) -> Result<EventRecord, Invalid> {
+    let LeanEvent {
+        metadata,
+        metadata_invalid,
+        fields,
+        ..
+    } = object;
+    let namespace = metadata.namespace.unwrap_or_default();
+    let name = metadata.name.unwrap_or_default();
+    let fail = |reason: &'static str, field: &'static str| Invalid {
+        reason,
+        field,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    if metadata_invalid {
+        return Err(fail("wrong_type", "metadata"));
+    }
+    if name.is_empty() {
+        return Err(fail("missing_field", "metadata.name"));
+    }
+    if namespace.is_empty() {
+        return Err(fail("missing_field", "metadata.namespace"));
+    }
+    macro_rules! get {
+        ($field:expr, $name:literal) => {
+            $field.get().map_err(|()| fail("wrong_type", $name))?
+        };
+    }
+    let involved_name = match api {
+        EventApi::CoreV1 => "involvedObject",
+        EventApi::EventsV1 => "regarding",
+    };
+    let regarding = match fields.involved_object.0 {
+        Field::Value(r) => object_ref(r, interner).map_err(|f| fail("wrong_type", f))?,
+        Field::Invalid => return Err(fail("wrong_type", involved_name)),
+        // events.k8s.io/v1 makes `regarding` optional; core/v1 requires involvedObject.
+        Field::Missing | Field::Null if api == EventApi::CoreV1 => {
+            return Err(fail("missing_field", involved_name));
+        }
+        Field::Missing | Field::Null => ObjectRef::default(),
+    };
+    let related = match fields.related.0 {
+        Field::Value(r) => Some(object_ref(r, interner).map_err(|f| fail("wrong_type", f))?),
+        Field::Invalid => return Err(fail("wrong_type", "related")),
+        Field::Missing | Field::Null => None,
+    };
+    let (source_component, host) = match fields.source.0 {
+        Field::Value(s) => (get!(s.component, "source.component"), get!(s.host, "source.host")),
+        Field::Invalid => return Err(fail("wrong_type", "source")),
+        Field::Missing | Field::Null => (None, None),
+    };
+    let (series_count, series_last_observed) = match fields.series.0 {
+        Field::Value(s) => (
+            get!(s.count, "series.count"),
+            get!(s.last_observed_time, "series.lastObservedTime"),
+        ),
+        Field::Invalid => return Err(fail("wrong_type", "series")),
+        Field::Missing | Field::Null => (None, None),
+    };
+    let count_field = get!(fields.count, "count");
+    // A series carries the running count; otherwise `count`; an Event without either happened once.
+    // Zero or negative counts (seen in fuzzed objects) also mean once.
+    let count = series_count
+        .filter(|c| *c > 0)
+        .or(count_field.filter(|c| *c > 0))
+        .map_or(1, |c| u32::try_from(c).unwrap_or(u32::MAX));
+    let reporting = get!(fields.reporting_component, "reportingComponent").unwrap_or_default();
+    let component = if reporting.is_empty() {
+        source_component.unwrap_or_default()
+    } else {
+        reporting
+    };
+    let reason = get!(fields.reason, "reason").unwrap_or_default();
+    let type_ = get!(fields.type_, "type").unwrap_or_default();
+    Ok(EventRecord {
+        api,
+        change: Change::Listed,
+        namespace: interner.intern(&namespace),
+        name: name.as_str().into(),
+        uid: metadata.uid.unwrap_or_default().into(),
+        resource_version: metadata.resource_version.unwrap_or_default().into(),
+        regarding,
+        related,
+        reason: interner.intern(&reason),
+        type_: interner.intern(&type_),
+        component: interner.intern(&component),
+        reporting_instance: get!(fields.reporting_instance, "reportingInstance")
+            .unwrap_or_default()
+            .into(),
+        host: host.unwrap_or_default().into(),
+        action: get!(fields.action, "action").unwrap_or_default().into(),
+        message: get!(fields.message, "message").unwrap_or_default(),
+        count,
+        delta: 0,
+        new_object: false,
+        series_count: series_count.map(|c| u32::try_from(c.max(0)).unwrap_or(u32::MAX)),
+        series_last_observed,
+        event_time: get!(fields.event_time, "eventTime"),
+        first_timestamp: get!(fields.first_timestamp, "firstTimestamp"),
+        last_timestamp: get!(fields.last_timestamp, "lastTimestamp"),
+        creation_timestamp: metadata.creation_timestamp.map(|t| t.0),
+        observed: Timestamp::now(),
+        decoded_at: Instant::now(),
+        severity: crate::record::Severity::Info,
+        repeated: false,
+        duplicate: false,
+        fingerprint: 0,
+    })
+}
+
+fn object_ref(r: LeanObjectRef, interner: &mut Interner) -> Result<ObjectRef, &'static str> {
+    let s = |f: Field<String>, name: &'static str| f.get().map_err(|()| name);
+    Ok(ObjectRef {
+        kind: interner.intern(&s(r.kind, "involvedObject.kind")?.unwrap_or_default()),
+        api_version: interner
+            .intern(&s(r.api_version, "involvedObject.apiVersion")?.unwrap_or_default()),
+        namespace: interner.intern(&s(r.namespace, "involvedObject.namespace")?.unwrap_or_default()),
+        name: s(r.name, "involvedObject.name")?.unwrap_or_default().into(),
+        uid: s(r.uid, "involvedObject.uid")?.unwrap_or_default().into(),
+        field_path: s(r.field_path, "involvedObject.fieldPath")?
+            .unwrap_or_default()
+            .into(),
+        resource_version: s(r.resource_version, "involvedObject.resourceVersion")?
+            .unwrap_or_default()
+            .into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(json: &str) -> Result<EventRecord, Invalid> {
+        let ev: LeanEvent<decode::CoreV1> = serde_json::from_str(json).unwrap();
+        normalise(ev, EventApi::CoreV1, &mut Interner::new(100))
+    }
+
+    #[test]
+    fn core_v1_event_normalises() {
+        let r = core(
+            r#"{"metadata":{"name":"p.1","namespace":"default","uid":"u1","resourceVersion":"42",
+                "creationTimestamp":"2024-12-02T10:00:00Z"},
+                "involvedObject":{"kind":"Pod","name":"p","namespace":"default","apiVersion":"v1","fieldPath":"spec.containers{c}"},
+                "reason":"BackOff","message":"Back-off restarting failed container","type":"Warning",
+                "source":{"component":"kubelet","host":"node-1"},"count":10,
+                "firstTimestamp":"2024-12-02T10:00:00Z","lastTimestamp":"2024-12-02T10:05:00Z","reportingComponent":""}"#,
+        )
+        .unwrap();
+        assert_eq!(&*r.namespace, "default");
+        assert_eq!(&*r.regarding.kind, "Pod");
+        assert_eq!(&*r.regarding.field_path, "spec.containers{c}");
+        assert_eq!(&*r.reason, "BackOff");
+        assert_eq!(&*r.type_, "Warning");
+        assert_eq!(&*r.component, "kubelet", "empty reportingComponent falls back to source");
+        assert_eq!(&*r.host, "node-1");
+        assert_eq!(r.count, 10);
+        assert_eq!(r.timestamp(), Some("2024-12-02T10:05:00Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn missing_count_means_once_and_series_wins() {
+        let base = r#""metadata":{"name":"a","namespace":"n"},"involvedObject":{"kind":"Pod"}"#;
+        assert_eq!(core(&format!("{{{base}}}")).unwrap().count, 1);
+        assert_eq!(core(&format!("{{{base},\"count\":-3}}")).unwrap().count, 1);
+        let r = core(&format!("{{{base},\"count\":2,\"series\":{{\"count\":9}}}}")).unwrap();
+        assert_eq!((r.count, r.series_count), (9, Some(9)));
+    }
+
+    #[test]
+    fn malformed_objects_name_the_field_and_object() {
+        let e = core(r#"{"metadata":{"name":"a","namespace":"n"}}"#).unwrap_err();
+        assert_eq!(e.to_string(), "missing_field involvedObject in Event n/a");
+        let e = core(r#"{"metadata":{"name":"a","namespace":"n"},"involvedObject":{"kind":5}}"#)
+            .unwrap_err();
+        assert_eq!((e.reason, e.field), ("wrong_type", "involvedObject.kind"));
+        let e = core(r#"{"metadata":{"name":"a","namespace":"n"},"involvedObject":{},"count":"x"}"#)
+            .unwrap_err();
+        assert_eq!((e.reason, e.field), ("wrong_type", "count"));
+        let e = core(r#"{"metadata":{"namespace":"n"},"involvedObject":{}}"#).unwrap_err();
+        assert_eq!(e.field, "metadata.name");
+    }
+
+    #[test]
+    fn events_v1_fills_the_same_record() {
+        let ev: LeanEvent<decode::EventsV1> = serde_json::from_str(
+            r#"{"metadata":{"name":"a","namespace":"n","uid":"u"},"regarding":{"kind":"Node","name":"n1"},
+                "note":"m","reason":"NodeNotReady","type":"Normal","reportingController":"node-controller",
+                "reportingInstance":"cm-1","action":"Update","eventTime":"2024-01-01T00:00:00.000001Z",
+                "deprecatedCount":3,"deprecatedSource":{"component":"x","host":"h"}}"#,
+        )
+        .unwrap();
+        let r = normalise(ev, EventApi::EventsV1, &mut Interner::new(10)).unwrap();
+        assert_eq!(&*r.regarding.kind, "Node");
+        assert_eq!(r.message, "m");
+        assert_eq!(&*r.component, "node-controller");
+        assert_eq!(&*r.reporting_instance, "cm-1");
+        assert_eq!(&*r.action, "Update");
+        assert_eq!(&*r.host, "h");
+        assert_eq!(r.count, 3);
+    }
+}
