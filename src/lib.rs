@@ -10,5 +10,6 @@ pub mod health;
 pub mod pipeline;
 pub mod record;
 pub mod sim;
+pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -1,0 +1,54 @@
+//! Sinks: where records leave herald. Each sink owns a bounded ring filled by the pipeline's fan-out and
+//! drains it on its own task, so a slow or failing sink only ever drops its own records (counted).
+
+use std::sync::Arc;
+
+use metrics::Counter;
+
+use crate::pipeline::ring::Ring;
+use crate::record::EventRecord;
+use crate::telemetry::{self, Telemetry};
+
+pub mod json;
+pub mod metrics_sink;
+
+/// A record shared by every sink that takes it.
+pub type Shared = Arc<EventRecord>;
+
+/// The pipeline's side of one sink.
+pub struct SinkQueue {
+    pub name: &'static str,
+    pub ring: Arc<Ring<Shared>>,
+    /// Log-like sinks skip records the dedup step marked as duplicates; counting sinks take them.
+    pub accepts_duplicates: bool,
+    pub dropped: Counter,
+}
+
+impl SinkQueue {
+    pub fn new(
+        name: &'static str,
+        capacity: usize,
+        accepts_duplicates: bool,
+        telemetry: &Telemetry,
+    ) -> SinkQueue {
+        telemetry
+            .gauge(telemetry::QUEUE_CAPACITY, &[("queue", name)])
+            .set(capacity as f64);
+        SinkQueue {
+            name,
+            ring: Arc::new(Ring::new(name, capacity)),
+            accepts_duplicates,
+            dropped: telemetry.counter(telemetry::QUEUE_DROPPED, &[("queue", name)]),
+        }
+    }
+
+    /// Hand a record to the sink without waiting; a full ring drops it for this sink only.
+    pub fn offer(&self, record: &Shared) {
+        if record.duplicate && !self.accepts_duplicates {
+            return;
+        }
+        if self.ring.try_push(record.clone()).is_err() {
+            self.dropped.increment(1);
+        }
+    }
+}
