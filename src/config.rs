@@ -359,8 +359,16 @@ impl Default for RedactConfig {
         RedactConfig {
             drop_secret_messages: true,
             rules: vec![
-                rule("bearer", r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*", "${1}[REDACTED]"),
-                rule("password", r"(?i)(password\s*[=:]\s*)[^\s,;&]+", "${1}[REDACTED]"),
+                rule(
+                    "bearer",
+                    r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*",
+                    "${1}[REDACTED]",
+                ),
+                rule(
+                    "password",
+                    r"(?i)(password\s*[=:]\s*)[^\s,;&]+",
+                    "${1}[REDACTED]",
+                ),
                 rule("token", r"(?i)(token\s*[=:]\s*)[^\s,;&]+", "${1}[REDACTED]"),
             ],
         }
@@ -451,20 +459,18 @@ pub enum LogFormat {
 impl Config {
     /// Parse YAML text; `origin` names the source in errors that have no key.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        // YAML → generic value first, so the typed pass can report the full key path of any error.
-        let value: serde_json::Value = if text.trim().is_empty() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            serde_saphyr::from_str(text)
-                .map_err(|e| ConfigError::new(origin, format!("invalid YAML: {e}")))?
-        };
-        let value = match value {
-            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
-            v => v,
-        };
+        Config::from_value(yaml_value(text, origin)?, origin)
+    }
+
+    /// Type-check and validate a generic value (YAML already parsed, overrides already applied).
+    pub fn from_value(value: serde_json::Value, origin: &str) -> Result<Config, ConfigError> {
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let key = if path == "." { origin.to_string() } else { path };
+            let key = if path == "." {
+                origin.to_string()
+            } else {
+                path
+            };
             ConfigError::new(key, clean_serde_message(&e.into_inner().to_string()))
         })?;
         config.validate()?;
@@ -489,8 +495,14 @@ impl Config {
             }
         };
         positive("pipeline.ingest_capacity", self.pipeline.ingest_capacity)?;
-        positive("pipeline.sink_queue_capacity", self.pipeline.sink_queue_capacity)?;
-        positive("source.events.page_size", self.source.events.page_size as usize)?;
+        positive(
+            "pipeline.sink_queue_capacity",
+            self.pipeline.sink_queue_capacity,
+        )?;
+        positive(
+            "source.events.page_size",
+            self.source.events.page_size as usize,
+        )?;
         positive(
             "source.events.max_tracked_objects",
             self.source.events.max_tracked_objects,
@@ -500,7 +512,8 @@ impl Config {
             "metrics.max_series_per_metric",
             self.metrics.max_series_per_metric,
         )?;
-        if self.source.events.scope == Scope::Namespaces && self.source.events.namespaces.is_empty() {
+        if self.source.events.scope == Scope::Namespaces && self.source.events.namespaces.is_empty()
+        {
             return Err(ConfigError::new(
                 "source.events.namespaces",
                 "must list at least one namespace when scope is \"namespaces\"",
@@ -514,7 +527,13 @@ impl Config {
         }
         for (i, rule) in self.redact.rules.iter().enumerate() {
             if let Err(e) = regex::Regex::new(&rule.pattern) {
-                let first_line = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+                let first_line = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
                 return Err(ConfigError::new(
                     format!("redact.rules[{i}].pattern"),
                     format!("invalid regular expression: {first_line}"),
@@ -523,7 +542,10 @@ impl Config {
         }
         for (key, buckets) in [
             ("metrics.delay_buckets", &self.metrics.delay_buckets),
-            ("metrics.processing_buckets", &self.metrics.processing_buckets),
+            (
+                "metrics.processing_buckets",
+                &self.metrics.processing_buckets,
+            ),
         ] {
             if buckets.is_empty() || buckets.windows(2).any(|w| w[0] >= w[1]) {
                 return Err(ConfigError::new(
@@ -536,6 +558,50 @@ impl Config {
             .map_err(|e| ConfigError::new("log.level", format!("invalid filter: {e}")))?;
         Ok(())
     }
+}
+
+/// Parse YAML into a generic value (an empty document is an empty mapping), so the typed pass can report
+/// the full key path of any error and overrides can be applied by key.
+pub fn yaml_value(text: &str, origin: &str) -> Result<serde_json::Value, ConfigError> {
+    let empty = || serde_json::Value::Object(Default::default());
+    if text.trim().is_empty() {
+        return Ok(empty());
+    }
+    let value: serde_json::Value = serde_saphyr::from_str(text)
+        .map_err(|e| ConfigError::new(origin, format!("invalid YAML: {e}")))?;
+    Ok(match value {
+        serde_json::Value::Null => empty(),
+        v => v,
+    })
+}
+
+/// Set `dotted.key` in a generic config value, creating mappings on the way (for flag and env overrides).
+pub fn set_key(
+    root: &mut serde_json::Value,
+    dotted: &str,
+    value: serde_json::Value,
+) -> Result<(), ConfigError> {
+    let mut node = root;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let map = match node {
+            serde_json::Value::Object(map) => map,
+            _ => {
+                return Err(ConfigError::new(
+                    dotted,
+                    "cannot override: a parent key is not a mapping",
+                ));
+            }
+        };
+        if parts.peek().is_none() {
+            map.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = map
+            .entry(part.to_string())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    }
+    Ok(())
 }
 
 /// serde's messages mention Rust-ish details (`variant`, `struct Config`); keep what a user needs.
@@ -555,7 +621,9 @@ mod tests {
     use super::*;
 
     fn err(yaml: &str) -> String {
-        Config::from_yaml(yaml, "test.yaml").unwrap_err().to_string()
+        Config::from_yaml(yaml, "test.yaml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -587,7 +655,10 @@ mod tests {
     #[test]
     fn empty_file_means_defaults() {
         assert_eq!(Config::from_yaml("", "x").unwrap(), Config::default());
-        assert_eq!(Config::from_yaml("# nothing\n", "x").unwrap(), Config::default());
+        assert_eq!(
+            Config::from_yaml("# nothing\n", "x").unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -602,15 +673,24 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = err("filters:\n  max_agee: 5m\n");
-        assert!(e.starts_with("filters.max_agee: unknown key `max_agee`"), "{e}");
+        assert!(
+            e.starts_with("filters.max_agee: unknown key `max_agee`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_enum_value_is_named() {
         let e = err("source:\n  events:\n    api: v2\n");
-        assert!(e.starts_with("source.events.api: unknown value `v2`"), "{e}");
+        assert!(
+            e.starts_with("source.events.api: unknown value `v2`"),
+            "{e}"
+        );
         let e = err("filters:\n  min_severity: urgent\n");
-        assert!(e.starts_with("filters.min_severity: unknown value `urgent`"), "{e}");
+        assert!(
+            e.starts_with("filters.min_severity: unknown value `urgent`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -624,7 +704,10 @@ mod tests {
                 .starts_with("source.events.namespaces: must list")
         );
         let e = err("redact:\n  rules:\n    - {name: x, pattern: '(', replacement: ''}\n");
-        assert!(e.starts_with("redact.rules[0].pattern: invalid regular expression"), "{e}");
+        assert!(
+            e.starts_with("redact.rules[0].pattern: invalid regular expression"),
+            "{e}"
+        );
         let e = err("metrics:\n  delay_buckets: [1, 0.5]\n");
         assert!(e.starts_with("metrics.delay_buckets: must be"), "{e}");
     }
@@ -641,6 +724,19 @@ mod tests {
         assert!(e.starts_with("listen: "), "{e}");
         let e = err("dedup:\n  enabled: maybe\n");
         assert!(e.starts_with("dedup.enabled: "), "{e}");
+    }
+
+    #[test]
+    fn overrides_apply_by_key_and_are_checked() {
+        let mut v = yaml_value("source:\n  events:\n    scope: all\n", "f").unwrap();
+        set_key(&mut v, "source.events.scope", "own".into()).unwrap();
+        set_key(&mut v, "listen", "127.0.0.1:1".into()).unwrap();
+        let c = Config::from_value(v.clone(), "f").unwrap();
+        assert_eq!(c.source.events.scope, Scope::Own);
+        assert_eq!(c.listen.port(), 1);
+        set_key(&mut v, "source.events.api", "v9".into()).unwrap();
+        let e = Config::from_value(v, "f").unwrap_err();
+        assert_eq!(e.key, "source.events.api");
     }
 
     #[test]

@@ -106,7 +106,10 @@ impl Health {
             .elapsed()
             .saturating_sub(Duration::from_millis(beat - 1));
         if age > HEARTBEAT_LIMIT {
-            (false, format!("pipeline: no heartbeat for {}s\n", age.as_secs()))
+            (
+                false,
+                format!("pipeline: no heartbeat for {}s\n", age.as_secs()),
+            )
         } else {
             (true, "pipeline: ok\n".into())
         }

@@ -5,10 +5,12 @@
 //! serves `/metrics`, `/healthz` and `/readyz`; [`config`] is the one typed configuration tree; [`sim`] is the
 //! protocol-faithful local API server used by `herald demo`, the tests and the benchmarks.
 
+pub mod agent;
 pub mod config;
 pub mod health;
 pub mod pipeline;
 pub mod record;
+pub mod server;
 pub mod sim;
 pub mod sink;
 pub mod source;

@@ -44,7 +44,9 @@ pub enum Change {
 }
 
 /// herald's severity classes, in increasing order, so "minimum severity" is a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -170,7 +172,13 @@ impl EventRecord {
     }
 
     /// A minimal record for tests and benches; every string empty except those given.
-    pub fn for_test(namespace: &str, kind: &str, name: &str, reason: &str, type_: &str) -> EventRecord {
+    pub fn for_test(
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        reason: &str,
+        type_: &str,
+    ) -> EventRecord {
         EventRecord {
             api: EventApi::CoreV1,
             change: Change::Added,

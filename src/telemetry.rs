@@ -5,7 +5,9 @@
 //! Every metric herald exports is listed in [`CATALOGUE`]; a test checks that the README documents each one.
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::config::MetricsConfig;
 
@@ -98,12 +100,14 @@ impl Telemetry {
             }
         }
         let t = Telemetry { recorder, handle };
-        t.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]).set(1.0);
+        t.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1.0);
         t
     }
 
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
-        self.recorder.register_counter(&key(name, labels), &METADATA)
+        self.recorder
+            .register_counter(&key(name, labels), &METADATA)
     }
 
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
@@ -111,7 +115,8 @@ impl Telemetry {
     }
 
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
-        self.recorder.register_histogram(&key(name, labels), &METADATA)
+        self.recorder
+            .register_histogram(&key(name, labels), &METADATA)
     }
 
     /// Prometheus text exposition of every metric.
@@ -148,9 +153,18 @@ mod tests {
             text.contains(r#"herald_event_occurrences_total{namespace="default",kind="Pod"} 57"#),
             "{text}"
         );
-        assert!(text.contains(r#"herald_event_delay_seconds_bucket{le="0.5"} 1"#), "{text}");
-        assert!(text.contains(r#"herald_event_delay_seconds_bucket{le="0.25"} 0"#), "{text}");
-        assert!(text.contains("# HELP herald_event_occurrences_total Occurrences"), "{text}");
+        assert!(
+            text.contains(r#"herald_event_delay_seconds_bucket{le="0.5"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"herald_event_delay_seconds_bucket{le="0.25"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP herald_event_occurrences_total Occurrences"),
+            "{text}"
+        );
         assert!(text.contains(r#"herald_build_info{version=""#), "{text}");
     }
 
@@ -159,7 +173,11 @@ mod tests {
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
             .unwrap_or_default();
         for def in CATALOGUE {
-            assert!(readme.contains(&format!("`{}`", def.name)), "README lacks {}", def.name);
+            assert!(
+                readme.contains(&format!("`{}`", def.name)),
+                "README lacks {}",
+                def.name
+            );
         }
     }
 }

@@ -1,8 +1,159 @@
-//! The pipeline: one worker takes records off the ingest ring, classifies, filters, deduplicates and redacts
-//! them, and hands each to every sink's own ring.
+//! The pipeline: one worker takes records off the ingest ring and, for each, classifies it (severity and
+//! repeat escalation), filters, deduplicates, redacts the message, and hands it to every sink's own ring.
+//!
+//! Classification comes before filtering because `filters.min_severity` needs the severity. The worker
+//! never waits on a sink: a full sink ring drops for that sink only ([`SinkQueue::offer`]). It owns all its
+//! state (no locks), and its loop beats the liveness heartbeat at least once a second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::record::EventRecord;
+use crate::sink::{Shared, SinkQueue};
+use crate::telemetry::{self, Telemetry};
 
 pub mod classify;
 pub mod dedup;
 pub mod filter;
 pub mod redact;
 pub mod ring;
+
+use classify::Classifier;
+use dedup::Dedup;
+use filter::{Filter, Filtered};
+use redact::Redactor;
+use ring::Ring;
+
+/// Errors building the pipeline from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A redaction rule did not compile (config validation normally catches this first).
+    #[error(transparent)]
+    Redact(#[from] redact::Error),
+}
+
+struct Stats {
+    received: Counter,
+    filtered: Vec<(Filtered, Counter)>,
+    deduplicated: Counter,
+    redacted: Counter,
+    delay: Histogram,
+    processing: Histogram,
+    ingest_backlog: Gauge,
+    sink_backlog: Vec<Gauge>,
+}
+
+pub struct Pipeline {
+    classifier: Classifier,
+    filter: Filter,
+    dedup: Dedup,
+    redactor: Redactor,
+    sinks: Vec<SinkQueue>,
+    stats: Stats,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config, sinks: Vec<SinkQueue>, t: &Telemetry) -> Result<Pipeline, Error> {
+        let stats = Stats {
+            received: t.counter(telemetry::RECEIVED, &[]),
+            filtered: Filtered::ALL
+                .iter()
+                .map(|f| {
+                    (
+                        *f,
+                        t.counter(telemetry::FILTERED, &[("filter", f.as_str())]),
+                    )
+                })
+                .collect(),
+            deduplicated: t.counter(telemetry::DEDUPLICATED, &[]),
+            redacted: t.counter(telemetry::REDACTED, &[]),
+            delay: t.histogram(telemetry::DELAY, &[]),
+            processing: t.histogram(telemetry::PROCESSING, &[]),
+            ingest_backlog: t.gauge(telemetry::QUEUE_BACKLOG, &[("queue", "ingest")]),
+            sink_backlog: sinks
+                .iter()
+                .map(|s| t.gauge(telemetry::QUEUE_BACKLOG, &[("queue", s.name)]))
+                .collect(),
+        };
+        Ok(Pipeline {
+            classifier: Classifier::new(&config.severity),
+            filter: Filter::new(&config.filters),
+            dedup: Dedup::new(&config.dedup),
+            redactor: Redactor::new(&config.redact)?,
+            sinks,
+            stats,
+        })
+    }
+
+    /// Decide about one record and fan it out.
+    pub fn process(&mut self, mut shared: Shared, now_wall: jiff::Timestamp, now: Instant) {
+        self.stats.received.increment(1);
+        // The record is still owned by this worker alone: make_mut never clones here.
+        let record: &mut EventRecord = Arc::make_mut(&mut shared);
+        self.classifier.classify(record);
+        if let Err(reason) = self.filter.check(record, now_wall) {
+            if let Some((_, c)) = self.stats.filtered.iter().find(|(f, _)| *f == reason) {
+                c.increment(1);
+            }
+            return;
+        }
+        if self.dedup.check(record, now) {
+            self.stats.deduplicated.increment(1);
+        }
+        if self.redactor.apply(record) {
+            self.stats.redacted.increment(1);
+        }
+        if let Some(ts) = record.timestamp() {
+            let delay = now_wall.duration_since(ts).as_secs_f64().max(0.0);
+            self.stats.delay.record(delay);
+        }
+        let decoded_at = record.decoded_at;
+        for sink in &self.sinks {
+            sink.offer(&shared);
+        }
+        self.stats
+            .processing
+            .record(now.saturating_duration_since(decoded_at).as_secs_f64());
+    }
+
+    fn report_backlog(&self, ingest: &Ring<Shared>) {
+        self.stats.ingest_backlog.set(ingest.len() as f64);
+        for (sink, gauge) in self.sinks.iter().zip(&self.stats.sink_backlog) {
+            gauge.set(sink.ring.len() as f64);
+        }
+    }
+
+    /// Run until the ingest ring is closed and drained, then close every sink ring.
+    pub async fn run(mut self, ingest: Arc<Ring<Shared>>, health: Health) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'outer: loop {
+            let mut n = 0u32;
+            while let Some(r) = ingest.try_pop() {
+                self.process(r, jiff::Timestamp::now(), Instant::now());
+                n += 1;
+                if n % 1024 == 0 {
+                    health.beat();
+                    self.report_backlog(&ingest);
+                }
+            }
+            health.beat();
+            self.report_backlog(&ingest);
+            tokio::select! {
+                r = ingest.pop() => match r {
+                    Some(r) => self.process(r, jiff::Timestamp::now(), Instant::now()),
+                    None => break 'outer,
+                },
+                _ = tick.tick() => {}
+            }
+        }
+        self.report_backlog(&ingest);
+        for sink in &self.sinks {
+            sink.ring.close();
+        }
+    }
+}

@@ -47,7 +47,10 @@ struct Line<'a> {
     reason: &'a str,
     #[serde(rename = "k8s.event.action")]
     action: &'a str,
-    #[serde(rename = "k8s.event.start_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "k8s.event.start_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     start_time: Option<Timestamp>,
     #[serde(rename = "k8s.event.count", skip_serializing_if = "is_zero")]
     count: u32,

@@ -109,13 +109,39 @@ mod tests {
         a.new_object = false;
         a.delta = 3;
         sink.record(&a);
-        sink.record(&EventRecord::for_test("kube-system", "Node", "n", "NodeNotReady", "Normal"));
+        sink.record(&EventRecord::for_test(
+            "kube-system",
+            "Node",
+            "n",
+            "NodeNotReady",
+            "Normal",
+        ));
         sink.record(&EventRecord::for_test("x", "Pod", "q", "Started", "Normal"));
         let text = t.render();
         let line = |s: &str| text.lines().any(|l| l == s);
-        assert!(line(r#"herald_event_occurrences_total{namespace="default",kind="Pod",reason="BackOff",type="Warning"} 13"#), "{text}");
-        assert!(line(r#"herald_events_total{namespace="default",kind="Pod",reason="BackOff",type="Warning"} 1"#), "{text}");
-        assert!(line(r#"herald_event_occurrences_total{namespace="__other__",kind="__other__",reason="__other__",type="__other__"} 1"#), "{text}");
-        assert!(line(r#"herald_metric_series_overflow_total{metric="herald_event_occurrences_total"} 1"#), "{text}");
+        assert!(
+            line(
+                r#"herald_event_occurrences_total{namespace="default",kind="Pod",reason="BackOff",type="Warning"} 13"#
+            ),
+            "{text}"
+        );
+        assert!(
+            line(
+                r#"herald_events_total{namespace="default",kind="Pod",reason="BackOff",type="Warning"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            line(
+                r#"herald_event_occurrences_total{namespace="__other__",kind="__other__",reason="__other__",type="__other__"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            line(
+                r#"herald_metric_series_overflow_total{metric="herald_event_occurrences_total"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

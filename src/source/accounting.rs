@@ -87,7 +87,8 @@ impl Accounting {
             };
         }
         let key: Arc<str> = Arc::from(key);
-        self.known.insert(key.clone(), Tracked { count, generation });
+        self.known
+            .insert(key.clone(), Tracked { count, generation });
         self.order.push_back(key);
         self.evict_over_bound();
         if self.baseline {
@@ -160,9 +161,21 @@ mod tests {
         a.list_start();
         assert_eq!(a.observe("old", 5), obs(false, 0));
         a.list_done();
-        assert_eq!(a.observe("old", 7), obs(false, 2), "only the increase counts");
-        assert_eq!(a.observe("old", 7), obs(false, 0), "an unchanged update counts nothing");
-        assert_eq!(a.observe("new", 3), obs(true, 3), "a new object counts its count");
+        assert_eq!(
+            a.observe("old", 7),
+            obs(false, 2),
+            "only the increase counts"
+        );
+        assert_eq!(
+            a.observe("old", 7),
+            obs(false, 0),
+            "an unchanged update counts nothing"
+        );
+        assert_eq!(
+            a.observe("new", 3),
+            obs(true, 3),
+            "a new object counts its count"
+        );
         a.forget("new");
         assert_eq!(a.len(), 1);
     }
@@ -210,6 +223,10 @@ mod tests {
         a.observe("4", 1);
         assert_eq!(a.evictions(), 1);
         assert_eq!(a.len(), 2);
-        assert_eq!(a.observe("2", 2), obs(true, 2), "2 was the oldest and was evicted");
+        assert_eq!(
+            a.observe("2", 2),
+            obs(true, 2),
+            "2 was the oldest and was evicted"
+        );
     }
 }

@@ -14,8 +14,8 @@ use std::marker::PhantomData;
 use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// One JSON field, decoded without ever failing.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -411,6 +411,12 @@ mod tests {
         assert_eq!(f.reporting_component, Field::Value("kubelet".into()));
         assert_eq!(f.count, Field::Value(4));
         assert!(matches!(f.event_time, Field::Value(_)));
-        assert!(matches!(f.series.0, Field::Value(LeanSeries { count: Field::Value(7), .. })));
+        assert!(matches!(
+            f.series.0,
+            Field::Value(LeanSeries {
+                count: Field::Value(7),
+                ..
+            })
+        ));
     }
 }

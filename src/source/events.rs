@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
-use kube::api::Api;
 use kube::Client;
+use kube::api::Api;
 use metrics::{Counter, Gauge};
 use tokio_util::sync::CancellationToken;
 
@@ -81,9 +81,7 @@ pub fn spawn(
         .map(|ns| {
             let (ctx, cfg, settings) = (ctx.clone(), cfg.clone(), settings.clone());
             match api {
-                EventsApi::CoreV1 => {
-                    tokio::spawn(run::<decode::CoreV1>(ns, settings, cfg, ctx))
-                }
+                EventsApi::CoreV1 => tokio::spawn(run::<decode::CoreV1>(ns, settings, cfg, ctx)),
                 EventsApi::EventsV1 => {
                     tokio::spawn(run::<decode::EventsV1>(ns, settings, cfg, ctx))
                 }
@@ -222,7 +220,8 @@ fn object_key<A>(object: &LeanEvent<A>) -> String {
 }
 
 fn log_invalid_once(resource: &'static str, invalid: &Invalid) {
-    static SEEN: std::sync::Mutex<Vec<(&'static str, &'static str)>> = std::sync::Mutex::new(Vec::new());
+    static SEEN: std::sync::Mutex<Vec<(&'static str, &'static str)>> =
+        std::sync::Mutex::new(Vec::new());
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let kind = (invalid.reason, invalid.field);
     if !seen.contains(&kind) {
@@ -291,7 +290,10 @@ pub fn normalise<A>(
         Field::Missing | Field::Null => None,
     };
     let (source_component, host) = match fields.source.0 {
-        Field::Value(s) => (get!(s.component, "source.component"), get!(s.host, "source.host")),
+        Field::Value(s) => (
+            get!(s.component, "source.component"),
+            get!(s.host, "source.host"),
+        ),
         Field::Invalid => return Err(fail("wrong_type", "source")),
         Field::Missing | Field::Null => (None, None),
     };
@@ -360,7 +362,8 @@ fn object_ref(r: LeanObjectRef, interner: &mut Interner) -> Result<ObjectRef, &'
         kind: interner.intern(&s(r.kind, "involvedObject.kind")?.unwrap_or_default()),
         api_version: interner
             .intern(&s(r.api_version, "involvedObject.apiVersion")?.unwrap_or_default()),
-        namespace: interner.intern(&s(r.namespace, "involvedObject.namespace")?.unwrap_or_default()),
+        namespace: interner
+            .intern(&s(r.namespace, "involvedObject.namespace")?.unwrap_or_default()),
         name: s(r.name, "involvedObject.name")?.unwrap_or_default().into(),
         uid: s(r.uid, "involvedObject.uid")?.unwrap_or_default().into(),
         field_path: s(r.field_path, "involvedObject.fieldPath")?
@@ -397,7 +400,10 @@ mod tests {
         assert_eq!(&*r.regarding.field_path, "spec.containers{c}");
         assert_eq!(&*r.reason, "BackOff");
         assert_eq!(&*r.type_, "Warning");
-        assert_eq!(&*r.component, "kubelet", "empty reportingComponent falls back to source");
+        assert_eq!(
+            &*r.component, "kubelet",
+            "empty reportingComponent falls back to source"
+        );
         assert_eq!(&*r.host, "node-1");
         assert_eq!(r.count, 10);
         assert_eq!(r.timestamp(), Some("2024-12-02T10:05:00Z".parse().unwrap()));
@@ -408,7 +414,10 @@ mod tests {
         let base = r#""metadata":{"name":"a","namespace":"n"},"involvedObject":{"kind":"Pod"}"#;
         assert_eq!(core(&format!("{{{base}}}")).unwrap().count, 1);
         assert_eq!(core(&format!("{{{base},\"count\":-3}}")).unwrap().count, 1);
-        let r = core(&format!("{{{base},\"count\":2,\"series\":{{\"count\":9}}}}")).unwrap();
+        let r = core(&format!(
+            "{{{base},\"count\":2,\"series\":{{\"count\":9}}}}"
+        ))
+        .unwrap();
         assert_eq!((r.count, r.series_count), (9, Some(9)));
     }
 
@@ -419,8 +428,9 @@ mod tests {
         let e = core(r#"{"metadata":{"name":"a","namespace":"n"},"involvedObject":{"kind":5}}"#)
             .unwrap_err();
         assert_eq!((e.reason, e.field), ("wrong_type", "involvedObject.kind"));
-        let e = core(r#"{"metadata":{"name":"a","namespace":"n"},"involvedObject":{},"count":"x"}"#)
-            .unwrap_err();
+        let e =
+            core(r#"{"metadata":{"name":"a","namespace":"n"},"involvedObject":{},"count":"x"}"#)
+                .unwrap_err();
         assert_eq!((e.reason, e.field), ("wrong_type", "count"));
         let e = core(r#"{"metadata":{"namespace":"n"},"involvedObject":{}}"#).unwrap_err();
         assert_eq!(e.field, "metadata.name");

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::Resource;
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use metrics::{Counter, Gauge};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -61,8 +61,12 @@ impl Default for WatchSettings {
 }
 
 enum State<K> {
-    List { continue_token: Option<String> },
-    Open { resource_version: String },
+    List {
+        continue_token: Option<String>,
+    },
+    Open {
+        resource_version: String,
+    },
     Watching {
         resource_version: String,
         stream: BoxStream<'static, kube::Result<WatchEvent<K>>>,
@@ -87,8 +91,18 @@ struct WatchMetrics {
 
 impl WatchMetrics {
     fn new(t: &Arc<Telemetry>, resource: &'static str) -> WatchMetrics {
-        let typed = |ty| t.counter(telemetry::WATCH_EVENTS, &[("resource", resource), ("type", ty)]);
-        let errors = |kind| t.counter(telemetry::WATCH_ERRORS, &[("resource", resource), ("kind", kind)]);
+        let typed = |ty| {
+            t.counter(
+                telemetry::WATCH_EVENTS,
+                &[("resource", resource), ("type", ty)],
+            )
+        };
+        let errors = |kind| {
+            t.counter(
+                telemetry::WATCH_ERRORS,
+                &[("resource", resource), ("kind", kind)],
+            )
+        };
         WatchMetrics {
             listed: typed("LISTED"),
             added: typed("ADDED"),
@@ -218,7 +232,8 @@ where
                     self.pending.push_back(Step::ListStart);
                 }
                 self.metrics.listed.increment(page.items.len() as u64);
-                self.pending.extend(page.items.into_iter().map(Step::Listed));
+                self.pending
+                    .extend(page.items.into_iter().map(Step::Listed));
                 match page.metadata.continue_.filter(|t| !t.is_empty()) {
                     Some(token) => {
                         self.state = State::List {
@@ -251,7 +266,8 @@ where
     }
 
     async fn open(&mut self, resource_version: String) {
-        let mut params = WatchParams::default().timeout(self.settings.timeout.as_secs().max(1) as u32);
+        let mut params =
+            WatchParams::default().timeout(self.settings.timeout.as_secs().max(1) as u32);
         if !self.settings.label_selector.is_empty() {
             params = params.labels(&self.settings.label_selector);
         }
@@ -317,17 +333,29 @@ where
         let step = match item {
             Some(Ok(WatchEvent::Added(obj))) => {
                 self.metrics.added.increment(1);
-                resource_version = obj.meta().resource_version.clone().unwrap_or(resource_version);
+                resource_version = obj
+                    .meta()
+                    .resource_version
+                    .clone()
+                    .unwrap_or(resource_version);
                 Some(Step::Added(obj))
             }
             Some(Ok(WatchEvent::Modified(obj))) => {
                 self.metrics.modified.increment(1);
-                resource_version = obj.meta().resource_version.clone().unwrap_or(resource_version);
+                resource_version = obj
+                    .meta()
+                    .resource_version
+                    .clone()
+                    .unwrap_or(resource_version);
                 Some(Step::Modified(obj))
             }
             Some(Ok(WatchEvent::Deleted(obj))) => {
                 self.metrics.deleted.increment(1);
-                resource_version = obj.meta().resource_version.clone().unwrap_or(resource_version);
+                resource_version = obj
+                    .meta()
+                    .resource_version
+                    .clone()
+                    .unwrap_or(resource_version);
                 Some(Step::Deleted(obj))
             }
             Some(Ok(WatchEvent::Bookmark(bookmark))) => {
@@ -336,7 +364,10 @@ where
             }
             Some(Ok(WatchEvent::Error(status))) => {
                 if status.code == 410 {
-                    tracing::info!(resource = self.metrics.resource, "watch expired (410), relisting");
+                    tracing::info!(
+                        resource = self.metrics.resource,
+                        "watch expired (410), relisting"
+                    );
                     self.metrics.restart("expired");
                     self.state = State::List {
                         continue_token: None,
@@ -377,12 +408,13 @@ where
                     };
                     self.sleep_backoff().await;
                 } else {
-                    self.metrics
-                        .restart(if opened.elapsed() + Duration::from_secs(1) >= self.settings.timeout {
+                    self.metrics.restart(
+                        if opened.elapsed() + Duration::from_secs(1) >= self.settings.timeout {
                             "timeout"
                         } else {
                             "closed"
-                        });
+                        },
+                    );
                     self.state = State::Open { resource_version };
                 }
                 return None;
@@ -459,7 +491,10 @@ mod tests {
             b.next_delay();
         }
         let late = b.next_delay();
-        assert!(late >= Duration::from_secs(15) && late <= Duration::from_secs(30), "{late:?}");
+        assert!(
+            late >= Duration::from_secs(15) && late <= Duration::from_secs(30),
+            "{late:?}"
+        );
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(800));
     }

@@ -1,0 +1,128 @@
+//! Wiring: builds the sources, the pipeline, the sinks and the HTTP server from one [`Config`], runs them,
+//! and shuts them down in order (sources stop, the pipeline drains, sinks flush) within the deadline.
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::pipeline::{self, Pipeline, ring::Ring};
+use crate::sink::{SinkQueue, json::JsonSink, metrics_sink::MetricsSink};
+use crate::source::events::{self, SourceContext};
+use crate::telemetry::{self, Telemetry};
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot build the pipeline: {0}")]
+    Pipeline(#[from] pipeline::Error),
+}
+
+/// What the agent runs with, beyond its configuration.
+pub struct Agent {
+    pub config: Config,
+    pub client: Client,
+    /// herald's own namespace, for `scope: own`.
+    pub own_namespace: String,
+    pub listener: TcpListener,
+}
+
+impl Agent {
+    /// Run until `shutdown` is cancelled, then drain within `config.shutdown_timeout`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Agent {
+            config,
+            client,
+            own_namespace,
+            listener,
+        } = self;
+        let telemetry = Arc::new(Telemetry::new(&config.metrics));
+        let health = Health::default();
+        health.beat();
+
+        let ingest = Arc::new(Ring::new("ingest", config.pipeline.ingest_capacity));
+        telemetry
+            .gauge(telemetry::QUEUE_CAPACITY, &[("queue", "ingest")])
+            .set(ingest.capacity() as f64);
+
+        let capacity = config.pipeline.sink_queue_capacity;
+        let mut queues = Vec::new();
+        let mut sink_tasks: Vec<JoinHandle<()>> = Vec::new();
+        if config.sinks.metrics.enabled {
+            let q = SinkQueue::new("metrics", capacity, true, &telemetry);
+            let sink = MetricsSink::new(telemetry.clone(), config.metrics.max_series_per_metric);
+            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            queues.push(q);
+        }
+        if config.sinks.json.enabled {
+            let q = SinkQueue::new("json", capacity, false, &telemetry);
+            let sink = JsonSink::new(tokio::io::stdout(), &telemetry, health.sink("json"));
+            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            queues.push(q);
+        }
+        let pipeline = Pipeline::new(&config, queues, &telemetry)?;
+        let pipeline_task = tokio::spawn(pipeline.run(ingest.clone(), health.clone()));
+
+        let stop_sources = CancellationToken::new();
+        let ctx = SourceContext {
+            client,
+            ingest: ingest.clone(),
+            telemetry: telemetry.clone(),
+            health: health.clone(),
+            shutdown: stop_sources.clone(),
+        };
+        let sources = events::spawn(&config.source.events, &own_namespace, &ctx);
+
+        let stop_server = CancellationToken::new();
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            telemetry.clone(),
+            health.clone(),
+            stop_server.clone(),
+        ));
+        let upkeep = {
+            let telemetry = telemetry.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    telemetry.run_upkeep();
+                }
+            })
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "herald started");
+
+        shutdown.cancelled().await;
+        tracing::info!(deadline = %config.shutdown_timeout, "shutting down: stopping sources, draining queues");
+        stop_sources.cancel();
+        let drain = async {
+            for s in sources {
+                let _ = s.await;
+            }
+            ingest.close();
+            let _ = pipeline_task.await;
+            for s in sink_tasks {
+                let _ = s.await;
+            }
+        };
+        if tokio::time::timeout(config.shutdown_timeout.0, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left_in_ingest = ingest.len(),
+                "shutdown deadline passed before every queue drained"
+            );
+        } else {
+            tracing::info!("drained");
+        }
+        stop_server.cancel();
+        upkeep.abort();
+        let _ = server.await;
+        Ok(())
+    }
+}
