@@ -177,9 +177,10 @@ mod tests {
 
     #[test]
     fn max_age_uses_the_event_timestamp() {
-        let mut c = FilterConfig::default();
-        c.max_age = Duration::from_secs(300);
-        let f = Filter::new(&c);
+        let f = Filter::new(&FilterConfig {
+            max_age: Duration::from_secs(300),
+            ..FilterConfig::default()
+        });
         let now: Timestamp = "2024-01-01T01:00:00Z".parse().unwrap();
         let mut r = rec();
         assert_eq!(f.check(&r, now), Ok(()), "no timestamp: never too old");

@@ -136,7 +136,7 @@ impl Pipeline {
             while let Some(r) = ingest.try_pop() {
                 self.process(r, jiff::Timestamp::now(), Instant::now());
                 n += 1;
-                if n % 1024 == 0 {
+                if n.is_multiple_of(1024) {
                     health.beat();
                     self.report_backlog(&ingest);
                 }

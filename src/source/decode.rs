@@ -17,6 +17,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+/// A field held a JSON value of the wrong type (the caller knows which field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongType;
+
 /// One JSON field, decoded without ever failing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Field<T> {
@@ -30,11 +34,11 @@ pub enum Field<T> {
 
 impl<T> Field<T> {
     /// The value, or `None` when missing or null. Invalid stays an error for the caller to report.
-    pub fn get(self) -> Result<Option<T>, ()> {
+    pub fn get(self) -> Result<Option<T>, WrongType> {
         match self {
             Field::Value(v) => Ok(Some(v)),
             Field::Missing | Field::Null => Ok(None),
-            Field::Invalid => Err(()),
+            Field::Invalid => Err(WrongType),
         }
     }
 

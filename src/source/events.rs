@@ -268,7 +268,7 @@ pub fn normalise<A>(
     }
     macro_rules! get {
         ($field:expr, $name:literal) => {
-            $field.get().map_err(|()| fail("wrong_type", $name))?
+            $field.get().map_err(|_| fail("wrong_type", $name))?
         };
     }
     let involved_name = match api {
@@ -357,7 +357,7 @@ pub fn normalise<A>(
 }
 
 fn object_ref(r: LeanObjectRef, interner: &mut Interner) -> Result<ObjectRef, &'static str> {
-    let s = |f: Field<String>, name: &'static str| f.get().map_err(|()| name);
+    let s = |f: Field<String>, name: &'static str| f.get().map_err(|_| name);
     Ok(ObjectRef {
         kind: interner.intern(&s(r.kind, "involvedObject.kind")?.unwrap_or_default()),
         api_version: interner

@@ -1,0 +1,192 @@
+//! Test harness: the simulator in-process, herald as a real child process talking to it through a kubeconfig,
+//! and small helpers to read herald's HTTP endpoints.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use herald::sim::{RunningSim, SimOptions};
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A simulator with no generated traffic: tests write the Events they need.
+pub async fn quiet_sim() -> RunningSim {
+    quiet_sim_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+pub async fn quiet_sim_at(addr: SocketAddr) -> RunningSim {
+    RunningSim::start(SimOptions::quiet(), addr).await.unwrap()
+}
+
+/// A kube client for the simulator (the same client the agent uses).
+pub fn client(sim: &RunningSim) -> kube::Client {
+    kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap()
+}
+
+pub struct Herald {
+    pub child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// Start herald against `api_url` with `config` (YAML, merged over the defaults). stdout is discarded unless
+/// `stdout` says otherwise.
+pub fn start_herald(api_url: &str, config: &str, stdout: Stdio, extra_args: &[&str]) -> Herald {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(api_url)).unwrap();
+    let config_path = dir.path().join("herald.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args(extra_args)
+        .env("HERALD_LOG_LEVEL", "warn")
+        .env_remove("RUST_LOG")
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Herald {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+pub fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: default\ncurrent-context: sim\nusers:\n- name: sim\n  user: {{}}\n"
+    )
+}
+
+impl Herald {
+    /// `(status, body)` of a GET on herald's server, or None when it does not answer.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.addr, path)
+    }
+
+    pub fn metrics(&self) -> String {
+        self.get("/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// Sum of every sample of `name` whose labels include all of `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+
+    pub fn wait_ready(&self) {
+        wait_until(Duration::from_secs(30), "herald /readyz", || {
+            matches!(self.get("/readyz"), Some((200, _)))
+        });
+    }
+
+    /// Wait until `metric(name, labels) == want`, failing with the last value seen.
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+        let mut last = f64::NAN;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            last = self.metric(name, labels);
+            if last == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{name}{labels:?}: wanted {want}, last saw {last}\n{}",
+            self.metrics()
+        );
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// A minimal HTTP/1.1 GET (herald answers with Content-Length and we ask it to close).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((m, r)) => (m, r),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+pub fn herald_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_herald"))
+}
