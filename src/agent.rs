@@ -49,17 +49,21 @@ impl Agent {
             .gauge(telemetry::QUEUE_CAPACITY, &[("queue", "ingest")])
             .set(ingest.capacity() as f64);
 
-        let capacity = config.pipeline.sink_queue_capacity;
         let mut queues = Vec::new();
         let mut sink_tasks: Vec<JoinHandle<()>> = Vec::new();
         if config.sinks.metrics.enabled {
-            let q = SinkQueue::new("metrics", capacity, true, &telemetry);
+            let q = SinkQueue::new(
+                "metrics",
+                config.sinks.metrics.queue_capacity,
+                true,
+                &telemetry,
+            );
             let sink = MetricsSink::new(telemetry.clone(), config.metrics.max_series_per_metric);
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
             queues.push(q);
         }
         if config.sinks.json.enabled {
-            let q = SinkQueue::new("json", capacity, false, &telemetry);
+            let q = SinkQueue::new("json", config.sinks.json.queue_capacity, false, &telemetry);
             let sink = JsonSink::new(tokio::io::stdout(), &telemetry, health.sink("json"));
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
             queues.push(q);

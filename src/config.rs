@@ -219,15 +219,12 @@ pub struct PipelineConfig {
     /// Capacity of the ring between the sources and the pipeline worker. When full the sources wait
     /// (the API server buffers), so nothing is lost here.
     pub ingest_capacity: usize,
-    /// Capacity of each sink's own ring. When full, that sink drops (counted) and the others go on.
-    pub sink_queue_capacity: usize,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             ingest_capacity: 8192,
-            sink_queue_capacity: 8192,
         }
     }
 }
@@ -410,11 +407,16 @@ pub struct SinksConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSinkConfig {
     pub enabled: bool,
+    /// This sink's own ring. When full, this sink drops (counted) and the others go on.
+    pub queue_capacity: usize,
 }
 
 impl Default for MetricsSinkConfig {
     fn default() -> Self {
-        MetricsSinkConfig { enabled: true }
+        MetricsSinkConfig {
+            enabled: true,
+            queue_capacity: 8192,
+        }
     }
 }
 
@@ -423,11 +425,16 @@ impl Default for MetricsSinkConfig {
 pub struct JsonSinkConfig {
     /// One JSON line per processed Event on stdout.
     pub enabled: bool,
+    /// This sink's own ring. When full, this sink drops (counted) and the others go on.
+    pub queue_capacity: usize,
 }
 
 impl Default for JsonSinkConfig {
     fn default() -> Self {
-        JsonSinkConfig { enabled: true }
+        JsonSinkConfig {
+            enabled: true,
+            queue_capacity: 8192,
+        }
     }
 }
 
@@ -496,9 +503,10 @@ impl Config {
         };
         positive("pipeline.ingest_capacity", self.pipeline.ingest_capacity)?;
         positive(
-            "pipeline.sink_queue_capacity",
-            self.pipeline.sink_queue_capacity,
+            "sinks.metrics.queue_capacity",
+            self.sinks.metrics.queue_capacity,
         )?;
+        positive("sinks.json.queue_capacity", self.sinks.json.queue_capacity)?;
         positive(
             "source.events.page_size",
             self.source.events.page_size as usize,

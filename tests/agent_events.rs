@@ -180,7 +180,7 @@ async fn filters_and_dedup_are_counted_and_metrics_stay_exact() {
 async fn a_full_sink_queue_drops_for_that_sink_only() {
     let sim = quiet_sim().await;
     let api: Api<Event> = Api::namespaced(client(&sim), "default");
-    let config = "pipeline:\n  sink_queue_capacity: 4\ndedup:\n  enabled: false\n";
+    let config = "sinks:\n  json:\n    queue_capacity: 4\ndedup:\n  enabled: false\n";
     // stdout is a pipe this test never reads: the JSON sink blocks once the pipe buffer is full.
     let herald = start_herald(&sim.url(), config, Stdio::piped(), &[]);
     herald.wait_ready();

@@ -1,1 +1,297 @@
-//! Protocol-faithful local Kubernetes API server (work in progress).
+//! A protocol-faithful local Kubernetes API server for Events: what `herald demo`, the tests and the
+//! benchmarks run against, through the normal kube client, exactly as herald reaches a real cluster.
+//!
+//! It speaks discovery, list (limit/continue, resourceVersion, selectors, Table for kubectl), chunked watch
+//! streams (bookmarks, timeoutSeconds, 410 Gone for versions older than its history window) and writes, for
+//! core/v1 and events.k8s.io/v1 Events, which are two views of one store as on a real API server. It keeps
+//! the ground truth of every occurrence it created (`GET /sim/truth`) and injects faults on demand
+//! (`--faults`, `PUT /sim/faults`). It must never be needed by the agent: nothing in herald knows it exists.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub mod convert;
+pub mod faults;
+pub mod http;
+pub mod load;
+pub mod scenario;
+pub mod select;
+pub mod store;
+
+pub use faults::FaultSpec;
+pub use scenario::ScenarioOptions;
+pub use store::{Truth, TruthRow};
+
+/// Errors starting or running the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Faults(#[from] faults::FaultSpecError),
+    #[error(transparent)]
+    Load(#[from] load::LoadError),
+    #[error("cannot write the kubeconfig to {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `herald sim` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub listen: SocketAddr,
+    /// Seed of the generated scenario.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Generated operations per second (0: no generator).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Namespaces the generator spreads Events over.
+    #[arg(long, default_value_t = 5)]
+    pub namespaces: usize,
+    /// Stop generating after this many operations.
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// Wait this long before the first generated operation (e.g. 10s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub start_after: Duration,
+    /// Faults, e.g. disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=1,slow=10ms,stall-after=200.
+    #[arg(long, default_value = "")]
+    pub faults: String,
+    /// Load objects from a YAML or JSON file (one object, a List, or several documents). Repeatable.
+    #[arg(long)]
+    pub load: Vec<PathBuf>,
+    /// Replay a recorded NDJSON watch stream (ADDED/MODIFIED/DELETED lines) at --rate. Repeatable.
+    #[arg(long)]
+    pub replay: Vec<PathBuf>,
+    /// Changes kept for watches from an older resourceVersion; older ones get 410 Gone.
+    #[arg(long, default_value_t = 10_000)]
+    pub history: usize,
+    /// Interval of BOOKMARK events on watches that allow them.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub bookmark_interval: Duration,
+    /// Also write a kubeconfig for this simulator to this file.
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+}
+
+/// Everything the simulator runs with.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub scenario: Option<ScenarioOptions>,
+    pub faults: FaultSpec,
+    pub load: Vec<PathBuf>,
+    pub replay: Vec<PathBuf>,
+    /// Rate of `replay` steps per second.
+    pub replay_rate: f64,
+    pub history: usize,
+    pub bookmark_interval: Duration,
+}
+
+impl SimOptions {
+    /// No generated traffic: tests write what they need.
+    pub fn quiet() -> SimOptions {
+        SimOptions {
+            seed: 1,
+            scenario: None,
+            faults: FaultSpec::default(),
+            load: Vec::new(),
+            replay: Vec::new(),
+            replay_rate: 20.0,
+            history: 10_000,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// What `herald demo` runs: the generator at `rate` per second.
+    pub fn demo(seed: u64, rate: f64) -> SimOptions {
+        SimOptions {
+            seed,
+            scenario: Some(ScenarioOptions {
+                rate,
+                ..ScenarioOptions::default()
+            }),
+            ..SimOptions::quiet()
+        }
+    }
+}
+
+impl TryFrom<&SimArgs> for SimOptions {
+    type Error = Error;
+    fn try_from(a: &SimArgs) -> Result<SimOptions, Error> {
+        Ok(SimOptions {
+            seed: a.seed,
+            scenario: (a.rate > 0.0 && a.replay.is_empty()).then(|| ScenarioOptions {
+                rate: a.rate,
+                namespaces: a.namespaces,
+                max_events: a.max_events,
+                start_after: a.start_after,
+                ..ScenarioOptions::default()
+            }),
+            faults: a.faults.parse()?,
+            load: a.load.clone(),
+            replay: a.replay.clone(),
+            replay_rate: if a.rate > 0.0 { a.rate } else { 20.0 },
+            history: a.history,
+            bookmark_interval: a.bookmark_interval,
+        })
+    }
+}
+
+/// A simulator serving in the background of the current tokio runtime.
+pub struct RunningSim {
+    addr: SocketAddr,
+    shared: Arc<http::Shared>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningSim {
+    /// Bind `listen` (port 0 picks one), load files, start the generator or replay, and serve.
+    pub async fn start(opts: SimOptions, listen: SocketAddr) -> Result<RunningSim, Error> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
+        let store = Arc::new(store::Store::new(opts.history));
+        load::load_files(&store, &opts.load)?;
+        let mut replays = Vec::new();
+        for path in &opts.replay {
+            replays.extend(load::read_stream(path)?);
+        }
+        let shared = Arc::new(http::Shared {
+            store: store.clone(),
+            faults: Mutex::new(opts.faults.clone()),
+            bookmark_interval: opts.bookmark_interval,
+            rng: Mutex::new(fastrand::Rng::with_seed(opts.seed ^ 0x5eed)),
+        });
+        let stop = CancellationToken::new();
+        let mut tasks = vec![tokio::spawn(serve(listener, shared.clone(), stop.clone()))];
+        if let Some(scenario) = opts.scenario.clone() {
+            let s = scenario::Scenario::new(opts.seed, scenario);
+            tasks.push(tokio::spawn(s.run(store.clone(), stop.clone())));
+        }
+        if !replays.is_empty() {
+            tasks.push(tokio::spawn(load::replay(
+                store.clone(),
+                replays,
+                opts.replay_rate,
+                stop.clone(),
+            )));
+        }
+        Ok(RunningSim {
+            addr,
+            shared,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig (no credentials) pointing at this simulator.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: herald-sim\n  cluster:\n    server: {}\ncontexts:\n- name: herald-sim\n  context:\n    cluster: herald-sim\n    user: herald-sim\n    namespace: default\ncurrent-context: herald-sim\nusers:\n- name: herald-sim\n  user: {{}}\n",
+            self.url()
+        )
+    }
+
+    pub fn truth(&self) -> Truth {
+        self.shared.store.truth()
+    }
+
+    pub fn set_faults(&self, faults: FaultSpec) {
+        *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+    }
+
+    /// Stop serving and generating.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<http::Shared>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(http::handle(req, shared).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// `herald sim`: serve until SIGINT/SIGTERM.
+pub async fn run(args: SimArgs) -> Result<(), Error> {
+    let opts = SimOptions::try_from(&args)?;
+    let sim = RunningSim::start(opts, args.listen).await?;
+    if let Some(path) = &args.write_kubeconfig {
+        std::fs::write(path, sim.kubeconfig_yaml()).map_err(|source| Error::Kubeconfig {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    eprintln!(
+        "herald sim: Kubernetes API at {url} (try: kubectl --server {url} get events -A); ground truth at {url}/sim/truth",
+        url = sim.url()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    sim.shutdown().await;
+    Ok(())
+}

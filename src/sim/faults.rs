@@ -1,0 +1,146 @@
+//! Faults on demand, so tests and people can rehearse what real API servers do to watchers.
+//!
+//! Syntax: comma-separated `key=value`, e.g. `disconnect-every=100,gone-every=500,error-rate=0.05,
+//! error-status=429,retry-after=1,slow=10ms,stall-after=200`. Faults change delivery, never the stored data
+//! or the ground truth.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A bad fault specification: which part, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fault spec {part:?}: {reason}")]
+pub struct FaultSpecError {
+    pub part: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FaultSpec {
+    /// Close each watch stream abruptly after this many events.
+    pub disconnect_every: Option<u64>,
+    /// Send `ERROR 410 Expired` on a watch stream after this many events, then close it.
+    pub gone_every: Option<u64>,
+    /// Fraction (0..=1) of list and watch requests answered with `error_status`.
+    pub error_rate: f64,
+    /// 500 (InternalError) or 429 (TooManyRequests); default 500.
+    pub error_status: u16,
+    /// `Retry-After` seconds sent with 429.
+    pub retry_after: u64,
+    /// Delay before each watch event.
+    pub slow: Duration,
+    /// Stop sending on a watch stream after this many events, keeping the connection open.
+    pub stall_after: Option<u64>,
+}
+
+impl std::str::FromStr for FaultSpec {
+    type Err = FaultSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut spec = FaultSpec {
+            error_status: 500,
+            retry_after: 1,
+            ..FaultSpec::default()
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let err = |reason: &str| FaultSpecError {
+                part: part.to_string(),
+                reason: reason.to_string(),
+            };
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| err("expected key=value"))?;
+            let count = || {
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| err("expected a positive whole number"))
+            };
+            match key {
+                "disconnect-every" => spec.disconnect_every = Some(count()?),
+                "gone-every" => spec.gone_every = Some(count()?),
+                "stall-after" => spec.stall_after = Some(count()?),
+                "retry-after" => spec.retry_after = count()?,
+                "error-rate" => {
+                    spec.error_rate = value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| err("expected a fraction between 0 and 1"))?
+                }
+                "error-status" => {
+                    spec.error_status = match value {
+                        "500" => 500,
+                        "429" => 429,
+                        _ => return Err(err("expected 500 or 429")),
+                    }
+                }
+                "slow" => {
+                    spec.slow = humantime::parse_duration(value)
+                        .map_err(|_| err("expected a duration like 10ms"))?
+                }
+                _ => {
+                    return Err(err(
+                        "unknown fault (disconnect-every, gone-every, error-rate, error-status, retry-after, slow, stall-after)",
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(n) = self.disconnect_every {
+            parts.push(format!("disconnect-every={n}"));
+        }
+        if let Some(n) = self.gone_every {
+            parts.push(format!("gone-every={n}"));
+        }
+        if self.error_rate > 0.0 {
+            parts.push(format!("error-rate={}", self.error_rate));
+            parts.push(format!("error-status={}", self.error_status));
+            parts.push(format!("retry-after={}", self.retry_after));
+        }
+        if !self.slow.is_zero() {
+            parts.push(format!("slow={}", humantime::format_duration(self.slow)));
+        }
+        if let Some(n) = self.stall_after {
+            parts.push(format!("stall-after={n}"));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_back() {
+        let s: FaultSpec = "disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=2,slow=10ms,stall-after=7"
+            .parse()
+            .unwrap();
+        assert_eq!(s.disconnect_every, Some(100));
+        assert_eq!(s.gone_every, Some(500));
+        assert_eq!(
+            (s.error_rate, s.error_status, s.retry_after),
+            (0.05, 429, 2)
+        );
+        assert_eq!(s.slow, Duration::from_millis(10));
+        assert_eq!(s.stall_after, Some(7));
+        assert_eq!(s.to_string().parse::<FaultSpec>().unwrap(), s);
+        assert_eq!("".parse::<FaultSpec>().unwrap().to_string(), "");
+    }
+
+    #[test]
+    fn errors_name_the_part() {
+        let e = "gone-every=0".parse::<FaultSpec>().unwrap_err();
+        assert_eq!(e.part, "gone-every=0");
+        assert!("explode=1".parse::<FaultSpec>().is_err());
+        assert!("error-rate=2".parse::<FaultSpec>().is_err());
+    }
+}

@@ -1,0 +1,674 @@
+//! The simulator's HTTP API: discovery, list (limit/continue, resourceVersion, selectors, Table for kubectl),
+//! watch (chunked NDJSON, bookmarks, timeoutSeconds, 410, faults), and get/create/update/patch/delete, for
+//! core/v1 and events.k8s.io/v1 Events. Plus `/sim/truth` and `/sim/faults` for tests and people.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::convert;
+use super::faults::FaultSpec;
+use super::select::Selector;
+use super::store::{Change, ChangeKind, Store, StoreError};
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// State every request sees.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub faults: Mutex<FaultSpec>,
+    pub bookmark_interval: Duration,
+    pub rng: Mutex<fastrand::Rng>,
+}
+
+impl Shared {
+    pub fn faults(&self) -> FaultSpec {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn roll(&self) -> f64 {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64()
+    }
+}
+
+fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    full(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+}
+
+/// A `Status` object, the way the API server reports failures.
+pub fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn error(code: u16, reason: &str, message: &str) -> Response<Body> {
+    json_response(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &status(code, reason, message),
+    )
+}
+
+fn store_error(e: StoreError) -> Response<Body> {
+    let msg = e.to_string();
+    match e {
+        StoreError::NotFound(_) => error(404, "NotFound", &msg),
+        StoreError::AlreadyExists(_) => error(409, "AlreadyExists", &msg),
+        StoreError::Conflict(_) => error(409, "Conflict", &msg),
+        StoreError::Invalid(_) => error(422, "Invalid", &msg),
+    }
+}
+
+/// Which Events API a request addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Core,
+    V1,
+}
+
+impl Api {
+    fn group_version(self) -> &'static str {
+        match self {
+            Api::Core => "v1",
+            Api::V1 => "events.k8s.io/v1",
+        }
+    }
+    fn serve(self, stored: &Value) -> Value {
+        match self {
+            Api::Core => stored.clone(),
+            Api::V1 => convert::to_events_v1(stored),
+        }
+    }
+    fn store(self, body: &Value) -> Value {
+        match self {
+            Api::Core => body.clone(),
+            Api::V1 => convert::to_core(body),
+        }
+    }
+}
+
+struct Target {
+    api: Api,
+    watch: bool,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// Parse `/api/v1/...` and `/apis/events.k8s.io/v1/...` resource paths.
+fn target(segments: &[&str]) -> Option<Target> {
+    let (api, rest) = match segments {
+        ["api", "v1", rest @ ..] => (Api::Core, rest),
+        ["apis", "events.k8s.io", "v1", rest @ ..] => (Api::V1, rest),
+        _ => return None,
+    };
+    let (watch, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        rest => (false, rest),
+    };
+    let (namespace, name) = match rest {
+        ["events"] => (None, None),
+        ["namespaces", ns, "events"] => (Some(ns.to_string()), None),
+        ["namespaces", ns, "events", name] => (Some(ns.to_string()), Some(name.to_string())),
+        _ => return None,
+    };
+    Some(Target {
+        api,
+        watch,
+        namespace,
+        name,
+    })
+}
+
+pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["version"]) => json_response(
+            StatusCode::OK,
+            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-herald-sim",
+                    "platform": "linux/amd64", "goVersion": "herald-sim"}),
+        ),
+        (&Method::GET, ["api"]) => json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        ),
+        (&Method::GET, ["api", "v1"]) => json_response(StatusCode::OK, &resource_list("v1", true)),
+        (&Method::GET, ["apis"]) => json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group()]}),
+        ),
+        (&Method::GET, ["apis", "events.k8s.io"]) => json_response(StatusCode::OK, &group()),
+        (&Method::GET, ["apis", "events.k8s.io", "v1"]) => {
+            json_response(StatusCode::OK, &resource_list("events.k8s.io/v1", false))
+        }
+        (&Method::GET, ["sim", "truth"]) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(shared.store.truth()).unwrap_or_default(),
+        ),
+        (&Method::GET, ["sim", "faults"]) => full(
+            StatusCode::OK,
+            "text/plain",
+            format!("{}\n", shared.faults()),
+        ),
+        (&Method::PUT, ["sim", "faults"]) => {
+            let body = read_body(req).await;
+            match String::from_utf8_lossy(&body).trim().parse::<FaultSpec>() {
+                Ok(spec) => {
+                    let text = format!("{spec}\n");
+                    *shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = spec;
+                    full(StatusCode::OK, "text/plain", text)
+                }
+                Err(e) => error(400, "BadRequest", &e.to_string()),
+            }
+        }
+        _ => match target(&segments) {
+            Some(t) => resource(req, t, &query, shared).await,
+            None => {
+                let _ = param;
+                error(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+            }
+        },
+    }
+}
+
+fn group() -> Value {
+    let gv = json!({"groupVersion": "events.k8s.io/v1", "version": "v1"});
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": "events.k8s.io",
+           "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+fn resource_list(group_version: &str, core: bool) -> Value {
+    let mut events = json!({"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
+        "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]});
+    if core {
+        events["shortNames"] = json!(["ev"]);
+    }
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [events]})
+}
+
+async fn read_body(req: Request<Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
+}
+
+async fn resource(
+    req: Request<Incoming>,
+    t: Target,
+    query: &[(String, String)],
+    shared: Arc<Shared>,
+) -> Response<Body> {
+    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let watch = t.watch || matches!(param("watch"), Some("true" | "1"));
+    let store = &shared.store;
+    match (req.method().clone(), &t.name) {
+        (Method::GET, None) => {
+            let faults = shared.faults();
+            if faults.error_rate > 0.0 && shared.roll() < faults.error_rate {
+                return injected_error(&faults);
+            }
+            let labels = match Selector::labels(param("labelSelector").unwrap_or_default()) {
+                Ok(s) => s,
+                Err(e) => return error(400, "BadRequest", &e),
+            };
+            let fields = match Selector::fields(
+                param("fieldSelector").unwrap_or_default(),
+                t.api == Api::V1,
+            ) {
+                Ok(s) => s,
+                Err(e) => return error(400, "BadRequest", &e),
+            };
+            let filter = Filter {
+                api: t.api,
+                namespace: t.namespace.clone(),
+                labels,
+                fields,
+            };
+            if watch {
+                watch_response(shared.clone(), filter, param).await
+            } else {
+                let table = req
+                    .headers()
+                    .get(ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("as=Table"));
+                list(store, &filter, param, table)
+            }
+        }
+        (Method::POST, None) => {
+            let Some(ns) = t.namespace else {
+                return error(405, "MethodNotAllowed", "create needs a namespace");
+            };
+            let body = read_body(req).await;
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => match store.create(&ns, t.api.store(&v)) {
+                    Ok(obj) => json_response(StatusCode::CREATED, &t.api.serve(&obj)),
+                    Err(e) => store_error(e),
+                },
+                Err(e) => error(400, "BadRequest", &format!("invalid JSON: {e}")),
+            }
+        }
+        (method, Some(name)) => {
+            let ns = t.namespace.unwrap_or_default();
+            let result = match method {
+                Method::GET => store
+                    .get(&ns, name)
+                    .ok_or_else(|| StoreError::NotFound(name.clone())),
+                Method::DELETE => store.delete(&ns, name),
+                Method::PUT | Method::PATCH => {
+                    let is_put = method == Method::PUT;
+                    let body = read_body(req).await;
+                    let v: Value = match serde_json::from_slice(&body) {
+                        Ok(v) => v,
+                        Err(e) => return error(400, "BadRequest", &format!("invalid JSON: {e}")),
+                    };
+                    if is_put {
+                        let rv = v["metadata"]["resourceVersion"]
+                            .as_str()
+                            .map(str::to_string);
+                        store.update(&ns, name, t.api.store(&v), rv.as_deref())
+                    } else {
+                        let mut patch = t.api.store(&v);
+                        if let Some(o) = patch.as_object_mut()
+                            && v.get("apiVersion").is_none()
+                        {
+                            o.remove("apiVersion");
+                            o.remove("kind");
+                        }
+                        store.patch(&ns, name, &patch)
+                    }
+                }
+                _ => return error(405, "MethodNotAllowed", "method not allowed"),
+            };
+            match result {
+                Ok(obj) => json_response(StatusCode::OK, &t.api.serve(&obj)),
+                Err(e) => store_error(e),
+            }
+        }
+        _ => error(405, "MethodNotAllowed", "method not allowed"),
+    }
+}
+
+fn injected_error(faults: &FaultSpec) -> Response<Body> {
+    if faults.error_status == 429 {
+        let mut resp = error(
+            429,
+            "TooManyRequests",
+            "too many requests, please try again later",
+        );
+        if let Ok(v) = HeaderValue::from_str(&faults.retry_after.to_string()) {
+            resp.headers_mut().insert(RETRY_AFTER, v);
+        }
+        resp
+    } else {
+        error(
+            500,
+            "InternalError",
+            "Internal error occurred: injected by herald sim",
+        )
+    }
+}
+
+struct Filter {
+    api: Api,
+    namespace: Option<String>,
+    labels: Selector,
+    fields: Selector,
+}
+
+impl Filter {
+    /// The object as this request serves it, or None when it does not match.
+    fn apply(&self, stored: &Value) -> Option<Value> {
+        if let Some(ns) = &self.namespace
+            && stored["metadata"]["namespace"].as_str() != Some(ns)
+        {
+            return None;
+        }
+        if !self.labels.matches_labels(stored) {
+            return None;
+        }
+        let served = self.api.serve(stored);
+        self.fields.matches_fields(&served).then_some(served)
+    }
+}
+
+fn list<'a>(
+    store: &Store,
+    filter: &Filter,
+    param: impl Fn(&str) -> Option<&'a str>,
+    table: bool,
+) -> Response<Body> {
+    let limit = param("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let (rv, items, offset, snapshot_id) = match param("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let parsed = token
+                .split_once('-')
+                .and_then(|(id, off)| Some((id.parse::<u64>().ok()?, off.parse::<usize>().ok()?)));
+            match parsed.and_then(|(id, off)| {
+                store
+                    .find_snapshot(id)
+                    .map(|(rv, items)| (id, off, rv, items))
+            }) {
+                Some((id, off, rv, items)) => (rv, items, off, Some(id)),
+                None => {
+                    return error(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    );
+                }
+            }
+        }
+        None => {
+            let (rv, all) = store.snapshot(filter.namespace.as_deref());
+            let items: Vec<Arc<Value>> = all
+                .into_iter()
+                .filter_map(|o| filter.apply(&o).map(Arc::new))
+                .collect();
+            (rv, Arc::new(items), 0, None)
+        }
+    };
+    let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
+    let page: Vec<&Value> = items[offset.min(end)..end].iter().map(|v| &**v).collect();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if end < items.len() {
+        let id = snapshot_id.unwrap_or_else(|| store.keep_snapshot(rv, items.clone()));
+        metadata["continue"] = format!("{id}-{end}").into();
+        metadata["remainingItemCount"] = (items.len() - end).into();
+    }
+    if table {
+        return json_response(StatusCode::OK, &event_table(&page, metadata));
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "EventList", "apiVersion": filter.api.group_version(), "metadata": metadata, "items": page}),
+    )
+}
+
+/// A `meta.k8s.io/v1` Table with the API server's columns for Events, for kubectl.
+fn event_table(items: &[&Value], metadata: Value) -> Value {
+    let now = jiff::Timestamp::now();
+    let column = |name: &str, format: &str| json!({"name": name, "type": "string", "format": format, "description": name, "priority": 0});
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let regarding = if o.get("regarding").is_some() { &o["regarding"] } else { &o["involvedObject"] };
+            let last = ["eventTime", "lastTimestamp", "deprecatedLastTimestamp", "firstTimestamp"]
+                .iter()
+                .find_map(|k| o[*k].as_str())
+                .or(o["metadata"]["creationTimestamp"].as_str())
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| age(now.duration_since(t)))
+                .unwrap_or_else(|| "<unknown>".into());
+            let object = format!(
+                "{}/{}",
+                regarding["kind"].as_str().unwrap_or_default().to_lowercase(),
+                regarding["name"].as_str().unwrap_or_default()
+            );
+            let message = o["message"].as_str().or(o["note"].as_str()).unwrap_or_default();
+            json!({
+                "cells": [last, o["type"], o["reason"], object, message],
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
+        "columnDefinitions": [column("Last Seen", ""), column("Type", ""), column("Reason", ""), column("Object", ""), column("Message", "")],
+        "rows": rows
+    })
+}
+
+fn age(d: jiff::SignedDuration) -> String {
+    let s = d.as_secs().max(0);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+async fn watch_response<'a>(
+    shared: Arc<Shared>,
+    filter: Filter,
+    param: impl Fn(&str) -> Option<&'a str>,
+) -> Response<Body> {
+    let from = match param("resourceVersion") {
+        None | Some("") | Some("0") => None,
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(rv) => Some(rv),
+            Err(_) => {
+                return error(
+                    400,
+                    "BadRequest",
+                    &format!("invalid resourceVersion {rv:?}"),
+                );
+            }
+        },
+    };
+    let options = WatchOptions {
+        bookmarks: matches!(param("allowWatchBookmarks"), Some("true" | "1")),
+        send_initial: matches!(param("sendInitialEvents"), Some("true" | "1")),
+        timeout: param("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(Duration::from_secs),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
+    tokio::spawn(run_watch(tx, shared, filter, from, options));
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut resp = Response::new(StreamBody::new(stream).boxed());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+struct WatchOptions {
+    bookmarks: bool,
+    send_initial: bool,
+    timeout: Option<Duration>,
+}
+
+type Tx = mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut out = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+fn gone_line(requested: u64, oldest: u64) -> Bytes {
+    line(
+        "ERROR",
+        &status(
+            410,
+            "Expired",
+            &format!("too old resource version: {requested} ({oldest})"),
+        ),
+    )
+}
+
+/// Feed one watch stream until the client leaves, the timeout ends it, or a fault does.
+async fn run_watch(
+    tx: Tx,
+    shared: Arc<Shared>,
+    filter: Filter,
+    from: Option<u64>,
+    options: WatchOptions,
+) {
+    let faults = shared.faults();
+    let start = match shared.store.watch_from(from) {
+        Ok(start) => start,
+        Err(gone) => {
+            let _ = tx
+                .send(Ok(Frame::data(gone_line(gone.requested, gone.oldest))))
+                .await;
+            return;
+        }
+    };
+    let kind = match filter.api {
+        Api::Core => "v1",
+        Api::V1 => "events.k8s.io/v1",
+    };
+    let mut last_rv = start.rv;
+    let mut sent = 0u64;
+    let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut bookmark = tokio::time::interval(shared.bookmark_interval);
+    bookmark.reset();
+
+    // What a fault does after an event was sent; None to go on.
+    enum Stop {
+        Disconnect,
+        Gone,
+        Stall,
+    }
+    let after_send = |sent: u64| -> Option<Stop> {
+        let hit = |n: Option<u64>| n.is_some_and(|n| sent.is_multiple_of(n));
+        if hit(faults.disconnect_every) {
+            Some(Stop::Disconnect)
+        } else if hit(faults.gone_every) {
+            Some(Stop::Gone)
+        } else if faults.stall_after.is_some_and(|n| sent >= n) {
+            Some(Stop::Stall)
+        } else {
+            None
+        }
+    };
+
+    let mut queue: std::collections::VecDeque<(ChangeKind, Arc<Value>, u64)> = start
+        .objects
+        .into_iter()
+        .map(|o| (ChangeKind::Added, o, start.rv))
+        .chain(
+            start
+                .replay
+                .iter()
+                .map(|c: &Arc<Change>| (c.kind, c.object.clone(), c.rv)),
+        )
+        .collect();
+    let mut rx = start.rx;
+    let mut initial_done = !options.send_initial;
+    loop {
+        let next = if let Some(item) = queue.pop_front() {
+            Some(item)
+        } else {
+            if !initial_done {
+                initial_done = true;
+                let bm = json!({"kind": "Event", "apiVersion": kind, "metadata": {"resourceVersion": last_rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+                if tx
+                    .send(Ok(Frame::data(line("BOOKMARK", &bm))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let sleep_until = deadline
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
+            tokio::select! {
+                change = rx.recv() => match change {
+                    Ok(c) if c.rv > last_rv => Some((c.kind, c.object.clone(), c.rv)),
+                    Ok(_) => None,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx.send(Ok(Frame::data(gone_line(last_rv, shared.store.resource_version())))).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = bookmark.tick(), if options.bookmarks => {
+                    let bm = json!({"kind": "Event", "apiVersion": kind, "metadata": {"resourceVersion": last_rv.to_string(), "creationTimestamp": null}});
+                    if tx.send(Ok(Frame::data(line("BOOKMARK", &bm)))).await.is_err() {
+                        return;
+                    }
+                    None
+                }
+                _ = tokio::time::sleep_until(sleep_until) => return,
+                _ = tx.closed() => return,
+            }
+        };
+        let Some((change, object, rv)) = next else {
+            continue;
+        };
+        last_rv = last_rv.max(rv);
+        let Some(served) = filter.apply(&object) else {
+            continue;
+        };
+        if !faults.slow.is_zero() {
+            tokio::time::sleep(faults.slow).await;
+        }
+        if tx
+            .send(Ok(Frame::data(line(change.as_str(), &served))))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        sent += 1;
+        match after_send(sent) {
+            None => {}
+            Some(Stop::Disconnect) => {
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "injected disconnect",
+                    )))
+                    .await;
+                return;
+            }
+            Some(Stop::Gone) => {
+                let _ = tx.send(Ok(Frame::data(gone_line(last_rv, last_rv)))).await;
+                return;
+            }
+            Some(Stop::Stall) => {
+                tokio::select! {
+                    _ = tx.closed() => {}
+                    _ = tokio::time::sleep(options.timeout.unwrap_or(Duration::from_secs(3600))) => {}
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The simulator's storage, shaped like etcd behind an API server: one ordered map of core/v1 Events, one
+//! global resourceVersion bumped by every write, a bounded history of changes (older watches get 410), list
+//! snapshots for `continue`, and the ground truth of occurrences every write adds.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// A write refused, in the API server's terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("events \"{0}\" not found")]
+    NotFound(String),
+    #[error("events \"{0}\" already exists")]
+    AlreadyExists(String),
+    #[error(
+        "Operation cannot be fulfilled on events \"{0}\": the object has been modified; please apply your changes to the latest version and try again"
+    )]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "ADDED",
+            ChangeKind::Modified => "MODIFIED",
+            ChangeKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One write, as watchers see it.
+#[derive(Debug)]
+pub struct Change {
+    pub rv: u64,
+    pub kind: ChangeKind,
+    pub object: Arc<Value>,
+}
+
+/// Occurrences by namespace/kind/reason/type, as the simulator created them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truth {
+    #[serde(rename = "resourceVersion")]
+    pub resource_version: String,
+    pub objects: usize,
+    pub occurrences_total: u64,
+    pub occurrences: Vec<TruthRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruthRow {
+    pub namespace: String,
+    pub kind: String,
+    pub reason: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub count: u64,
+}
+
+type Key = (String, String);
+
+/// The items of one paged list, as of its first page.
+pub type Snapshot = Arc<Vec<Arc<Value>>>;
+
+/// The resourceVersion a watch asked for is older than the history window.
+#[derive(Debug, Clone, Copy)]
+pub struct Gone {
+    pub requested: u64,
+    pub oldest: u64,
+}
+
+/// Where a watch starts.
+pub struct WatchStart {
+    /// Changes up to this resourceVersion are covered by `objects`/`replay`.
+    pub rv: u64,
+    pub objects: Vec<Arc<Value>>,
+    pub replay: Vec<Arc<Change>>,
+    pub rx: broadcast::Receiver<Arc<Change>>,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+struct Inner {
+    objects: BTreeMap<Key, Arc<Value>>,
+    rv: u64,
+    history: VecDeque<Arc<Change>>,
+    history_cap: usize,
+    /// Highest resourceVersion no longer in the history.
+    compacted: u64,
+    truth: BTreeMap<(String, String, String, String), u64>,
+    snapshots: VecDeque<(u64, u64, Snapshot)>,
+    next_id: u64,
+}
+
+/// Occurrences an Event object stands for: `series.count`, else `count`, else 1.
+pub fn count_of(obj: &Value) -> u64 {
+    let positive = |v: &Value| v.as_i64().filter(|c| *c > 0).map(|c| c as u64);
+    positive(&obj["series"]["count"])
+        .or_else(|| positive(&obj["count"]))
+        .unwrap_or(1)
+}
+
+fn str_at<'a>(obj: &'a Value, path: &[&str]) -> &'a str {
+    let mut v = obj;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_str().unwrap_or_default()
+}
+
+impl Store {
+    pub fn new(history_cap: usize) -> Store {
+        let (tx, _) = broadcast::channel(16 * 1024);
+        Store {
+            inner: Mutex::new(Inner {
+                objects: BTreeMap::new(),
+                // Start where a young cluster might be, not at 0 ("0" means "any" to clients).
+                rv: 1000,
+                history: VecDeque::new(),
+                history_cap: history_cap.max(1),
+                compacted: 1000,
+                truth: BTreeMap::new(),
+                snapshots: VecDeque::new(),
+                next_id: 1,
+            }),
+            tx,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    fn commit(&self, inner: &mut Inner, kind: ChangeKind, object: Arc<Value>) {
+        let change = Arc::new(Change {
+            rv: inner.rv,
+            kind,
+            object,
+        });
+        inner.history.push_back(change.clone());
+        while inner.history.len() > inner.history_cap {
+            if let Some(old) = inner.history.pop_front() {
+                inner.compacted = old.rv;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.tx.send(change);
+    }
+
+    fn add_truth(inner: &mut Inner, obj: &Value, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let key = (
+            str_at(obj, &["metadata", "namespace"]).to_string(),
+            str_at(obj, &["involvedObject", "kind"]).to_string(),
+            str_at(obj, &["reason"]).to_string(),
+            str_at(obj, &["type"]).to_string(),
+        );
+        *inner.truth.entry(key).or_default() += n;
+    }
+
+    /// Create a core/v1 Event in `namespace`.
+    pub fn create(&self, namespace: &str, mut obj: Value) -> Result<Arc<Value>, StoreError> {
+        let mut inner = self.lock();
+        if !obj.is_object() {
+            return Err(StoreError::Invalid("body must be a JSON object".into()));
+        }
+        let meta = obj
+            .as_object_mut()
+            .and_then(|o| {
+                o.entry("metadata")
+                    .or_insert_with(|| Value::Object(Default::default()))
+                    .as_object_mut()
+            })
+            .ok_or_else(|| StoreError::Invalid("metadata must be an object".into()))?;
+        let name = match meta.get("name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => match meta.get("generateName").and_then(Value::as_str) {
+                Some(prefix) => format!("{prefix}{:05x}", inner.next_id),
+                None => return Err(StoreError::Invalid("metadata.name: Required value".into())),
+            },
+        };
+        let key = (namespace.to_string(), name.clone());
+        if inner.objects.contains_key(&key) {
+            return Err(StoreError::AlreadyExists(name));
+        }
+        inner.rv += 1;
+        inner.next_id += 1;
+        meta.insert("name".into(), name.into());
+        meta.insert("namespace".into(), namespace.into());
+        meta.insert("resourceVersion".into(), inner.rv.to_string().into());
+        if !meta.get("uid").is_some_and(Value::is_string) {
+            let id = inner.next_id;
+            meta.insert(
+                "uid".into(),
+                format!("{:08x}-5157-4e00-8000-{:012x}", id >> 16, id).into(),
+            );
+        }
+        if !meta.get("creationTimestamp").is_some_and(Value::is_string) {
+            meta.insert(
+                "creationTimestamp".into(),
+                jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+                    .into(),
+            );
+        }
+        if let Some(o) = obj.as_object_mut() {
+            o.insert("apiVersion".into(), "v1".into());
+            o.insert("kind".into(), "Event".into());
+        }
+        Self::add_truth(&mut inner, &obj, count_of(&obj));
+        let obj = Arc::new(obj);
+        inner.objects.insert(key, obj.clone());
+        self.commit(&mut inner, ChangeKind::Added, obj.clone());
+        Ok(obj)
+    }
+
+    /// Replace an Event; `expected_rv` (when set) must match the stored one.
+    pub fn update(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut obj: Value,
+        expected_rv: Option<&str>,
+    ) -> Result<Arc<Value>, StoreError> {
+        let mut inner = self.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let old = inner
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(name.into()))?;
+        if let Some(rv) = expected_rv
+            && !rv.is_empty()
+            && rv != str_at(&old, &["metadata", "resourceVersion"])
+        {
+            return Err(StoreError::Conflict(name.into()));
+        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        let old_meta = old["metadata"].clone();
+        if let Some(o) = obj.as_object_mut() {
+            let meta = o
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(m) = meta.as_object_mut() {
+                m.insert("name".into(), name.into());
+                m.insert("namespace".into(), namespace.into());
+                m.insert("resourceVersion".into(), rv.to_string().into());
+                for k in ["uid", "creationTimestamp"] {
+                    if let Some(v) = old_meta.get(k) {
+                        m.insert(k.into(), v.clone());
+                    }
+                }
+            }
+            o.insert("apiVersion".into(), "v1".into());
+            o.insert("kind".into(), "Event".into());
+        } else {
+            return Err(StoreError::Invalid("body must be a JSON object".into()));
+        }
+        let increase = count_of(&obj).saturating_sub(count_of(&old));
+        Self::add_truth(&mut inner, &obj, increase);
+        let obj = Arc::new(obj);
+        inner.objects.insert(key, obj.clone());
+        self.commit(&mut inner, ChangeKind::Modified, obj.clone());
+        Ok(obj)
+    }
+
+    /// JSON merge patch (RFC 7386); strategic merge patches on Events reduce to the same.
+    pub fn patch(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Arc<Value>, StoreError> {
+        let current = self
+            .get(namespace, name)
+            .ok_or_else(|| StoreError::NotFound(name.into()))?;
+        let mut merged = (*current).clone();
+        merge(&mut merged, patch);
+        let rv = str_at(&current, &["metadata", "resourceVersion"]).to_string();
+        self.update(namespace, name, merged, Some(&rv))
+    }
+
+    pub fn delete(&self, namespace: &str, name: &str) -> Result<Arc<Value>, StoreError> {
+        let mut inner = self.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let old = inner
+            .objects
+            .remove(&key)
+            .ok_or_else(|| StoreError::NotFound(name.into()))?;
+        inner.rv += 1;
+        let mut gone = (*old).clone();
+        gone["metadata"]["resourceVersion"] = inner.rv.to_string().into();
+        let gone = Arc::new(gone);
+        self.commit(&mut inner, ChangeKind::Deleted, gone.clone());
+        Ok(gone)
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.lock()
+            .objects
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every object (of one namespace) and the resourceVersion they are current at.
+    pub fn snapshot(&self, namespace: Option<&str>) -> (u64, Vec<Arc<Value>>) {
+        let inner = self.lock();
+        let items = match namespace {
+            Some(ns) => inner
+                .objects
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => inner.objects.values().cloned().collect(),
+        };
+        (inner.rv, items)
+    }
+
+    /// Keep a list snapshot for `continue`; returns its id. The oldest of more than 64 is dropped.
+    pub fn keep_snapshot(&self, rv: u64, items: Snapshot) -> u64 {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.snapshots.push_back((id, rv, items));
+        while inner.snapshots.len() > 64 {
+            inner.snapshots.pop_front();
+        }
+        id
+    }
+
+    pub fn find_snapshot(&self, id: u64) -> Option<(u64, Snapshot)> {
+        let inner = self.lock();
+        inner
+            .snapshots
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, rv, items)| (*rv, items.clone()))
+    }
+
+    /// Subscribe to changes after `from`, with what to send first: for `None` ("now") every current object,
+    /// for a resourceVersion the changes after it. Taken under one lock, so nothing falls between the two.
+    pub fn watch_from(&self, from: Option<u64>) -> Result<WatchStart, Gone> {
+        let inner = self.lock();
+        let rx = self.tx.subscribe();
+        match from {
+            None => Ok(WatchStart {
+                rv: inner.rv,
+                objects: inner.objects.values().cloned().collect(),
+                replay: Vec::new(),
+                rx,
+            }),
+            Some(rv) if rv < inner.compacted => Err(Gone {
+                requested: rv,
+                oldest: inner.compacted + 1,
+            }),
+            Some(rv) => Ok(WatchStart {
+                rv,
+                objects: Vec::new(),
+                replay: inner
+                    .history
+                    .iter()
+                    .filter(|c| c.rv > rv)
+                    .cloned()
+                    .collect(),
+                rx,
+            }),
+        }
+    }
+
+    pub fn truth(&self) -> Truth {
+        let inner = self.lock();
+        let occurrences: Vec<TruthRow> = inner
+            .truth
+            .iter()
+            .map(|((namespace, kind, reason, type_), count)| TruthRow {
+                namespace: namespace.clone(),
+                kind: kind.clone(),
+                reason: reason.clone(),
+                type_: type_.clone(),
+                count: *count,
+            })
+            .collect();
+        Truth {
+            resource_version: inner.rv.to_string(),
+            objects: inner.objects.len(),
+            occurrences_total: occurrences.iter().map(|r| r.count).sum(),
+            occurrences,
+        }
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(name: &str, count: i64) -> Value {
+        json!({"metadata": {"name": name}, "involvedObject": {"kind": "Pod"}, "reason": "BackOff", "type": "Warning", "count": count})
+    }
+
+    #[test]
+    fn writes_bump_versions_and_truth() {
+        let s = Store::new(100);
+        let a = s.create("ns", ev("a", 3)).unwrap();
+        assert_eq!(a["metadata"]["resourceVersion"], "1001");
+        assert!(a["metadata"]["uid"].is_string());
+        assert_eq!(
+            s.create("ns", ev("a", 1)),
+            Err(StoreError::AlreadyExists("a".into()))
+        );
+        s.patch("ns", "a", &json!({"count": 5})).unwrap();
+        s.patch("ns", "a", &json!({"count": 4})).unwrap();
+        s.delete("ns", "a").unwrap();
+        let t = s.truth();
+        assert_eq!(t.occurrences_total, 5);
+        assert_eq!(t.objects, 0);
+        assert_eq!(t.resource_version, "1004");
+        assert_eq!(
+            s.update("ns", "a", ev("a", 1), None),
+            Err(StoreError::NotFound("a".into()))
+        );
+    }
+
+    #[test]
+    fn history_window_and_gone() {
+        let s = Store::new(2);
+        for i in 0..4 {
+            s.create("ns", ev(&format!("e{i}"), 1)).unwrap();
+        }
+        // Changes 1001..1004; the window keeps 1003 and 1004.
+        let replay = s.watch_from(Some(1002)).unwrap().replay;
+        assert_eq!(
+            replay.iter().map(|c| c.rv).collect::<Vec<_>>(),
+            [1003, 1004]
+        );
+        assert!(s.watch_from(Some(1001)).is_err());
+    }
+
+    #[test]
+    fn conflict_on_stale_update() {
+        let s = Store::new(10);
+        s.create("ns", ev("a", 1)).unwrap();
+        assert!(matches!(
+            s.update("ns", "a", ev("a", 2), Some("1")),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn merge_patch_rules() {
+        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge(&mut t, &json!({"a": null, "b": {"c": 5}, "e": [1]}));
+        assert_eq!(t, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+}
