@@ -45,39 +45,41 @@ enum ConfigCommand {
 #[derive(Args, Clone, Default)]
 struct RunArgs {
     /// YAML configuration file.
-    #[arg(long, env = "HERALD_CONFIG", global = true)]
+    #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
     /// Address for /metrics, /healthz and /readyz [config: listen].
-    #[arg(long, env = "HERALD_LISTEN", global = true)]
+    #[arg(long, env = "HERALD_LISTEN")]
     listen: Option<String>,
     /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account).
-    #[arg(long, global = true)]
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// Events API: core/v1 or events.k8s.io/v1 [config: source.events.api].
-    #[arg(long, env = "HERALD_EVENTS_API", global = true)]
+    #[arg(long, env = "HERALD_EVENTS_API")]
     events_api: Option<String>,
     /// all, namespaces or own [config: source.events.scope].
-    #[arg(long, env = "HERALD_SCOPE", global = true)]
+    #[arg(long, env = "HERALD_SCOPE")]
     scope: Option<String>,
     /// Comma-separated namespaces for scope "namespaces" [config: source.events.namespaces].
-    #[arg(long, env = "HERALD_NAMESPACES", global = true, value_delimiter = ',')]
+    #[arg(long, env = "HERALD_NAMESPACES", value_delimiter = ',')]
     namespaces: Option<Vec<String>>,
     /// skip-existing or replay [config: source.events.startup].
-    #[arg(long, env = "HERALD_STARTUP", global = true)]
+    #[arg(long, env = "HERALD_STARTUP")]
     startup: Option<String>,
     /// Diagnostics filter, e.g. info or herald=debug [config: log.level].
-    #[arg(long, env = "HERALD_LOG_LEVEL", global = true)]
+    #[arg(long, env = "HERALD_LOG_LEVEL")]
     log_level: Option<String>,
     /// Diagnostics format: text or json [config: log.format].
-    #[arg(long, env = "HERALD_LOG_FORMAT", global = true)]
+    #[arg(long, env = "HERALD_LOG_FORMAT")]
     log_format: Option<String>,
     /// Write one JSON line per Event on stdout: true or false [config: sinks.json.enabled].
-    #[arg(long, env = "HERALD_JSON_SINK", global = true)]
+    #[arg(long, env = "HERALD_JSON_SINK")]
     json_sink: Option<bool>,
 }
 
 #[derive(Args, Clone)]
 struct DemoArgs {
+    #[command(flatten)]
+    run: RunArgs,
     /// Address of the simulated API server.
     #[arg(long, default_value = "127.0.0.1:0")]
     sim_listen: SocketAddr,
@@ -111,7 +113,7 @@ fn main() -> ExitCode {
             })
         }
         Some(Command::Run(args)) => run(args, None),
-        Some(Command::Demo(demo)) => run(cli.run, Some(demo)),
+        Some(Command::Demo(demo)) => run(demo.run.clone(), Some(demo)),
         None => run(cli.run, None),
     }
 }
@@ -295,5 +297,15 @@ fn init_logging(level: &str, format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
