@@ -650,6 +650,10 @@ async fn run_watch(
         match after_send(sent) {
             None => {}
             Some(Stop::Disconnect) => {
+                // Let hyper flush what was sent before the abort: the fault is "the connection
+                // drops after N events", not "the last events vanish", which would replay the
+                // same N events on every reconnect.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 let _ = tx
                     .send(Err(std::io::Error::new(
                         std::io::ErrorKind::ConnectionAborted,
