@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::health::Health;
 use crate::pipeline::{self, Pipeline, ring::Ring};
+use crate::sink::otlp::{self, OtlpSink};
+use crate::sink::shape::Identity;
 use crate::sink::{SinkQueue, json::JsonSink, metrics_sink::MetricsSink};
 use crate::source::events::{self, SourceContext};
 use crate::telemetry::{self, Telemetry};
@@ -20,6 +22,8 @@ use crate::telemetry::{self, Telemetry};
 pub enum Error {
     #[error("cannot build the pipeline: {0}")]
     Pipeline(#[from] pipeline::Error),
+    #[error("cannot set up the OTLP sink: {0}")]
+    Otlp(#[from] otlp::transport::Error),
 }
 
 /// What the agent runs with, beyond its configuration.
@@ -29,6 +33,10 @@ pub struct Agent {
     /// herald's own namespace, for `scope: own`.
     pub own_namespace: String,
     pub listener: TcpListener,
+    /// The OTLP sink's settings, resolved with the environment; `None`: no endpoint, sink off.
+    pub otlp: Option<otlp::Settings>,
+    /// The node herald runs on (`NODE_NAME`), written on every log record.
+    pub node_name: String,
 }
 
 impl Agent {
@@ -39,7 +47,13 @@ impl Agent {
             client,
             own_namespace,
             listener,
+            otlp,
+            node_name,
         } = self;
+        let identity = Identity {
+            cluster_name: config.sinks.otlp.cluster_name.clone(),
+            agent_node: node_name,
+        };
         let telemetry = Arc::new(Telemetry::new(&config.metrics));
         let health = Health::default();
         health.beat();
@@ -64,7 +78,19 @@ impl Agent {
         }
         if config.sinks.json.enabled {
             let q = SinkQueue::new("json", config.sinks.json.queue_capacity, false, &telemetry);
-            let sink = JsonSink::new(tokio::io::stdout(), &telemetry, health.sink("json"));
+            let sink = JsonSink::new(
+                tokio::io::stdout(),
+                identity.clone(),
+                &telemetry,
+                health.sink("json"),
+            );
+            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            queues.push(q);
+        }
+        if let Some(mut settings) = otlp {
+            settings.identity = identity.clone();
+            let q = SinkQueue::new("otlp", settings.queue_capacity, false, &telemetry);
+            let sink = OtlpSink::new(settings, &telemetry, health.sink("otlp"))?;
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
             queues.push(q);
         }

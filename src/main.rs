@@ -98,13 +98,15 @@ fn main() -> ExitCode {
             print!("{}", config::DEFAULT_CONFIG_YAML);
             ExitCode::SUCCESS
         }
-        Some(Command::Config(ConfigCommand::Check { file })) => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
+        Some(Command::Config(ConfigCommand::Check { file })) => {
+            match Config::load(&file).and_then(|c| otlp_settings(&c)) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(&e),
             }
-            Err(e) => config_error(&e),
-        },
+        }
         Some(Command::Sim(args)) => {
             init_logging("info", LogFormat::Text);
             runtime_then(|| async {
@@ -163,9 +165,18 @@ fn load_config(args: &RunArgs, demo: bool) -> Result<Config, ConfigError> {
     Config::from_value(value, &origin)
 }
 
+/// The OTLP sink's settings: `sinks.otlp` with the `OTEL_EXPORTER_OTLP_*` variables.
+fn otlp_settings(config: &Config) -> Result<Option<herald::sink::otlp::Settings>, ConfigError> {
+    herald::sink::otlp::Settings::resolve(&config.sinks.otlp, |k| std::env::var(k).ok())
+}
+
 fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
     let config = match load_config(&args, demo.is_some()) {
         Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let otlp = match otlp_settings(&config) {
+        Ok(s) => s,
         Err(e) => return config_error(&e),
     };
     init_logging(&config.log.level, config.log.format);
@@ -198,6 +209,8 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             client,
             own_namespace,
             listener,
+            otlp,
+            node_name: std::env::var("NODE_NAME").unwrap_or_default(),
         };
         agent.run(shutdown).await?;
         if let Some(sim) = sim {

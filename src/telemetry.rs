@@ -50,6 +50,8 @@ catalogue! {
     QUEUE_CAPACITY = "herald_queue_capacity", "gauge", "queue", "Capacity of a queue.";
     SINK_SENT = "herald_sink_sent_total", "counter", "sink", "Records a sink delivered.";
     SINK_FAILURES = "herald_sink_failures_total", "counter", "sink", "Records a sink failed to deliver.";
+    SINK_RETRIES = "herald_sink_retries_total", "counter", "sink",
+        "Export requests retried after a retryable failure (unavailable, 429, 502-504, timeout).";
     DELAY = "herald_event_delay_seconds", "histogram", "",
         "Event's last occurrence (eventTime, else lastTimestamp, else firstTimestamp) to processed.";
     PROCESSING = "herald_processing_seconds", "histogram", "",

@@ -7,116 +7,54 @@
 
 use std::sync::Arc;
 
-use jiff::Timestamp;
 use metrics::Counter;
-use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Shared;
+use super::shape::{self, Identity, Value};
 use crate::health::SinkHealth;
 use crate::pipeline::ring::Ring;
 use crate::record::EventRecord;
 use crate::telemetry::{self, Telemetry};
 
-/// OTLP severity number for an Event type (the collector's k8seventsreceiver mapping).
-pub fn severity_number(type_: &str) -> Option<u8> {
-    match type_ {
-        "Normal" => Some(9),
-        "Warning" => Some(13),
-        "Error" => Some(17),
-        "Critical" => Some(21),
-        _ => None,
-    }
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    timestamp: Option<Timestamp>,
-    observed_timestamp: Timestamp,
-    severity_text: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    severity_number: Option<u8>,
-    body: &'a str,
-    #[serde(rename = "k8s.namespace.name")]
-    namespace: &'a str,
-    #[serde(rename = "k8s.event.name")]
-    name: &'a str,
-    #[serde(rename = "k8s.event.uid")]
-    uid: &'a str,
-    #[serde(rename = "k8s.event.reason")]
-    reason: &'a str,
-    #[serde(rename = "k8s.event.action")]
-    action: &'a str,
-    #[serde(
-        rename = "k8s.event.start_time",
-        skip_serializing_if = "Option::is_none"
-    )]
-    start_time: Option<Timestamp>,
-    #[serde(rename = "k8s.event.count", skip_serializing_if = "is_zero")]
-    count: u32,
-    #[serde(rename = "k8s.event.reporting_controller")]
-    reporting_controller: &'a str,
-    #[serde(rename = "k8s.event.reporting_instance")]
-    reporting_instance: &'a str,
-    #[serde(rename = "k8s.node.name")]
-    node: &'a str,
-    #[serde(rename = "k8s.object.kind")]
-    object_kind: &'a str,
-    #[serde(rename = "k8s.object.name")]
-    object_name: &'a str,
-    #[serde(rename = "k8s.object.uid")]
-    object_uid: &'a str,
-    #[serde(rename = "k8s.object.fieldpath")]
-    object_fieldpath: &'a str,
-    #[serde(rename = "k8s.object.api_version")]
-    object_api_version: &'a str,
-    #[serde(rename = "k8s.object.resource_version")]
-    object_resource_version: &'a str,
-    #[serde(rename = "herald.occurrences")]
-    occurrences: u32,
-    #[serde(rename = "herald.severity")]
-    severity: &'a str,
-    #[serde(rename = "herald.repeated")]
-    repeated: bool,
-    #[serde(rename = "herald.fingerprint")]
-    fingerprint: String,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
-
-/// Append one JSON line for `r` to `out`.
-pub fn write_line(out: &mut Vec<u8>, r: &EventRecord) {
-    let line = Line {
-        timestamp: r.timestamp(),
-        observed_timestamp: r.observed,
-        severity_text: &r.type_,
-        severity_number: severity_number(&r.type_),
-        body: &r.message,
-        namespace: &r.namespace,
-        name: &r.name,
-        uid: &r.uid,
-        reason: &r.reason,
-        action: &r.action,
-        start_time: r.creation_timestamp,
-        count: r.count,
-        reporting_controller: &r.component,
-        reporting_instance: &r.reporting_instance,
-        node: &r.host,
-        object_kind: &r.regarding.kind,
-        object_name: &r.regarding.name,
-        object_uid: &r.regarding.uid,
-        object_fieldpath: &r.regarding.field_path,
-        object_api_version: &r.regarding.api_version,
-        object_resource_version: &r.regarding.resource_version,
-        occurrences: r.delta,
-        severity: r.severity.as_str(),
-        repeated: r.repeated,
-        fingerprint: format!("{:016x}", r.fingerprint),
-    };
-    // Serialising plain strings and numbers into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, &line).is_ok() {
+/// Append one JSON line for `r` to `out`: the OTLP log record's fields, then its resource and log
+/// attributes flattened under their OpenTelemetry keys.
+pub fn write_line(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) {
+    let mut ser = serde_json::Serializer::new(&mut *out);
+    // Serialising strings and numbers into a Vec cannot fail; a failure would only cut this one line.
+    let written = (|| {
+        let mut map = ser.serialize_map(None)?;
+        map.serialize_entry("timestamp", &r.timestamp())?;
+        map.serialize_entry("observed_timestamp", &r.observed)?;
+        map.serialize_entry("severity_text", &*r.type_)?;
+        if let Some(n) = shape::severity_number(&r.type_) {
+            map.serialize_entry("severity_number", &n)?;
+        }
+        map.serialize_entry("body", &r.message)?;
+        let mut result = Ok(());
+        shape::agent_attributes(id, |k, v| {
+            if result.is_ok() {
+                result = map.serialize_entry(k, v);
+            }
+        });
+        for (k, v) in shape::object_attributes(r) {
+            result = result.and_then(|()| map.serialize_entry(k, v));
+        }
+        shape::log_attributes(r, |k, v| {
+            if result.is_ok() {
+                result = match v {
+                    Value::Str(s) => map.serialize_entry(k, s),
+                    Value::Owned(s) => map.serialize_entry(k, &s),
+                    Value::Int(i) => map.serialize_entry(k, &i),
+                    Value::Bool(b) => map.serialize_entry(k, &b),
+                };
+            }
+        });
+        result?;
+        map.end()
+    })();
+    if written.is_ok() {
         out.push(b'\n');
     }
 }
@@ -126,18 +64,25 @@ pub struct JsonSink<W> {
     sent: Counter,
     failures: Counter,
     health: Arc<SinkHealth>,
+    identity: Identity,
 }
 
 /// Most lines written between flushes.
 const BATCH: usize = 256;
 
 impl<W: AsyncWrite + Unpin> JsonSink<W> {
-    pub fn new(out: W, telemetry: &Telemetry, health: Arc<SinkHealth>) -> JsonSink<W> {
+    pub fn new(
+        out: W,
+        identity: Identity,
+        telemetry: &Telemetry,
+        health: Arc<SinkHealth>,
+    ) -> JsonSink<W> {
         JsonSink {
             out,
             sent: telemetry.counter(telemetry::SINK_SENT, &[("sink", "json")]),
             failures: telemetry.counter(telemetry::SINK_FAILURES, &[("sink", "json")]),
             health,
+            identity,
         }
     }
 
@@ -146,12 +91,12 @@ impl<W: AsyncWrite + Unpin> JsonSink<W> {
         let mut buf = Vec::with_capacity(64 * 1024);
         while let Some(first) = ring.pop().await {
             buf.clear();
-            write_line(&mut buf, &first);
+            write_line(&mut buf, &first, &self.identity);
             let mut lines = 1;
             while lines < BATCH {
                 match ring.try_pop() {
                     Some(r) => {
-                        write_line(&mut buf, &r);
+                        write_line(&mut buf, &r, &self.identity);
                         lines += 1;
                     }
                     None => break,
@@ -191,7 +136,11 @@ mod tests {
         r.delta = 3;
         r.fingerprint = 0xabc;
         let mut out = Vec::new();
-        write_line(&mut out, &r);
+        let id = Identity {
+            cluster_name: "prod".into(),
+            agent_node: String::new(),
+        };
+        write_line(&mut out, &r, &id);
         assert_eq!(out.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["k8s.namespace.name"], "default");
@@ -204,5 +153,8 @@ mod tests {
         assert_eq!(v["herald.occurrences"], 3);
         assert_eq!(v["herald.fingerprint"], "0000000000000abc");
         assert_eq!(v["body"], "Back-off restarting failed container");
+        assert_eq!(v["k8s.cluster.name"], "prod");
+        assert_eq!(v["service.name"], "herald");
+        assert!(v.get("herald.agent.node").is_none());
     }
 }

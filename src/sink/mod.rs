@@ -11,6 +11,8 @@ use crate::telemetry::{self, Telemetry};
 
 pub mod json;
 pub mod metrics_sink;
+pub mod otlp;
+pub mod shape;
 
 /// A record shared by every sink that takes it.
 pub type Shared = Arc<EventRecord>;

@@ -1,0 +1,253 @@
+//! Sending one export request over OTLP/gRPC (tonic) or OTLP/HTTP with protobuf bodies (hyper), and
+//! telling retryable failures from final ones the way the OTLP specification does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use super::settings::Settings;
+use crate::config::OtlpProtocol;
+
+/// Why the transport could not be built (only TLS set-up can fail, after settings were checked).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sinks.otlp.ca_file: {0}")]
+    Tls(String),
+    #[error("sinks.otlp.endpoint: {0}")]
+    Endpoint(String),
+}
+
+/// A failed export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendError {
+    /// Worth retrying: the collector is unavailable, overloaded or timed out.
+    pub retryable: bool,
+    /// The server's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+impl SendError {
+    fn new(retryable: bool, message: impl Into<String>) -> SendError {
+        SendError {
+            retryable,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub enum Transport {
+    Grpc {
+        client: LogsServiceClient<Channel>,
+        metadata: tonic::metadata::MetadataMap,
+    },
+    Http {
+        client: HttpsClient,
+        uri: http::Uri,
+        headers: http::HeaderMap,
+        gzip: bool,
+        timeout: Duration,
+    },
+}
+
+impl Transport {
+    /// Build without connecting: a collector that is down at start is a retryable send error later.
+    pub fn new(s: &Settings) -> Result<Transport, Error> {
+        match s.protocol {
+            OtlpProtocol::Grpc => {
+                let mut endpoint = Endpoint::from_shared(s.endpoint.clone())
+                    .map_err(|e| Error::Endpoint(e.to_string()))?
+                    .timeout(s.timeout)
+                    .connect_timeout(s.timeout);
+                if s.endpoint.starts_with("https://") {
+                    let mut tls = ClientTlsConfig::new().with_native_roots();
+                    if let Some(pem) = &s.ca_pem {
+                        tls = tls.ca_certificate(Certificate::from_pem(pem));
+                    }
+                    endpoint = endpoint
+                        .tls_config(tls)
+                        .map_err(|e| Error::Tls(e.to_string()))?;
+                }
+                let mut client = LogsServiceClient::new(endpoint.connect_lazy());
+                if s.gzip {
+                    client = client
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
+                }
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (name, value) in &s.headers {
+                    // Both were checked as HTTP header names and values when the settings were resolved.
+                    if let (Ok(k), Ok(v)) = (
+                        tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
+                        value.parse(),
+                    ) {
+                        metadata.insert(k, v);
+                    }
+                }
+                Ok(Transport::Grpc { client, metadata })
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let tls = tls_config(s.ca_pem.as_deref())?;
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_or_http()
+                    .enable_http1()
+                    .build();
+                let client = Client::builder(TokioExecutor::new()).build(connector);
+                let mut headers = http::HeaderMap::new();
+                for (name, value) in &s.headers {
+                    if let (Ok(k), Ok(v)) = (
+                        http::HeaderName::from_bytes(name.as_bytes()),
+                        http::HeaderValue::from_str(value),
+                    ) {
+                        headers.insert(k, v);
+                    }
+                }
+                Ok(Transport::Http {
+                    client,
+                    uri: s
+                        .endpoint
+                        .parse()
+                        .map_err(|e: http::uri::InvalidUri| Error::Endpoint(e.to_string()))?,
+                    headers,
+                    gzip: s.gzip,
+                    timeout: s.timeout,
+                })
+            }
+        }
+    }
+
+    /// Send one request. `Ok(n)`: accepted, except `n` records the collector rejected (partial success).
+    pub async fn send(&mut self, request: ExportLogsServiceRequest) -> Result<u64, SendError> {
+        let response = match self {
+            Transport::Grpc { client, metadata } => {
+                let mut req = tonic::Request::new(request);
+                *req.metadata_mut() = metadata.clone();
+                client
+                    .export(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(grpc_error)?
+            }
+            Transport::Http {
+                client,
+                uri,
+                headers,
+                gzip,
+                timeout,
+            } => {
+                let fut = send_http(client, uri, headers, *gzip, request);
+                tokio::time::timeout(*timeout, fut)
+                    .await
+                    .map_err(|_| SendError::new(true, "timed out"))??
+            }
+        };
+        Ok(response
+            .partial_success
+            .map(|p| u64::try_from(p.rejected_log_records).unwrap_or(0))
+            .unwrap_or(0))
+    }
+}
+
+/// Retryable gRPC codes per the OTLP specification.
+fn grpc_error(status: tonic::Status) -> SendError {
+    use tonic::Code;
+    let retryable = matches!(
+        status.code(),
+        Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::Unavailable
+            | Code::DataLoss
+    );
+    SendError::new(
+        retryable,
+        format!("{:?}: {}", status.code(), status.message()),
+    )
+}
+
+async fn send_http(
+    client: &HttpsClient,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    gzip: bool,
+    request: ExportLogsServiceRequest,
+) -> Result<ExportLogsServiceResponse, SendError> {
+    let mut body = request.encode_to_vec();
+    let mut builder = http::Request::post(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/x-protobuf");
+    if gzip {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        // Writing into a Vec cannot fail.
+        let _ = encoder.write_all(&body);
+        body = encoder.finish().unwrap_or_default();
+        builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
+    }
+    let mut req = builder
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| SendError::new(false, e.to_string()))?;
+    req.headers_mut()
+        .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| SendError::new(true, format!("cannot reach the collector: {e}")))?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| SendError::new(true, format!("response body: {e}")))?
+        .to_bytes();
+    if status.is_success() {
+        return Ok(ExportLogsServiceResponse::decode(bytes).unwrap_or_default());
+    }
+    Err(SendError {
+        retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+        retry_after,
+        message: format!("HTTP {status}"),
+    })
+}
+
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| Error::Tls(e.to_string()))?;
+            roots.add(cert).map_err(|e| Error::Tls(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
