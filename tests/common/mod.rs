@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use herald::sim::{RunningSim, SimOptions};
 
+pub mod otlp;
+
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -39,6 +41,17 @@ pub struct Herald {
 /// Start herald against `api_url` with `config` (YAML, merged over the defaults). stdout is discarded unless
 /// `stdout` says otherwise.
 pub fn start_herald(api_url: &str, config: &str, stdout: Stdio, extra_args: &[&str]) -> Herald {
+    start_herald_with(api_url, config, stdout, extra_args, &[])
+}
+
+/// [`start_herald`] with extra environment variables.
+pub fn start_herald_with(
+    api_url: &str,
+    config: &str,
+    stdout: Stdio,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> Herald {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_yaml(api_url)).unwrap();
@@ -56,6 +69,7 @@ pub fn start_herald(api_url: &str, config: &str, stdout: Stdio, extra_args: &[&s
         .args(extra_args)
         .env("HERALD_LOG_LEVEL", "warn")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(stdout)
         .stderr(Stdio::inherit())
         .spawn()

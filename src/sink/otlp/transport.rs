@@ -51,17 +51,21 @@ impl SendError {
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub enum Transport {
-    Grpc {
-        client: LogsServiceClient<Channel>,
-        metadata: tonic::metadata::MetadataMap,
-    },
-    Http {
-        client: HttpsClient,
-        uri: http::Uri,
-        headers: http::HeaderMap,
-        gzip: bool,
-        timeout: Duration,
-    },
+    Grpc(Box<GrpcTransport>),
+    Http(Box<HttpTransport>),
+}
+
+pub struct GrpcTransport {
+    client: LogsServiceClient<Channel>,
+    metadata: tonic::metadata::MetadataMap,
+}
+
+pub struct HttpTransport {
+    client: HttpsClient,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    gzip: bool,
+    timeout: Duration,
 }
 
 impl Transport {
@@ -98,7 +102,10 @@ impl Transport {
                         metadata.insert(k, v);
                     }
                 }
-                Ok(Transport::Grpc { client, metadata })
+                Ok(Transport::Grpc(Box::new(GrpcTransport {
+                    client,
+                    metadata,
+                })))
             }
             OtlpProtocol::HttpProtobuf => {
                 let tls = tls_config(s.ca_pem.as_deref())?;
@@ -117,7 +124,7 @@ impl Transport {
                         headers.insert(k, v);
                     }
                 }
-                Ok(Transport::Http {
+                Ok(Transport::Http(Box::new(HttpTransport {
                     client,
                     uri: s
                         .endpoint
@@ -126,7 +133,7 @@ impl Transport {
                     headers,
                     gzip: s.gzip,
                     timeout: s.timeout,
-                })
+                })))
             }
         }
     }
@@ -134,24 +141,18 @@ impl Transport {
     /// Send one request. `Ok(n)`: accepted, except `n` records the collector rejected (partial success).
     pub async fn send(&mut self, request: ExportLogsServiceRequest) -> Result<u64, SendError> {
         let response = match self {
-            Transport::Grpc { client, metadata } => {
+            Transport::Grpc(g) => {
                 let mut req = tonic::Request::new(request);
-                *req.metadata_mut() = metadata.clone();
-                client
+                *req.metadata_mut() = g.metadata.clone();
+                g.client
                     .export(req)
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(grpc_error)?
             }
-            Transport::Http {
-                client,
-                uri,
-                headers,
-                gzip,
-                timeout,
-            } => {
-                let fut = send_http(client, uri, headers, *gzip, request);
-                tokio::time::timeout(*timeout, fut)
+            Transport::Http(h) => {
+                let fut = send_http(&h.client, &h.uri, &h.headers, h.gzip, request);
+                tokio::time::timeout(h.timeout, fut)
                     .await
                     .map_err(|_| SendError::new(true, "timed out"))??
             }
