@@ -259,10 +259,13 @@ async fn readiness_waits_for_the_api_server_and_sigterm_exits_cleanly() {
         "{body}"
     );
 
+    wait_until(Duration::from_secs(10), "a failed list", || {
+        herald.metric("herald_watch_errors_total", &[("kind", "list")]) >= 1.0
+    });
+
     // The API server comes up: herald lists, watches and becomes ready by itself.
     let sim = quiet_sim_at(api_addr).await;
     herald.wait_ready();
-    assert!(herald.metric("herald_watch_errors_total", &[("kind", "list")]) >= 1.0);
 
     let status = herald.terminate(Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
