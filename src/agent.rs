@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, EventSourceConfig, Mode, Scope};
 use crate::health::Health;
+use crate::leader::{Elector, LeaderSettings};
 use crate::pipeline::{self, Pipeline, ring::Ring};
 use crate::sink::otlp::{self, OtlpSink};
 use crate::sink::shape::Identity;
@@ -105,7 +108,42 @@ impl Agent {
             health: health.clone(),
             shutdown: stop_sources.clone(),
         };
-        let sources = events::spawn(&config.source.events, &own_namespace, &ctx);
+        let leader_gauge = telemetry.gauge(telemetry::LEADER, &[]);
+        let sources = match config.mode {
+            Mode::Single => {
+                leader_gauge.set(1.0);
+                health.set_role("single");
+                events::spawn(&config.source.events, &own_namespace, &ctx)
+            }
+            Mode::Sidecar => {
+                leader_gauge.set(1.0);
+                health.set_role("sidecar");
+                let mut cfg = config.source.events.clone();
+                cfg.scope = Scope::Own;
+                events::spawn(&cfg, &own_namespace, &ctx)
+            }
+            Mode::Daemonset => {
+                health.set_role("follower");
+                leader_gauge.set(0.0);
+                let (tx, rx) = watch::channel(false);
+                let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &own_namespace);
+                let settings = LeaderSettings {
+                    lease_name: config.leader_election.lease_name.clone(),
+                    identity: identity_for_lease(),
+                    lease_duration: config.leader_election.lease_duration.0,
+                    renew_interval: config.leader_election.renew_interval.0,
+                };
+                let elector = Elector::new(api, settings);
+                let campaign = tokio::spawn(elector.run(tx, leader_gauge, stop_sources.clone()));
+                let terms = tokio::spawn(lead_terms(
+                    rx,
+                    config.source.events.clone(),
+                    own_namespace.clone(),
+                    ctx.clone(),
+                ));
+                vec![campaign, terms]
+            }
+        };
 
         let stop_server = CancellationToken::new();
         let server = tokio::spawn(crate::server::serve(
@@ -154,5 +192,50 @@ impl Agent {
         upkeep.abort();
         let _ = server.await;
         Ok(())
+    }
+}
+
+/// This agent's name in the Lease: the pod name (downward API), else the host name, else a random one.
+fn identity_for_lease() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .map(|s| format!("{s}-{}", std::process::id()))
+        .unwrap_or_else(|| format!("herald-{}", fastrand::u64(..)))
+}
+
+/// Run the cluster-wide Event watches for each leadership term: start them when this agent becomes the
+/// leader, stop them the moment it is not, until the context's shutdown.
+async fn lead_terms(
+    mut leading: watch::Receiver<bool>,
+    cfg: EventSourceConfig,
+    own_namespace: String,
+    ctx: events::SourceContext,
+) {
+    loop {
+        if leading.wait_for(|l| *l).await.is_err() || ctx.shutdown.is_cancelled() {
+            return;
+        }
+        ctx.health.set_role("leader");
+        let term = ctx.shutdown.child_token();
+        let term_ctx = events::SourceContext {
+            shutdown: term.clone(),
+            ..ctx.clone()
+        };
+        let watches = events::spawn(&cfg, &own_namespace, &term_ctx);
+        let ended = leading.wait_for(|l| !*l).await.is_err();
+        term.cancel();
+        for w in watches {
+            let _ = w.await;
+        }
+        ctx.health.set_role("follower");
+        if ended {
+            return;
+        }
     }
 }

@@ -107,6 +107,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// How long a shutdown may take to drain queues and flush sinks before herald exits anyway.
     pub shutdown_timeout: Duration,
+    /// `single` (one replica), `daemonset` (one agent per node; the cluster-wide Event watch runs only on
+    /// the agent that holds the leader Lease) or `sidecar` (only the pod's own namespace, no Lease).
+    pub mode: Mode,
+    pub leader_election: LeaderElectionConfig,
     pub source: SourceConfig,
     pub pipeline: PipelineConfig,
     pub filters: FilterConfig,
@@ -123,6 +127,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9477)),
             shutdown_timeout: Duration::from_secs(10),
+            mode: Mode::Single,
+            leader_election: LeaderElectionConfig::default(),
             source: SourceConfig::default(),
             pipeline: PipelineConfig::default(),
             filters: FilterConfig::default(),
@@ -396,6 +402,36 @@ impl Default for MetricsConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Single,
+    Daemonset,
+    Sidecar,
+}
+
+/// The Lease that elects the one agent of a DaemonSet that watches cluster-wide Events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderElectionConfig {
+    /// Lease name, in herald's own namespace.
+    pub lease_name: String,
+    /// A Lease not renewed for this long may be taken over by another agent.
+    pub lease_duration: Duration,
+    /// How often the leader renews (and the others check).
+    pub renew_interval: Duration,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            lease_name: "herald-leader".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_interval: Duration::from_secs(2),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinksConfig {
@@ -571,6 +607,14 @@ impl Config {
             }
         };
         positive("pipeline.ingest_capacity", self.pipeline.ingest_capacity)?;
+        if self.leader_election.renew_interval >= self.leader_election.lease_duration
+            || self.leader_election.renew_interval.is_zero()
+        {
+            return Err(ConfigError::new(
+                "leader_election.renew_interval",
+                "must be greater than 0 and shorter than leader_election.lease_duration",
+            ));
+        }
         positive(
             "sinks.metrics.queue_capacity",
             self.sinks.metrics.queue_capacity,

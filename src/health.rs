@@ -18,6 +18,8 @@ pub struct Health {
 struct Inner {
     sources: Mutex<Vec<Arc<SourceHealth>>>,
     sinks: Mutex<Vec<Arc<SinkHealth>>>,
+    /// `single`, `sidecar`, `leader` or `follower`, reported first by `/readyz`.
+    role: Mutex<&'static str>,
     /// Milliseconds since `epoch` of the pipeline worker's last loop; 0 = never.
     heartbeat_ms: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
@@ -85,6 +87,10 @@ impl Health {
         s
     }
 
+    pub fn set_role(&self, role: &'static str) {
+        *lock(&self.inner.role) = role;
+    }
+
     fn epoch(&self) -> Instant {
         *self.inner.epoch.get_or_init(Instant::now)
     }
@@ -119,7 +125,15 @@ impl Health {
     pub fn ready(&self) -> (bool, String) {
         let (live, mut report) = self.live();
         let mut ready = live;
-        for s in lock(&self.inner.sources).iter() {
+        let role = *lock(&self.inner.role);
+        if !role.is_empty() {
+            report.insert_str(0, &format!("role: {role}\n"));
+        }
+        let mut sources = lock(&self.inner.sources);
+        // A watch whose task has ended (only this registry still holds it) no longer counts: a DaemonSet
+        // follower runs none and is ready; a leader's watches of an ended term are forgotten.
+        sources.retain(|s| Arc::strong_count(s) > 1);
+        for s in sources.iter() {
             let state = match (s.listed(), s.watching()) {
                 (false, _) => "initial list not done",
                 (true, false) => "watch not open",

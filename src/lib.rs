@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod config;
 pub mod health;
+pub mod leader;
 pub mod pipeline;
 pub mod record;
 pub mod server;

@@ -48,6 +48,8 @@ catalogue! {
         "Records a full queue refused (a sink queue drops for that sink only).";
     QUEUE_BACKLOG = "herald_queue_backlog", "gauge", "queue", "Records waiting in a queue.";
     QUEUE_CAPACITY = "herald_queue_capacity", "gauge", "queue", "Capacity of a queue.";
+    LEADER = "herald_leader", "gauge", "",
+        "1 while this agent emits cluster-wide signals (the Lease holder in daemonset mode; always in single and sidecar mode).";
     SINK_SENT = "herald_sink_sent_total", "counter", "sink", "Records a sink delivered.";
     SINK_FAILURES = "herald_sink_failures_total", "counter", "sink", "Records a sink failed to deliver.";
     SINK_RETRIES = "herald_sink_retries_total", "counter", "sink",

@@ -25,6 +25,7 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 /// State every request sees.
 pub struct Shared {
     pub store: Arc<Store>,
+    pub leases: super::lease::Leases,
     pub faults: Mutex<FaultSpec>,
     pub bookmark_interval: Duration,
     pub rng: Mutex<fastrand::Rng>,
@@ -193,6 +194,50 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
                     full(StatusCode::OK, "text/plain", text)
                 }
                 Err(e) => error(400, "BadRequest", &e.to_string()),
+            }
+        }
+        (
+            method,
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+                rest @ ..,
+            ],
+        ) => {
+            let method = method.clone();
+            let result = match (&method, rest) {
+                (&Method::GET, [name]) => shared.leases.get(ns, name),
+                (&Method::POST, []) => {
+                    let body = read_body(req).await;
+                    match serde_json::from_slice(&body) {
+                        Ok(v) => shared.leases.create(ns, v),
+                        Err(e) => return error(400, "BadRequest", &e.to_string()),
+                    }
+                }
+                (&Method::PUT, [name]) => {
+                    let name = name.to_string();
+                    let body = read_body(req).await;
+                    match serde_json::from_slice(&body) {
+                        Ok(v) => shared.leases.update(ns, &name, v),
+                        Err(e) => return error(400, "BadRequest", &e.to_string()),
+                    }
+                }
+                _ => {
+                    return error(
+                        405,
+                        "MethodNotAllowed",
+                        "leases: get, create and update only",
+                    );
+                }
+            };
+            match result {
+                Ok(v) if method == Method::POST => json_response(StatusCode::CREATED, &v),
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(r) => error(r.code, r.reason, &r.message),
             }
         }
         _ => match target(&segments) {

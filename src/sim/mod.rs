@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub mod convert;
 pub mod faults;
 pub mod http;
+pub mod lease;
 pub mod load;
 pub mod scenario;
 pub mod select;
@@ -184,6 +185,7 @@ impl RunningSim {
             replays.extend(load::read_stream(path)?);
         }
         let shared = Arc::new(http::Shared {
+            leases: lease::Leases::default(),
             store: store.clone(),
             faults: Mutex::new(opts.faults.clone()),
             bookmark_interval: opts.bookmark_interval,
