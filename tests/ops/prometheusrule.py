@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Print deploy/prometheusrule.yaml: alerts/herald.rules.yaml wrapped as a prometheus-operator PrometheusRule.
+"""Print deploy/base/prometheusrule.yaml: alerts/herald.rules.yaml wrapped as a prometheus-operator PrometheusRule.
 
-Usage: python3 tests/ops/prometheusrule.py > deploy/prometheusrule.yaml
+Usage: python3 tests/ops/prometheusrule.py > deploy/base/prometheusrule.yaml
 The ops_assets test runs this and fails when the committed file differs.
 """
 import pathlib
