@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use herald::sim::{RunningSim, SimOptions};
 
+pub mod ops;
+
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -39,12 +41,22 @@ pub struct Herald {
 /// Start herald against `api_url` with `config` (YAML, merged over the defaults). stdout is discarded unless
 /// `stdout` says otherwise.
 pub fn start_herald(api_url: &str, config: &str, stdout: Stdio, extra_args: &[&str]) -> Herald {
+    start_herald_at(free_addr(), api_url, config, stdout, extra_args)
+}
+
+/// [`start_herald`] listening on `addr` (to restart an agent where Prometheus expects it).
+pub fn start_herald_at(
+    addr: SocketAddr,
+    api_url: &str,
+    config: &str,
+    stdout: Stdio,
+    extra_args: &[&str],
+) -> Herald {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_yaml(api_url)).unwrap();
     let config_path = dir.path().join("herald.yaml");
     std::fs::write(&config_path, config).unwrap();
-    let addr = free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .arg("run")
         .arg("--kubeconfig")
