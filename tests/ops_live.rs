@@ -27,6 +27,9 @@ use serde_json::Value;
 /// Faults during the whole run: frequent watch disconnects, so the watch-restart panels have data.
 const BASE_FAULTS: &str = "disconnect-every=80";
 
+/// The faults make kube's client log every cut stream and 500; only herald's own errors are worth reading.
+const QUIET: &[&str] = &["--log-level", "herald=error"];
+
 /// A child process killed when the test ends, whatever happens.
 struct Proc(Child);
 
@@ -370,8 +373,8 @@ async fn dashboards_have_data_and_alerts_reach_alertmanager_and_resolve() {
         .unwrap();
     let url = sim.url();
     let agents = [
-        common::start_herald(&url, "", Stdio::null(), &[]),
-        common::start_herald(&url, "", Stdio::null(), &[]),
+        common::start_herald(&url, "", Stdio::null(), QUIET),
+        common::start_herald(&url, "", Stdio::null(), QUIET),
     ];
     let [a, mut b] = agents;
 
@@ -499,7 +502,7 @@ async fn dashboards_have_data_and_alerts_reach_alertmanager_and_resolve() {
         );
     }
     let before_restart = mark(&received);
-    let restarted = common::start_herald_at(b_addr, &url, "", Stdio::null(), &[]);
+    let restarted = common::start_herald_at(b_addr, &url, "", Stdio::null(), QUIET);
     restarted.wait_ready();
     wait_webhook(
         &received,
