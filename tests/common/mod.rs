@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use herald::sim::{RunningSim, SimOptions};
 
+pub mod ops;
 pub mod otlp;
 
 /// A free loopback port (bound and released; good enough for tests).
@@ -41,11 +42,33 @@ pub struct Herald {
 /// Start herald against `api_url` with `config` (YAML, merged over the defaults). stdout is discarded unless
 /// `stdout` says otherwise.
 pub fn start_herald(api_url: &str, config: &str, stdout: Stdio, extra_args: &[&str]) -> Herald {
-    start_herald_with(api_url, config, stdout, extra_args, &[])
+    start_herald_full(free_addr(), api_url, config, stdout, extra_args, &[])
 }
 
 /// [`start_herald`] with extra environment variables.
 pub fn start_herald_with(
+    api_url: &str,
+    config: &str,
+    stdout: Stdio,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> Herald {
+    start_herald_full(free_addr(), api_url, config, stdout, extra_args, env)
+}
+
+/// [`start_herald`] listening on `addr` (to restart an agent where Prometheus expects it).
+pub fn start_herald_at(
+    addr: SocketAddr,
+    api_url: &str,
+    config: &str,
+    stdout: Stdio,
+    extra_args: &[&str],
+) -> Herald {
+    start_herald_full(addr, api_url, config, stdout, extra_args, &[])
+}
+
+pub fn start_herald_full(
+    addr: SocketAddr,
     api_url: &str,
     config: &str,
     stdout: Stdio,
@@ -57,7 +80,6 @@ pub fn start_herald_with(
     std::fs::write(&kubeconfig, kubeconfig_yaml(api_url)).unwrap();
     let config_path = dir.path().join("herald.yaml");
     std::fs::write(&config_path, config).unwrap();
-    let addr = free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .arg("run")
         .arg("--kubeconfig")

@@ -1,0 +1,373 @@
+//! The operations assets, checked with the real tools: promtool (rules and their unit tests), kubectl kustomize
+//! (rendering), the Kubernetes OpenAPI schemas offline (`tests/ops/validate_manifests.py`), `herald config check`
+//! on the rendered ConfigMaps, and the dashboards (portable JSON, every PromQL expression parsed by promtool).
+//!
+//! A missing tool fails the test with the command that installs it: `.ci/run` installs all of them.
+
+mod common;
+
+use common::ops;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run a tool from the repository root; a missing tool fails with how to install it.
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `{program}` ({e}). Run .ci/run, which installs the tools these tests need \
+                 (apt-get install prometheus prometheus-alertmanager kubernetes-client; pip install kubernetes-validate)"
+            )
+        })
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed ({}):\n{text}",
+        args.join(" "),
+        out.status
+    );
+    text
+}
+
+fn yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `(alert name, rule)` for every alerting rule of the shipped file.
+fn alerts() -> Vec<(String, Value)> {
+    let rules = yaml(&root().join("alerts/herald.rules.yaml"));
+    let mut out = Vec::new();
+    for group in rules["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            if let Some(name) = rule["alert"].as_str() {
+                out.push((name.to_string(), rule.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn dashboards() -> Vec<(String, Value)> {
+    let out = ops::dashboards();
+    assert_eq!(out.len(), 3, "expected three dashboards");
+    out
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let check = run_ok("promtool", &["check", "rules", "alerts/herald.rules.yaml"]);
+    assert!(check.contains("SUCCESS"), "{check}");
+    let mut tests: Vec<String> = std::fs::read_dir(root().join("alerts/tests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            p.strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    tests.sort();
+    assert!(!tests.is_empty(), "no promtool unit tests in alerts/tests");
+    let mut args = vec!["test", "rules"];
+    args.extend(tests.iter().map(String::as_str));
+    let out = run_ok("promtool", &args);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// Every alert: a severity, a summary, a description, a runbook with the three sections, and unit tests that
+/// see it both firing and not firing. Every runbook belongs to an alert.
+#[test]
+fn every_alert_has_severity_runbook_and_both_kinds_of_unit_test() {
+    let mut firing = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("alerts/tests")).unwrap() {
+        let tests = yaml(&entry.unwrap().path());
+        for test in tests["tests"].as_array().unwrap() {
+            for case in test["alert_rule_test"].as_array().into_iter().flatten() {
+                let name = case["alertname"].as_str().unwrap().to_string();
+                match case["exp_alerts"].as_array().map(|a| a.is_empty()) {
+                    Some(false) => firing.insert(name),
+                    _ => quiet.insert(name),
+                };
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (name, rule) in alerts() {
+        let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
+        assert!(
+            ["critical", "warning", "info"].contains(&severity),
+            "{name}: severity label {severity:?}"
+        );
+        for key in ["summary", "description"] {
+            assert!(
+                rule["annotations"][key]
+                    .as_str()
+                    .is_some_and(|s| s.len() > 10),
+                "{name}: annotation {key} missing or too short"
+            );
+        }
+        let runbook = format!("alerts/runbooks/{name}.md");
+        assert_eq!(
+            rule["annotations"]["runbook_url"].as_str(),
+            Some(runbook.as_str()),
+            "{name}: runbook_url"
+        );
+        let text = std::fs::read_to_string(root().join(&runbook))
+            .unwrap_or_else(|e| panic!("{runbook}: {e}"));
+        for section in ["# ", "## What it means", "## How to check", "## How to fix"] {
+            assert!(text.contains(section), "{runbook} lacks {section:?}");
+        }
+        assert!(firing.contains(&name), "no unit test sees {name} firing");
+        assert!(quiet.contains(&name), "no unit test sees {name} not firing");
+        names.insert(name);
+    }
+    for entry in std::fs::read_dir(root().join("alerts/runbooks")).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            names.contains(&stem),
+            "runbook {} has no alert",
+            path.display()
+        );
+    }
+    let readme = std::fs::read_to_string(root().join("alerts/README.md")).unwrap();
+    for name in &names {
+        assert!(
+            readme.contains(&format!("| {name} |")),
+            "alerts/README.md lacks {name}"
+        );
+    }
+}
+
+#[test]
+fn prometheus_rule_in_deploy_is_the_rule_file() {
+    let generated = run_ok("python3", &["tests/ops/prometheusrule.py"]);
+    let committed =
+        std::fs::read_to_string(root().join("deploy/base/prometheusrule.yaml")).unwrap();
+    assert!(
+        generated == committed,
+        "deploy/base/prometheusrule.yaml is out of date: run \
+         `python3 tests/ops/prometheusrule.py > deploy/base/prometheusrule.yaml`"
+    );
+}
+
+/// `kubectl kustomize` renders every kustomization; every manifest validates against the Kubernetes OpenAPI
+/// schemas offline (and the operator kinds structurally); every rendered ConfigMap passes `herald config check`.
+#[test]
+fn kustomizations_render_and_validate_offline() {
+    let probe = run(
+        "python3",
+        &[
+            "-c",
+            "import kubernetes_validate; print(kubernetes_validate.__version__)",
+        ],
+    );
+    assert!(
+        probe.status.success(),
+        "python3 cannot import kubernetes_validate: run .ci/run (it does `pip install kubernetes-validate`)\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut rendered = Vec::new();
+    for kustomization in [
+        "deploy",
+        "deploy/examples/single",
+        "deploy/examples/sidecar",
+    ] {
+        let yaml = run_ok("kubectl", &["kustomize", kustomization]);
+        let path = dir
+            .path()
+            .join(format!("{}.yaml", kustomization.replace('/', "_")));
+        std::fs::write(&path, yaml).unwrap();
+        rendered.push(path.to_string_lossy().into_owned());
+    }
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    let mut args = vec![
+        "tests/ops/validate_manifests.py".to_string(),
+        "--dump-configs".to_string(),
+        configs.to_string_lossy().into_owned(),
+    ];
+    args.extend(rendered);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let report = run_ok("python3", &args);
+    assert!(report.starts_with("ok:"), "{report}");
+
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new(common::herald_bin())
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "herald config check {}: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "expected one herald config per kustomization");
+}
+
+/// The DaemonSet's config is the default configuration with JSON diagnostics, nothing silently different.
+#[test]
+fn deployed_config_is_the_default_with_json_logs() {
+    let default = yaml(&root().join("src/default-config.yaml"));
+    let mut deployed = yaml(&root().join("deploy/base/config.yaml"));
+    assert_eq!(deployed["log"]["format"], "json");
+    deployed["log"]["format"] = default["log"]["format"].clone();
+    assert_eq!(deployed, default);
+}
+
+/// Every datasource is a template variable, the schema is current, ids are unique, every panel has a query.
+#[test]
+fn dashboards_are_portable_grafana_json() {
+    for (file, d) in dashboards() {
+        assert!(
+            d["schemaVersion"].as_u64().unwrap_or(0) >= 39,
+            "{file}: schemaVersion"
+        );
+        assert!(
+            d["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{file}: title"
+        );
+        let vars = d["templating"]["list"].as_array().unwrap();
+        assert!(
+            vars.iter().any(|v| v["type"] == "datasource"
+                && v["query"] == "prometheus"
+                && v["name"] == "datasource"),
+            "{file}: no ${{datasource}} variable"
+        );
+        let mut ids = BTreeSet::new();
+        for p in d["panels"].as_array().unwrap() {
+            let title = p["title"].as_str().unwrap_or_default();
+            assert!(
+                ids.insert(p["id"].as_u64().unwrap()),
+                "{file}: duplicate id {}",
+                p["id"]
+            );
+            assert!(
+                p["gridPos"]["w"].as_u64().is_some(),
+                "{file}: {title}: gridPos"
+            );
+            if p["type"] == "row" {
+                continue;
+            }
+            let targets = p["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{file}: {title}: no targets");
+            for t in targets.iter().chain(std::iter::once(p)) {
+                let uid = t["datasource"]["uid"].as_str().unwrap_or_default();
+                assert!(
+                    uid == "${datasource}" || uid == "${loki}",
+                    "{file}: {title}: datasource uid {uid:?} is not a template variable"
+                );
+            }
+            for t in targets {
+                assert!(
+                    t["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{file}: {title}: empty expr"
+                );
+            }
+        }
+        // No UID of a concrete datasource anywhere (the built-in Grafana annotation source is not one).
+        let text = d.to_string();
+        for m in text.match_indices("\"uid\":\"") {
+            let rest = &text[m.0 + 7..];
+            let uid = &rest[..rest.find('"').unwrap()];
+            assert!(
+                uid.starts_with("${") || uid == "-- Grafana --" || uid.starts_with("herald-"),
+                "{file}: hard-coded uid {uid:?}"
+            );
+        }
+    }
+}
+
+/// Every PromQL expression of the dashboards (panels and variable queries) parses: promtool checks them as
+/// recording rules. (tests/ops_live.rs runs them against a real Prometheus.)
+#[test]
+fn dashboard_expressions_parse_with_promtool() {
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    let queries = ops::prometheus_queries();
+    let n = queries.len();
+    for (i, q) in queries.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:expr_{i}\n        expr: {}\n",
+            serde_json::to_string(&ops::substitute(&q.expr)).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dashboards.rules.yaml");
+    std::fs::write(&path, rules).unwrap();
+    let out = run_ok("promtool", &["check", "rules", path.to_str().unwrap()]);
+    assert!(out.contains(&format!("SUCCESS: {n} rules found")), "{out}");
+}
+
+/// Every `herald_*` metric an alert or a dashboard uses is exported by herald (telemetry::CATALOGUE) or listed
+/// in alerts/README.md as expected from other work: a typo in a metric name fails here, not silently in Grafana.
+#[test]
+fn every_metric_used_is_exported_or_documented_as_expected() {
+    let exported: BTreeSet<&str> = herald::telemetry::CATALOGUE
+        .iter()
+        .map(|d| d.name)
+        .collect();
+    let readme = std::fs::read_to_string(root().join("alerts/README.md")).unwrap();
+    let expected_section = readme
+        .split("## Metrics expected from other work")
+        .nth(1)
+        .expect("alerts/README.md: section 'Metrics expected from other work'");
+    let name = regex::Regex::new(r"herald_[a-z_]+").unwrap();
+    let expected: BTreeSet<&str> = name
+        .find_iter(expected_section)
+        .map(|m| m.as_str())
+        .collect();
+    let mut used: BTreeMap<String, String> = BTreeMap::new();
+    let rules = std::fs::read_to_string(root().join("alerts/herald.rules.yaml")).unwrap();
+    for m in name.find_iter(&rules) {
+        used.insert(m.as_str().to_string(), "alerts/herald.rules.yaml".into());
+    }
+    for (file, d) in dashboards() {
+        for m in name.find_iter(&d.to_string()) {
+            used.insert(m.as_str().to_string(), format!("dashboards/{file}"));
+        }
+    }
+    for (metric, file) in used {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| metric.strip_suffix(s))
+            .unwrap_or(&metric);
+        assert!(
+            exported.contains(metric.as_str())
+                || exported.contains(base)
+                || expected.contains(metric.as_str())
+                || expected.contains(base),
+            "{file} uses {metric}, which herald does not export and alerts/README.md does not list as expected"
+        );
+    }
+}
