@@ -25,6 +25,11 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 /// State every request sees.
 pub struct Shared {
     pub store: Arc<Store>,
+    /// VirtualMachines, VMIs and migrations (by `VmKind`); served only when `kubevirt` is on, so "KubeVirt not
+    /// installed" can be simulated too.
+    pub vm_stores: [Arc<Store>; 3],
+    pub kubevirt: bool,
+    pub vm_truth: Arc<Mutex<super::vm_scenario::VmTruth>>,
     pub leases: super::lease::Leases,
     pub faults: Mutex<FaultSpec>,
     pub bookmark_interval: Duration,
@@ -32,6 +37,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The store behind an API.
+    pub fn store_for(&self, api: Api) -> &Arc<Store> {
+        match api {
+            Api::Core | Api::V1 => &self.store,
+            Api::Kubevirt(k) => &self.vm_stores[k.index()],
+        }
+    }
+
     pub fn faults(&self) -> FaultSpec {
         self.faults
             .lock()
@@ -92,6 +105,44 @@ fn store_error(e: StoreError) -> Response<Body> {
 pub enum Api {
     Core,
     V1,
+    /// A `kubevirt.io/v1` resource, served as stored.
+    Kubevirt(VmKind),
+}
+
+/// The KubeVirt resources the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmKind {
+    Vm,
+    Vmi,
+    Vmim,
+}
+
+impl VmKind {
+    pub const ALL: [VmKind; 3] = [VmKind::Vm, VmKind::Vmi, VmKind::Vmim];
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            VmKind::Vm => "virtualmachines",
+            VmKind::Vmi => "virtualmachineinstances",
+            VmKind::Vmim => "virtualmachineinstancemigrations",
+        }
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            VmKind::Vm => "VirtualMachine",
+            VmKind::Vmi => "VirtualMachineInstance",
+            VmKind::Vmim => "VirtualMachineInstanceMigration",
+        }
+    }
+
+    pub fn from_kind(kind: &str) -> Option<VmKind> {
+        VmKind::ALL.into_iter().find(|k| k.kind() == kind)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 impl Api {
@@ -99,17 +150,18 @@ impl Api {
         match self {
             Api::Core => "v1",
             Api::V1 => "events.k8s.io/v1",
+            Api::Kubevirt(_) => "kubevirt.io/v1",
         }
     }
     fn serve(self, stored: &Value) -> Value {
         match self {
-            Api::Core => stored.clone(),
+            Api::Core | Api::Kubevirt(_) => stored.clone(),
             Api::V1 => convert::to_events_v1(stored),
         }
     }
     fn store(self, body: &Value) -> Value {
         match self {
-            Api::Core => body.clone(),
+            Api::Core | Api::Kubevirt(_) => body.clone(),
             Api::V1 => convert::to_core(body),
         }
     }
@@ -127,16 +179,32 @@ fn target(segments: &[&str]) -> Option<Target> {
     let (api, rest) = match segments {
         ["api", "v1", rest @ ..] => (Api::Core, rest),
         ["apis", "events.k8s.io", "v1", rest @ ..] => (Api::V1, rest),
+        ["apis", "kubevirt.io", "v1", rest @ ..] => (Api::Kubevirt(VmKind::Vm), rest),
         _ => return None,
     };
     let (watch, rest) = match rest {
         ["watch", rest @ ..] => (true, rest),
         rest => (false, rest),
     };
+    let plural = match api {
+        Api::Kubevirt(_) => {
+            let p = match rest {
+                [p] | [p, ..] if !p.is_empty() && *p != "namespaces" => *p,
+                ["namespaces", _, p, ..] => *p,
+                _ => return None,
+            };
+            VmKind::ALL.into_iter().find(|k| k.plural() == p)?.plural()
+        }
+        _ => "events",
+    };
+    let api = match api {
+        Api::Kubevirt(_) => Api::Kubevirt(VmKind::ALL.into_iter().find(|k| k.plural() == plural)?),
+        a => a,
+    };
     let (namespace, name) = match rest {
-        ["events"] => (None, None),
-        ["namespaces", ns, "events"] => (Some(ns.to_string()), None),
-        ["namespaces", ns, "events", name] => (Some(ns.to_string()), Some(name.to_string())),
+        [p] if *p == plural => (None, None),
+        ["namespaces", ns, p] if *p == plural => (Some(ns.to_string()), None),
+        ["namespaces", ns, p, name] if *p == plural => (Some(ns.to_string()), Some(name.to_string())),
         _ => return None,
     };
     Some(Target {
@@ -168,18 +236,38 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
         ),
         (&Method::GET, ["api", "v1"]) => json_response(StatusCode::OK, &resource_list("v1", true)),
-        (&Method::GET, ["apis"]) => json_response(
-            StatusCode::OK,
-            &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group()]}),
+        (&Method::GET, ["apis"]) => {
+            let mut groups = vec![group()];
+            if shared.kubevirt {
+                groups.push(kubevirt_group());
+            }
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            )
+        }
+        (&Method::GET, ["apis", "kubevirt.io"]) if shared.kubevirt => {
+            json_response(StatusCode::OK, &kubevirt_group())
+        }
+        (&Method::GET, ["apis", "kubevirt.io", "v1"]) if shared.kubevirt => {
+            json_response(StatusCode::OK, &kubevirt_resources())
+        }
+        (_, ["apis", "kubevirt.io", ..]) if !shared.kubevirt => error(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
         ),
         (&Method::GET, ["apis", "events.k8s.io"]) => json_response(StatusCode::OK, &group()),
         (&Method::GET, ["apis", "events.k8s.io", "v1"]) => {
             json_response(StatusCode::OK, &resource_list("events.k8s.io/v1", false))
         }
-        (&Method::GET, ["sim", "truth"]) => json_response(
-            StatusCode::OK,
-            &serde_json::to_value(shared.store.truth()).unwrap_or_default(),
-        ),
+        (&Method::GET, ["sim", "truth"]) => {
+            let mut truth = serde_json::to_value(shared.store.truth()).unwrap_or_default();
+            let vm = shared.vm_truth.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            truth["vm_transitions"] = serde_json::to_value(&vm.transitions).unwrap_or_default();
+            truth["quota_exceeded"] = serde_json::to_value(&vm.quota_exceeded).unwrap_or_default();
+            json_response(StatusCode::OK, &truth)
+        }
         (&Method::GET, ["sim", "faults"]) => full(
             StatusCode::OK,
             "text/plain",
@@ -260,6 +348,30 @@ fn group() -> Value {
            "versions": [gv.clone()], "preferredVersion": gv})
 }
 
+fn list_kind(api: Api) -> String {
+    match api {
+        Api::Kubevirt(k) => format!("{}List", k.kind()),
+        _ => "EventList".to_string(),
+    }
+}
+
+fn kubevirt_group() -> Value {
+    let gv = json!({"groupVersion": "kubevirt.io/v1", "version": "v1"});
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": "kubevirt.io",
+           "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+fn kubevirt_resources() -> Value {
+    let resources: Vec<Value> = VmKind::ALL
+        .into_iter()
+        .map(|k| {
+            json!({"name": k.plural(), "singularName": k.kind().to_lowercase(), "namespaced": true,
+                   "kind": k.kind(), "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "kubevirt.io/v1", "resources": resources})
+}
+
 fn resource_list(group_version: &str, core: bool) -> Value {
     let mut events = json!({"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
         "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]});
@@ -285,7 +397,7 @@ async fn resource(
 ) -> Response<Body> {
     let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let watch = t.watch || matches!(param("watch"), Some("true" | "1"));
-    let store = &shared.store;
+    let store = shared.store_for(t.api);
     match (req.method().clone(), &t.name) {
         (Method::GET, None) => {
             let faults = shared.faults();
@@ -312,11 +424,12 @@ async fn resource(
             if watch {
                 watch_response(shared.clone(), filter, param).await
             } else {
-                let table = req
-                    .headers()
-                    .get(ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|a| a.contains("as=Table"));
+                let table = !matches!(t.api, Api::Kubevirt(_))
+                    && req
+                        .headers()
+                        .get(ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|a| a.contains("as=Table"));
                 list(store, &filter, param, table)
             }
         }
@@ -468,7 +581,7 @@ fn list<'a>(
     }
     json_response(
         StatusCode::OK,
-        &json!({"kind": "EventList", "apiVersion": filter.api.group_version(), "metadata": metadata, "items": page}),
+        &json!({"kind": list_kind(filter.api), "apiVersion": filter.api.group_version(), "metadata": metadata, "items": page}),
     )
 }
 
@@ -585,7 +698,8 @@ async fn run_watch(
     options: WatchOptions,
 ) {
     let faults = shared.faults();
-    let start = match shared.store.watch_from(from) {
+    let store = shared.store_for(filter.api).clone();
+    let start = match store.watch_from(from) {
         Ok(start) => start,
         Err(gone) => {
             let _ = tx
@@ -594,9 +708,9 @@ async fn run_watch(
             return;
         }
     };
-    let kind = match filter.api {
-        Api::Core => "v1",
-        Api::V1 => "events.k8s.io/v1",
+    let (kind_name, kind) = match filter.api {
+        Api::Kubevirt(k) => (k.kind(), "kubevirt.io/v1"),
+        api => ("Event", api.group_version()),
     };
     let mut last_rv = start.rv;
     let mut sent = 0u64;
@@ -642,7 +756,7 @@ async fn run_watch(
         } else {
             if !initial_done {
                 initial_done = true;
-                let bm = json!({"kind": "Event", "apiVersion": kind, "metadata": {"resourceVersion": last_rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+                let bm = json!({"kind": kind_name, "apiVersion": kind, "metadata": {"resourceVersion": last_rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
                 if tx
                     .send(Ok(Frame::data(line("BOOKMARK", &bm))))
                     .await
@@ -658,13 +772,13 @@ async fn run_watch(
                     Ok(c) if c.rv > last_rv => Some((c.kind, c.object.clone(), c.rv)),
                     Ok(_) => None,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx.send(Ok(Frame::data(gone_line(last_rv, shared.store.resource_version())))).await;
+                        let _ = tx.send(Ok(Frame::data(gone_line(last_rv, store.resource_version())))).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = bookmark.tick(), if options.bookmarks => {
-                    let bm = json!({"kind": "Event", "apiVersion": kind, "metadata": {"resourceVersion": last_rv.to_string(), "creationTimestamp": null}});
+                    let bm = json!({"kind": kind_name, "apiVersion": kind, "metadata": {"resourceVersion": last_rv.to_string(), "creationTimestamp": null}});
                     if tx.send(Ok(Frame::data(line("BOOKMARK", &bm)))).await.is_err() {
                         return;
                     }

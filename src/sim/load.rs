@@ -78,7 +78,35 @@ pub fn load_files(store: &Store, paths: &[PathBuf]) -> Result<usize, LoadError> 
     let mut n = 0;
     for path in paths {
         for (i, obj) in read_objects(path)?.iter().enumerate() {
+            if obj["apiVersion"] == "kubevirt.io/v1" {
+                continue;
+            }
             put(store, obj).map_err(|detail| LoadError {
+                path: path.clone(),
+                detail: format!("object {}: {detail}", i + 1),
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Load the KubeVirt objects of every file into the store of their kind (`VmKind` order).
+pub fn load_vm_files(stores: &[std::sync::Arc<Store>; 3], paths: &[PathBuf]) -> Result<usize, LoadError> {
+    let mut n = 0;
+    for path in paths {
+        for (i, obj) in read_objects(path)?.iter().enumerate() {
+            if obj["apiVersion"] != "kubevirt.io/v1" {
+                continue;
+            }
+            let kind = obj["kind"].as_str().unwrap_or_default();
+            let Some(k) = super::http::VmKind::from_kind(kind) else {
+                return Err(LoadError {
+                    path: path.clone(),
+                    detail: format!("object {}: unknown KubeVirt kind {kind:?}", i + 1),
+                });
+            };
+            put(&stores[k as usize], obj).map_err(|detail| LoadError {
                 path: path.clone(),
                 detail: format!("object {}: {detail}", i + 1),
             })?;

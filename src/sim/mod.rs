@@ -26,6 +26,7 @@ pub mod load;
 pub mod scenario;
 pub mod select;
 pub mod store;
+pub mod vm_scenario;
 
 pub use faults::FaultSpec;
 pub use scenario::ScenarioOptions;
@@ -91,6 +92,12 @@ pub struct SimArgs {
     /// Also write a kubeconfig for this simulator to this file.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Do not serve the KubeVirt API (a cluster without KubeVirt).
+    #[arg(long)]
+    pub no_kubevirt: bool,
+    /// VM lifecycle writes per second (0: no VM scenario).
+    #[arg(long, default_value_t = 2.0)]
+    pub vm_rate: f64,
 }
 
 /// Everything the simulator runs with.
@@ -105,6 +112,10 @@ pub struct SimOptions {
     pub replay_rate: f64,
     pub history: usize,
     pub bookmark_interval: Duration,
+    /// Serve the KubeVirt API (`kubevirt.io/v1`); off: the cluster has no KubeVirt.
+    pub kubevirt: bool,
+    /// Generate VM lifecycles (implies `kubevirt`).
+    pub vm_scenario: Option<vm_scenario::VmScenarioOptions>,
 }
 
 impl SimOptions {
@@ -119,6 +130,8 @@ impl SimOptions {
             replay_rate: 20.0,
             history: 10_000,
             bookmark_interval: Duration::from_secs(10),
+            kubevirt: false,
+            vm_scenario: None,
         }
     }
 
@@ -130,6 +143,8 @@ impl SimOptions {
                 rate,
                 ..ScenarioOptions::default()
             }),
+            kubevirt: true,
+            vm_scenario: Some(vm_scenario::VmScenarioOptions::default()),
             ..SimOptions::quiet()
         }
     }
@@ -153,6 +168,12 @@ impl TryFrom<&SimArgs> for SimOptions {
             replay_rate: if a.rate > 0.0 { a.rate } else { 20.0 },
             history: a.history,
             bookmark_interval: a.bookmark_interval,
+            kubevirt: !a.no_kubevirt,
+            vm_scenario: (a.vm_rate > 0.0 && !a.no_kubevirt).then(|| vm_scenario::VmScenarioOptions {
+                rate: a.vm_rate,
+                start_after: a.start_after,
+                ..vm_scenario::VmScenarioOptions::default()
+            }),
         })
     }
 }
@@ -184,8 +205,15 @@ impl RunningSim {
         for path in &opts.replay {
             replays.extend(load::read_stream(path)?);
         }
+        let vm_stores = http::VmKind::ALL
+            .map(|k| Arc::new(store::Store::of_kind("kubevirt.io/v1", k.kind(), opts.history)));
+        let vm_truth = Arc::new(Mutex::new(vm_scenario::VmTruth::default()));
+        load::load_vm_files(&vm_stores, &opts.load)?;
         let shared = Arc::new(http::Shared {
             leases: lease::Leases::default(),
+            vm_stores: vm_stores.clone(),
+            kubevirt: opts.kubevirt || opts.vm_scenario.is_some(),
+            vm_truth: vm_truth.clone(),
             store: store.clone(),
             faults: Mutex::new(opts.faults.clone()),
             bookmark_interval: opts.bookmark_interval,
@@ -196,6 +224,10 @@ impl RunningSim {
         if let Some(scenario) = opts.scenario.clone() {
             let s = scenario::Scenario::new(opts.seed, scenario);
             tasks.push(tokio::spawn(s.run(store.clone(), stop.clone())));
+        }
+        if let Some(vm) = opts.vm_scenario.clone() {
+            let s = vm_scenario::VmScenario::new(opts.seed, vm, vm_truth.clone());
+            tasks.push(tokio::spawn(s.run(vm_stores.clone(), store.clone(), stop.clone())));
         }
         if !replays.is_empty() {
             tasks.push(tokio::spawn(load::replay(
@@ -231,6 +263,11 @@ impl RunningSim {
 
     pub fn truth(&self) -> Truth {
         self.shared.store.truth()
+    }
+
+    /// The VM transitions and quota-exceeded Events the VM scenario has produced so far.
+    pub fn vm_truth(&self) -> vm_scenario::VmTruth {
+        self.shared.vm_truth.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_faults(&self, faults: FaultSpec) {

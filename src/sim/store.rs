@@ -91,6 +91,8 @@ pub struct WatchStart {
 }
 
 pub struct Store {
+    /// `apiVersion` and `kind` written on every stored object.
+    type_meta: (&'static str, &'static str),
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Change>>,
 }
@@ -124,9 +126,16 @@ fn str_at<'a>(obj: &'a Value, path: &[&str]) -> &'a str {
 }
 
 impl Store {
+    /// A store of core/v1 Events.
     pub fn new(history_cap: usize) -> Store {
+        Store::of_kind("v1", "Event", history_cap)
+    }
+
+    /// A store of another kind (KubeVirt's), stamped with its own apiVersion and kind.
+    pub fn of_kind(api_version: &'static str, kind: &'static str, history_cap: usize) -> Store {
         let (tx, _) = broadcast::channel(16 * 1024);
         Store {
+            type_meta: (api_version, kind),
             inner: Mutex::new(Inner {
                 objects: BTreeMap::new(),
                 // Start where a young cluster might be, not at 0 ("0" means "any" to clients).
@@ -226,8 +235,8 @@ impl Store {
             );
         }
         if let Some(o) = obj.as_object_mut() {
-            o.insert("apiVersion".into(), "v1".into());
-            o.insert("kind".into(), "Event".into());
+            o.insert("apiVersion".into(), self.type_meta.0.into());
+            o.insert("kind".into(), self.type_meta.1.into());
         }
         Self::add_truth(&mut inner, &obj, count_of(&obj));
         let obj = Arc::new(obj);
@@ -274,8 +283,8 @@ impl Store {
                     }
                 }
             }
-            o.insert("apiVersion".into(), "v1".into());
-            o.insert("kind".into(), "Event".into());
+            o.insert("apiVersion".into(), self.type_meta.0.into());
+            o.insert("kind".into(), self.type_meta.1.into());
         } else {
             return Err(StoreError::Invalid("body must be a JSON object".into()));
         }
