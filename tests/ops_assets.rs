@@ -325,8 +325,28 @@ fn dashboard_expressions_parse_with_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dashboards.rules.yaml");
     std::fs::write(&path, rules).unwrap();
-    let out = run_ok("promtool", &["check", "rules", path.to_str().unwrap()]);
-    assert!(out.contains(&format!("SUCCESS: {n} rules found")), "{out}");
+    let out = run("promtool", &["check", "rules", path.to_str().unwrap()]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // Name the dashboard and panel of each expression promtool refused.
+        let which = regex::Regex::new(r"dashboard:expr_(\d+)").unwrap();
+        let culprits: Vec<String> = which
+            .captures_iter(&text)
+            .map(|c| {
+                let q = &queries[c[1].parse::<usize>().unwrap()];
+                format!("{} / {}: {}", q.dashboard, q.panel, q.expr)
+            })
+            .collect();
+        panic!(
+            "dashboard queries promtool cannot parse:\n{}\n\n{text}",
+            culprits.join("\n")
+        );
+    }
+    assert!(
+        text.contains(&format!("SUCCESS: {n} rules found")),
+        "{text}"
+    );
 }
 
 /// Every `herald_*` metric an alert or a dashboard uses is exported by herald (telemetry::CATALOGUE) or listed
