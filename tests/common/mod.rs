@@ -52,6 +52,18 @@ pub fn start_herald_at(
     stdout: Stdio,
     extra_args: &[&str],
 ) -> Herald {
+    start_herald_with_env(addr, api_url, config, stdout, extra_args, &[])
+}
+
+/// [`start_herald_at`] with extra environment variables (e.g. the downward API's `POD_NAMESPACE`).
+pub fn start_herald_with_env(
+    addr: SocketAddr,
+    api_url: &str,
+    config: &str,
+    stdout: Stdio,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> Herald {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_yaml(api_url)).unwrap();
@@ -66,6 +78,7 @@ pub fn start_herald_at(
         .arg("--listen")
         .arg(addr.to_string())
         .args(extra_args)
+        .envs(env.iter().copied())
         .env("HERALD_LOG_LEVEL", "warn")
         .env_remove("RUST_LOG")
         .stdout(stdout)
