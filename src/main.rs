@@ -53,6 +53,9 @@ struct RunArgs {
     /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// single, daemonset or sidecar [config: mode].
+    #[arg(long, env = "HERALD_MODE")]
+    mode: Option<String>,
     /// Events API: core/v1 or events.k8s.io/v1 [config: source.events.api].
     #[arg(long, env = "HERALD_EVENTS_API")]
     events_api: Option<String>,
@@ -144,6 +147,7 @@ fn load_config(args: &RunArgs, demo: bool) -> Result<Config, ConfigError> {
     let s = |v: &Option<String>| v.clone().map(serde_json::Value::String);
     let overrides = [
         ("listen", s(&args.listen)),
+        ("mode", s(&args.mode)),
         ("source.events.api", s(&args.events_api)),
         ("source.events.scope", s(&args.scope)),
         ("source.events.startup", s(&args.startup)),

@@ -325,8 +325,28 @@ fn dashboard_expressions_parse_with_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dashboards.rules.yaml");
     std::fs::write(&path, rules).unwrap();
-    let out = run_ok("promtool", &["check", "rules", path.to_str().unwrap()]);
-    assert!(out.contains(&format!("SUCCESS: {n} rules found")), "{out}");
+    let out = run("promtool", &["check", "rules", path.to_str().unwrap()]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // Name the dashboard and panel of each expression promtool refused.
+        let which = regex::Regex::new(r"dashboard:expr_(\d+)").unwrap();
+        let culprits: Vec<String> = which
+            .captures_iter(&text)
+            .map(|c| {
+                let q = &queries[c[1].parse::<usize>().unwrap()];
+                format!("{} / {}: {}", q.dashboard, q.panel, q.expr)
+            })
+            .collect();
+        panic!(
+            "dashboard queries promtool cannot parse:\n{}\n\n{text}",
+            culprits.join("\n")
+        );
+    }
+    assert!(
+        text.contains(&format!("SUCCESS: {n} rules found")),
+        "{text}"
+    );
 }
 
 /// Every `herald_*` metric an alert or a dashboard uses is exported by herald (telemetry::CATALOGUE) or listed
@@ -370,4 +390,40 @@ fn every_metric_used_is_exported_or_documented_as_expected() {
             "{file} uses {metric}, which herald does not export and alerts/README.md does not list as expected"
         );
     }
+}
+
+/// The Containerfile cannot be built here (no container daemon); check what the manifests rely on: a build stage
+/// and a static, non-root final stage whose user and port match the DaemonSet.
+#[test]
+fn containerfile_matches_the_manifests() {
+    let text = std::fs::read_to_string(root().join("deploy/Containerfile")).unwrap();
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "not a multi-stage build");
+    assert!(
+        froms[0].contains("alpine") || froms[0].contains("musl"),
+        "the build stage must link statically (musl): {}",
+        froms[0]
+    );
+    let last = froms[froms.len() - 1];
+    assert!(
+        last.contains("distroless/static") || last.contains("scratch"),
+        "the final stage must be a static base: {last}"
+    );
+    assert!(text.contains("--locked"), "build with --locked");
+    let daemonset = yaml(&root().join("deploy/daemonset.yaml"));
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let uid = pod["securityContext"]["runAsUser"].as_u64().unwrap();
+    assert!(
+        text.contains(&format!("USER {uid}:")) || text.contains(&format!("USER {uid}\n")),
+        "the image's USER must be the DaemonSet's runAsUser {uid}"
+    );
+    let port = pod["containers"][0]["ports"][0]["containerPort"]
+        .as_u64()
+        .unwrap();
+    assert!(text.contains(&format!("EXPOSE {port}")), "EXPOSE {port}");
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap_or_default();
+    assert!(
+        ignore.lines().any(|l| l.trim() == "target"),
+        ".dockerignore must keep target/ out of the build context"
+    );
 }

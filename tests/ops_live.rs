@@ -270,7 +270,7 @@ fn start_prometheus(
         .arg(format!("--web.listen-address={addr}"))
         .arg("--rules.alert.resend-delay=1s")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
         .spawn()
         .expect("start prometheus");
     (Proc(child), addr)
@@ -294,16 +294,27 @@ fn start_alertmanager(dir: &Path, webhook: SocketAddr) -> (Proc, SocketAddr) {
         .arg(format!("--web.listen-address={addr}"))
         .arg("--cluster.listen-address=")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("alertmanager.log")).unwrap())
         .spawn()
         .expect("start alertmanager");
     (Proc(child), addr)
 }
 
-fn wait_ready(name: &str, addr: SocketAddr) {
-    common::wait_until(Duration::from_secs(30), name, || {
-        matches!(common::http_get(addr, "/-/ready"), Some((200, _)))
-    });
+/// Wait for `/-/ready`; on failure show the end of the process' log.
+fn wait_ready(name: &str, addr: SocketAddr, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if matches!(common::http_get(addr, "/-/ready"), Some((200, _))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+    panic!(
+        "{name} at {addr} not ready within 30 s; end of its log:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// How many alerts the webhook has received so far (to wait only for later ones).
@@ -391,8 +402,12 @@ async fn dashboards_have_data_and_alerts_reach_alertmanager_and_resolve() {
     let (_prom, prom_addr) = start_prometheus(dir.path(), &[a.addr, b.addr], stub_addr, am_addr);
     a.wait_ready();
     b.wait_ready();
-    wait_ready("alertmanager /-/ready", am_addr);
-    wait_ready("prometheus /-/ready", prom_addr);
+    wait_ready(
+        "alertmanager",
+        am_addr,
+        &dir.path().join("alertmanager.log"),
+    );
+    wait_ready("prometheus", prom_addr, &dir.path().join("prometheus.log"));
     common::wait_until(Duration::from_secs(30), "all three targets up", || {
         query(prom_addr, "sum(up)")
             .and_then(|r| r[0]["value"][1].as_str().map(|v| v == "3"))

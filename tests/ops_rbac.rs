@@ -253,11 +253,22 @@ fn render(dir: &str) -> Vec<Value> {
 
 /// Run herald with `args` against the simulator through the proxy until ready and a little longer; return the
 /// resource requests it made.
-fn observe(sim_addr: SocketAddr, args: &[&str]) -> Vec<(Grant, Option<String>)> {
+fn observe(
+    sim_addr: SocketAddr,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Vec<(Grant, Option<String>)> {
     let (proxy, calls) = recording_proxy(sim_addr);
     let mut all_args = vec!["--log-level", "error"];
     all_args.extend_from_slice(args);
-    let mut herald = common::start_herald(&format!("http://{proxy}"), "", Stdio::null(), &all_args);
+    let mut herald = common::start_herald_with_env(
+        common::free_addr(),
+        &format!("http://{proxy}"),
+        "",
+        Stdio::null(),
+        &all_args,
+        env,
+    );
     herald.wait_ready();
     std::thread::sleep(Duration::from_secs(2));
     let status = herald.terminate(Duration::from_secs(15));
@@ -293,7 +304,7 @@ async fn rbac_grants_exactly_the_api_calls_the_agent_makes() {
     // DaemonSet / single: cluster-wide, both Events APIs.
     let mut used: BTreeSet<Grant> = BTreeSet::new();
     for args in [&[][..], &["--events-api", "events.k8s.io/v1"][..]] {
-        for (grant, namespace) in observe(sim.addr(), args) {
+        for (grant, namespace) in observe(sim.addr(), args, &[]) {
             let allowed = cluster.contains(&grant)
                 || (namespace.as_deref() == Some("herald") && role.contains(&grant));
             assert!(
@@ -340,10 +351,17 @@ async fn rbac_grants_exactly_the_api_calls_the_agent_makes() {
             .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
         "the sidecar example must not need cluster-wide rights"
     );
-    for (grant, namespace) in observe(
+    // The sidecar's own config (scope: own) and its namespace from the downward API, as in the example pod.
+    let own = observe(
         sim.addr(),
-        &["--scope", "namespaces", "--namespaces", "shop"],
-    ) {
+        &["--scope", "own"],
+        &[("POD_NAMESPACE", "shop"), ("POD_NAME", "shop-app")],
+    );
+    assert!(
+        own.iter().any(|(g, _)| g.2 == "watch"),
+        "the sidecar herald never watched: {own:?}"
+    );
+    for (grant, namespace) in own {
         assert!(
             namespace.as_deref() == Some("shop") && sidecar_role.contains(&grant),
             "a sidecar herald made a request its Role does not allow: {grant:?} in {namespace:?}"

@@ -204,7 +204,9 @@ fn target(segments: &[&str]) -> Option<Target> {
     let (namespace, name) = match rest {
         [p] if *p == plural => (None, None),
         ["namespaces", ns, p] if *p == plural => (Some(ns.to_string()), None),
-        ["namespaces", ns, p, name] if *p == plural => (Some(ns.to_string()), Some(name.to_string())),
+        ["namespaces", ns, p, name] if *p == plural => {
+            (Some(ns.to_string()), Some(name.to_string()))
+        }
         _ => return None,
     };
     Some(Target {
@@ -263,7 +265,11 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
         }
         (&Method::GET, ["sim", "truth"]) => {
             let mut truth = serde_json::to_value(shared.store.truth()).unwrap_or_default();
-            let vm = shared.vm_truth.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let vm = shared
+                .vm_truth
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             truth["vm_transitions"] = serde_json::to_value(&vm.transitions).unwrap_or_default();
             truth["quota_exceeded"] = serde_json::to_value(&vm.quota_exceeded).unwrap_or_default();
             json_response(StatusCode::OK, &truth)

@@ -92,7 +92,10 @@ pub fn load_files(store: &Store, paths: &[PathBuf]) -> Result<usize, LoadError> 
 }
 
 /// Load the KubeVirt objects of every file into the store of their kind (`VmKind` order).
-pub fn load_vm_files(stores: &[std::sync::Arc<Store>; 3], paths: &[PathBuf]) -> Result<usize, LoadError> {
+pub fn load_vm_files(
+    stores: &[std::sync::Arc<Store>; 3],
+    paths: &[PathBuf],
+) -> Result<usize, LoadError> {
     let mut n = 0;
     for path in paths {
         for (i, obj) in read_objects(path)?.iter().enumerate() {

@@ -169,10 +169,12 @@ impl TryFrom<&SimArgs> for SimOptions {
             history: a.history,
             bookmark_interval: a.bookmark_interval,
             kubevirt: !a.no_kubevirt,
-            vm_scenario: (a.vm_rate > 0.0 && !a.no_kubevirt).then(|| vm_scenario::VmScenarioOptions {
-                rate: a.vm_rate,
-                start_after: a.start_after,
-                ..vm_scenario::VmScenarioOptions::default()
+            vm_scenario: (a.vm_rate > 0.0 && !a.no_kubevirt).then(|| {
+                vm_scenario::VmScenarioOptions {
+                    rate: a.vm_rate,
+                    start_after: a.start_after,
+                    ..vm_scenario::VmScenarioOptions::default()
+                }
             }),
         })
     }
@@ -205,8 +207,13 @@ impl RunningSim {
         for path in &opts.replay {
             replays.extend(load::read_stream(path)?);
         }
-        let vm_stores = http::VmKind::ALL
-            .map(|k| Arc::new(store::Store::of_kind("kubevirt.io/v1", k.kind(), opts.history)));
+        let vm_stores = http::VmKind::ALL.map(|k| {
+            Arc::new(store::Store::of_kind(
+                "kubevirt.io/v1",
+                k.kind(),
+                opts.history,
+            ))
+        });
         let vm_truth = Arc::new(Mutex::new(vm_scenario::VmTruth::default()));
         load::load_vm_files(&vm_stores, &opts.load)?;
         let shared = Arc::new(http::Shared {
@@ -227,7 +234,11 @@ impl RunningSim {
         }
         if let Some(vm) = opts.vm_scenario.clone() {
             let s = vm_scenario::VmScenario::new(opts.seed, vm, vm_truth.clone());
-            tasks.push(tokio::spawn(s.run(vm_stores.clone(), store.clone(), stop.clone())));
+            tasks.push(tokio::spawn(s.run(
+                vm_stores.clone(),
+                store.clone(),
+                stop.clone(),
+            )));
         }
         if !replays.is_empty() {
             tasks.push(tokio::spawn(load::replay(
@@ -267,7 +278,11 @@ impl RunningSim {
 
     /// The VM transitions and quota-exceeded Events the VM scenario has produced so far.
     pub fn vm_truth(&self) -> vm_scenario::VmTruth {
-        self.shared.vm_truth.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .vm_truth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_faults(&self, faults: FaultSpec) {

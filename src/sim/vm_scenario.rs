@@ -61,7 +61,14 @@ enum Stage {
 }
 
 const VMI_PHASES: [&str; 4] = ["Pending", "Scheduling", "Scheduled", "Running"];
-const VMIM_PHASES: [&str; 6] = ["Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running"];
+const VMIM_PHASES: [&str; 6] = [
+    "Pending",
+    "Scheduling",
+    "Scheduled",
+    "PreparingTarget",
+    "TargetReady",
+    "Running",
+];
 
 struct Vm {
     ns: String,
@@ -108,7 +115,12 @@ impl VmScenario {
     }
 
     /// Run until `stop` or `max_steps`. `stores` are VM, VMI, VMIM; `events` the Event store.
-    pub async fn run(mut self, stores: [Arc<Store>; 3], events: Arc<Store>, stop: CancellationToken) {
+    pub async fn run(
+        mut self,
+        stores: [Arc<Store>; 3],
+        events: Arc<Store>,
+        stop: CancellationToken,
+    ) {
         tokio::select! {
             _ = tokio::time::sleep(self.opts.start_after) => {}
             _ = stop.cancelled() => return,
@@ -165,7 +177,11 @@ impl VmScenario {
                     vm.vmi_created = now();
                     vm.phase_times.clear();
                     vm.node = node;
-                    vm.stage = if fail_start { Stage::Failing } else { Stage::VmiPhase(0) };
+                    vm.stage = if fail_start {
+                        Stage::Failing
+                    } else {
+                        Stage::VmiPhase(0)
+                    };
                 }
             }
             Stage::Failing if vm.phase_times.len() >= 2 => {
@@ -223,7 +239,11 @@ impl VmScenario {
                 vm.stage = Stage::Running;
             }
             Stage::Migrating(step, fail) => {
-                let target = if node == vm.node { format!("{node}-b") } else { node };
+                let target = if node == vm.node {
+                    format!("{node}-b")
+                } else {
+                    node
+                };
                 if step < VMIM_PHASES.len() {
                     self.put_vmim(vmims, &vm, VMIM_PHASES[step]);
                     if VMIM_PHASES[step] == "Running" {
@@ -249,7 +269,14 @@ impl VmScenario {
                     self.put_vmi(vmis, &vm, "Running", Some(state));
                     let phase = if fail { "Failed" } else { "Succeeded" };
                     self.put_vmim(vmims, &vm, phase);
-                    self.count(&vm.ns, if fail { "migration_failed" } else { "migration_succeeded" });
+                    self.count(
+                        &vm.ns,
+                        if fail {
+                            "migration_failed"
+                        } else {
+                            "migration_succeeded"
+                        },
+                    );
                     vm.stage = Stage::Running;
                 }
             }
@@ -357,7 +384,11 @@ impl VmScenario {
         if events.create(&ns, ev).is_ok() {
             let mut t = self.truth.lock().unwrap_or_else(|p| p.into_inner());
             for r in ["limits.memory", "requests.cpu"] {
-                *t.quota_exceeded.entry(ns.clone()).or_default().entry(r.into()).or_default() += 1;
+                *t.quota_exceeded
+                    .entry(ns.clone())
+                    .or_default()
+                    .entry(r.into())
+                    .or_default() += 1;
             }
         }
     }

@@ -42,7 +42,7 @@ pub struct Herald {
 /// Start herald against `api_url` with `config` (YAML, merged over the defaults). stdout is discarded unless
 /// `stdout` says otherwise.
 pub fn start_herald(api_url: &str, config: &str, stdout: Stdio, extra_args: &[&str]) -> Herald {
-    start_herald_full(free_addr(), api_url, config, stdout, extra_args, &[])
+    start_herald_with_env(free_addr(), api_url, config, stdout, extra_args, &[])
 }
 
 /// [`start_herald`] with extra environment variables.
@@ -53,7 +53,7 @@ pub fn start_herald_with(
     extra_args: &[&str],
     env: &[(&str, &str)],
 ) -> Herald {
-    start_herald_full(free_addr(), api_url, config, stdout, extra_args, env)
+    start_herald_with_env(free_addr(), api_url, config, stdout, extra_args, env)
 }
 
 /// [`start_herald`] listening on `addr` (to restart an agent where Prometheus expects it).
@@ -64,10 +64,11 @@ pub fn start_herald_at(
     stdout: Stdio,
     extra_args: &[&str],
 ) -> Herald {
-    start_herald_full(addr, api_url, config, stdout, extra_args, &[])
+    start_herald_with_env(addr, api_url, config, stdout, extra_args, &[])
 }
 
-pub fn start_herald_full(
+/// [`start_herald_at`] with extra environment variables (e.g. the downward API's `POD_NAMESPACE`).
+pub fn start_herald_with_env(
     addr: SocketAddr,
     api_url: &str,
     config: &str,
