@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EventSourceConfig, Mode, Scope};
+use crate::config::{Config, Mode, Scope, SourceConfig};
 use crate::health::Health;
 use crate::leader::{Elector, LeaderSettings};
 use crate::pipeline::{self, Pipeline, ring::Ring};
@@ -18,6 +18,7 @@ use crate::sink::otlp::{self, OtlpSink};
 use crate::sink::shape::Identity;
 use crate::sink::{SinkQueue, json::JsonSink, metrics_sink::MetricsSink};
 use crate::source::events::{self, SourceContext};
+use crate::source::kubevirt;
 use crate::telemetry::{self, Telemetry};
 
 /// Errors that stop the agent.
@@ -113,14 +114,22 @@ impl Agent {
             Mode::Single => {
                 leader_gauge.set(1.0);
                 health.set_role("single");
-                events::spawn(&config.source.events, &own_namespace, &ctx)
+                let mut tasks = events::spawn(&config.source.events, &own_namespace, &ctx);
+                tasks.extend(kubevirt::spawn(&config.source.kubevirt, None, &ctx));
+                tasks
             }
             Mode::Sidecar => {
                 leader_gauge.set(1.0);
                 health.set_role("sidecar");
                 let mut cfg = config.source.events.clone();
                 cfg.scope = Scope::Own;
-                events::spawn(&cfg, &own_namespace, &ctx)
+                let mut tasks = events::spawn(&cfg, &own_namespace, &ctx);
+                tasks.extend(kubevirt::spawn(
+                    &config.source.kubevirt,
+                    Some(own_namespace.clone()),
+                    &ctx,
+                ));
+                tasks
             }
             Mode::Daemonset => {
                 health.set_role("follower");
@@ -137,7 +146,7 @@ impl Agent {
                 let campaign = tokio::spawn(elector.run(tx, leader_gauge, stop_sources.clone()));
                 let terms = tokio::spawn(lead_terms(
                     rx,
-                    config.source.events.clone(),
+                    config.source.clone(),
                     own_namespace.clone(),
                     ctx.clone(),
                 ));
@@ -213,7 +222,7 @@ fn identity_for_lease() -> String {
 /// leader, stop them the moment it is not, until the context's shutdown.
 async fn lead_terms(
     mut leading: watch::Receiver<bool>,
-    cfg: EventSourceConfig,
+    cfg: SourceConfig,
     own_namespace: String,
     ctx: events::SourceContext,
 ) {
@@ -227,7 +236,8 @@ async fn lead_terms(
             shutdown: term.clone(),
             ..ctx.clone()
         };
-        let watches = events::spawn(&cfg, &own_namespace, &term_ctx);
+        let mut watches = events::spawn(&cfg.events, &own_namespace, &term_ctx);
+        watches.extend(kubevirt::spawn(&cfg.kubevirt, None, &term_ctx));
         let ended = leading.wait_for(|l| !*l).await.is_err();
         term.cancel();
         for w in watches {

@@ -146,6 +146,33 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     pub events: EventSourceConfig,
+    pub kubevirt: KubevirtSourceConfig,
+}
+
+/// KubeVirt VM lifecycle (`kubevirt.io/v1` VirtualMachines, VMIs and migrations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubevirtSourceConfig {
+    /// Watch KubeVirt when the cluster serves it; a cluster without KubeVirt is fine either way.
+    pub enabled: bool,
+    /// How often to check again whether KubeVirt got installed.
+    pub discovery_interval: Duration,
+    /// Objects per list page.
+    pub page_size: u32,
+    /// Bound on the per-object state kept to derive transitions, per resource (new objects beyond it are
+    /// not tracked).
+    pub max_tracked_objects: usize,
+}
+
+impl Default for KubevirtSourceConfig {
+    fn default() -> Self {
+        KubevirtSourceConfig {
+            enabled: true,
+            discovery_interval: Duration::from_secs(60),
+            page_size: 500,
+            max_tracked_objects: 100_000,
+        }
+    }
 }
 
 /// Which Events API to watch. Both carry the same objects on a real cluster; pick one, not both, or every

@@ -20,6 +20,8 @@ struct Inner {
     sinks: Mutex<Vec<Arc<SinkHealth>>>,
     /// `single`, `sidecar`, `leader` or `follower`, reported first by `/readyz`.
     role: Mutex<&'static str>,
+    /// Informational lines (e.g. "kubevirt: not installed") that do not affect readiness.
+    notes: Mutex<std::collections::BTreeMap<&'static str, String>>,
     /// Milliseconds since `epoch` of the pipeline worker's last loop; 0 = never.
     heartbeat_ms: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
@@ -87,6 +89,11 @@ impl Health {
         s
     }
 
+    /// A line for `/readyz` that does not change readiness.
+    pub fn set_note(&self, name: &'static str, note: String) {
+        lock(&self.inner.notes).insert(name, note);
+    }
+
     pub fn set_role(&self, role: &'static str) {
         *lock(&self.inner.role) = role;
     }
@@ -141,6 +148,9 @@ impl Health {
             };
             ready &= state == "ok";
             report.push_str(&format!("source {}: {state}\n", s.name));
+        }
+        for (name, note) in lock(&self.inner.notes).iter() {
+            report.push_str(&format!("{name}: {note}\n"));
         }
         for s in lock(&self.inner.sinks).iter() {
             let ok = s.accepting();

@@ -154,6 +154,28 @@ pub struct EventRecord {
     pub repeated: bool,
     pub duplicate: bool,
     pub fingerprint: u64,
+    /// Set when the record stands for a KubeVirt lifecycle transition rather than a Kubernetes Event: log
+    /// sinks write it (with VM attributes, and a span when it has a duration); the Event metrics skip it.
+    pub vm: Option<Box<VmDetails>>,
+}
+
+/// A KubeVirt lifecycle transition, as log sinks write it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmDetails {
+    /// `started`, `migration_succeeded`, ...
+    pub transition: &'static str,
+    /// The VM's name (VMIs are named like their VM).
+    pub vm: String,
+    /// The VM's uid where known, else empty (traces then key on namespace/name).
+    pub vm_uid: String,
+    pub node: String,
+    pub source_node: String,
+    pub target_node: String,
+    /// Status before and after (VM printableStatus, VMI or migration phase).
+    pub before: String,
+    pub after: String,
+    /// Start, end and failure of a lifecycle with a duration (VM start, migration), for a span.
+    pub span: Option<(Timestamp, Timestamp, bool)>,
 }
 
 impl EventRecord {
@@ -216,6 +238,7 @@ impl EventRecord {
             repeated: false,
             duplicate: false,
             fingerprint: 0,
+            vm: None,
         }
     }
 }

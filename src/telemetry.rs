@@ -72,8 +72,26 @@ catalogue! {
         "Event objects whose last count herald remembers.";
     SERIES_OVERFLOW = "herald_metric_series_overflow_total", "counter", "metric",
         "Updates folded into the __other__ label set by the cardinality guard.";
+    VM_TRANSITIONS = "herald_vm_transitions_total", "counter", "namespace, transition",
+        "KubeVirt lifecycle transitions: created, started, stopped, paused, unpaused, deleted, failed, error, node_changed, migration_started, migration_succeeded, migration_failed.";
+    VM_MIGRATIONS = "herald_vm_migrations_total", "counter", "namespace, outcome",
+        "Finished VM migrations (VirtualMachineInstanceMigration phase Succeeded or Failed): succeeded, failed.";
+    VM_START_DURATION = "herald_vm_start_duration_seconds", "histogram", "namespace",
+        "VMI Pending (else created) to Running, from status.phaseTransitionTimestamps.";
+    VM_MIGRATION_DURATION = "herald_vm_migration_duration_seconds", "histogram", "namespace, outcome",
+        "VMI migrationState startTimestamp to endTimestamp, by outcome.";
+    VMIS = "herald_vmis", "gauge", "namespace, phase", "VirtualMachineInstances by status.phase, exact across relists.";
+    QUOTA_EXCEEDED = "herald_quota_exceeded_total", "counter", "namespace, resource",
+        "Occurrences of Events saying a ResourceQuota was exceeded (exceeded quota: ..., requested: RESOURCE=...), per resource.";
+    SOURCE_UP = "herald_source_up", "gauge", "source",
+        "1 when a source's API is served (source=kubevirt: KubeVirt installed), else 0.";
     BUILD_INFO = "herald_build_info", "gauge", "version", "Always 1; carries the version.";
 }
+
+/// Buckets for VM start and migration durations: 1 s to 30 min.
+pub const VM_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
+];
 
 /// The process-wide metric registry and renderer.
 pub struct Telemetry {
@@ -91,6 +109,12 @@ impl Telemetry {
             .set_buckets_for_metric(Matcher::Full(DELAY.into()), &cfg.delay_buckets)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(PROCESSING.into()), &cfg.processing_buckets)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(VM_START_DURATION.into()), VM_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(VM_MIGRATION_DURATION.into()), VM_BUCKETS)
             })
             .expect("histogram buckets are validated by Config::validate");
         let recorder = builder.build_recorder();

@@ -351,10 +351,10 @@ async fn rbac_grants_exactly_the_api_calls_the_agent_makes() {
             .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
         "the sidecar example must not need cluster-wide rights"
     );
-    // The sidecar's own config (scope: own) and its namespace from the downward API, as in the example pod.
+    // The sidecar's own config (mode: sidecar, so scope own) and its namespace from the downward API, as in the example pod.
     let own = observe(
         sim.addr(),
-        &["--scope", "own"],
+        &["--mode", "sidecar"],
         &[("POD_NAMESPACE", "shop"), ("POD_NAME", "shop-app")],
     );
     assert!(

@@ -101,7 +101,8 @@ impl Pipeline {
             }
             return;
         }
-        if self.dedup.check(record, now) {
+        // Lifecycle transitions are each unique; only Events repeat.
+        if record.vm.is_none() && self.dedup.check(record, now) {
             self.stats.deduplicated.increment(1);
         }
         if self.redactor.apply(record) {

@@ -28,6 +28,23 @@ pub struct MetricsSink {
     other: Handles,
     overflow: Counter,
     sent: Counter,
+    /// `herald_quota_exceeded_total` handles by (namespace, resource).
+    quota: ahash::HashMap<(Sym, Sym), Counter>,
+    overflow_quota: Counter,
+}
+
+/// The resources named by a quota refusal, as the API server words it:
+/// `... exceeded quota: NAME, requested: limits.memory=2Gi,requests.cpu=1, used: ..., limited: ...`.
+pub fn quota_resources(message: &str) -> Option<impl Iterator<Item = &str>> {
+    let rest = &message[message.find("exceeded quota:")?..];
+    let requested = &rest[rest.find("requested: ")? + "requested: ".len()..];
+    let requested = requested.split(", used:").next().unwrap_or(requested);
+    Some(
+        requested
+            .split(',')
+            .filter_map(|pair| pair.split_once('=').map(|(r, _)| r.trim()))
+            .filter(|r| !r.is_empty()),
+    )
 }
 
 impl MetricsSink {
@@ -48,6 +65,11 @@ impl MetricsSink {
                 &[("metric", telemetry::OCCURRENCES)],
             ),
             sent: telemetry.counter(telemetry::SINK_SENT, &[("sink", "metrics")]),
+            quota: ahash::HashMap::default(),
+            overflow_quota: telemetry.counter(
+                telemetry::SERIES_OVERFLOW,
+                &[("metric", telemetry::QUOTA_EXCEEDED)],
+            ),
             cache: ahash::HashMap::default(),
             max_series,
             telemetry,
@@ -55,6 +77,18 @@ impl MetricsSink {
     }
 
     pub fn record(&mut self, r: &EventRecord) {
+        if r.vm.is_some() {
+            // Lifecycle transitions have their own metrics, kept by the KubeVirt source.
+            return;
+        }
+        if r.delta > 0
+            && let Some(resources) = quota_resources(&r.message)
+        {
+            for resource in resources {
+                self.quota(&r.namespace, resource)
+                    .increment(u64::from(r.delta));
+            }
+        }
         let key = (
             r.namespace.clone(),
             r.regarding.kind.clone(),
@@ -86,6 +120,21 @@ impl MetricsSink {
         self.sent.increment(1);
     }
 
+    fn quota(&mut self, namespace: &Sym, resource: &str) -> &Counter {
+        let key = (namespace.clone(), Sym::from(resource));
+        if !self.quota.contains_key(&key) {
+            let labels = if self.quota.len() < self.max_series {
+                [("namespace", &*key.0), ("resource", &*key.1)]
+            } else {
+                self.overflow_quota.increment(1);
+                [("namespace", OTHER), ("resource", OTHER)]
+            };
+            let c = self.telemetry.counter(telemetry::QUOTA_EXCEEDED, &labels);
+            self.quota.insert(key.clone(), c);
+        }
+        &self.quota[&key]
+    }
+
     /// Drain the ring until it is closed and empty.
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
         while let Some(r) = ring.pop().await {
@@ -98,6 +147,16 @@ impl MetricsSink {
 mod tests {
     use super::*;
     use crate::config::MetricsConfig;
+
+    #[test]
+    fn quota_messages_name_their_resources() {
+        let m = "Error creating: pods \"virt-launcher-vm-abcde\" is forbidden: exceeded quota: compute, requested: limits.memory=2Gi,requests.cpu=1, used: limits.memory=8Gi,requests.cpu=4, limited: limits.memory=8Gi,requests.cpu=4";
+        assert_eq!(
+            quota_resources(m).unwrap().collect::<Vec<_>>(),
+            ["limits.memory", "requests.cpu"]
+        );
+        assert!(quota_resources("Back-off restarting failed container").is_none());
+    }
 
     #[test]
     fn counts_objects_and_occurrences_and_folds_overflow() {

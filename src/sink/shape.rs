@@ -117,6 +117,28 @@ pub fn log_attributes<'a>(r: &'a EventRecord, mut put: impl FnMut(&'static str, 
         put("k8s.event.related.namespace", Value::Str(&rel.namespace));
         put("k8s.event.related.uid", Value::Str(&rel.uid));
     }
+    if let Some(vm) = &r.vm {
+        put("kubevirt.transition", Value::Str(vm.transition));
+        put("kubevirt.vm.name", Value::Str(&vm.vm));
+        put("kubevirt.status.before", Value::Str(&vm.before));
+        put("kubevirt.status.after", Value::Str(&vm.after));
+        for (key, node) in [
+            ("kubevirt.node", &vm.node),
+            ("kubevirt.source_node", &vm.source_node),
+            ("kubevirt.target_node", &vm.target_node),
+        ] {
+            if !node.is_empty() {
+                put(key, Value::Str(node));
+            }
+        }
+        if let Some((start, end, _)) = vm.span {
+            let seconds = end.duration_since(start).as_secs_f64().max(0.0);
+            put(
+                "kubevirt.duration_ms",
+                Value::Int((seconds * 1000.0) as i64),
+            );
+        }
+    }
     put("herald.occurrences", Value::Int(r.delta.into()));
     put("herald.severity", Value::Str(r.severity.as_str()));
     put("herald.repeated", Value::Bool(r.repeated));

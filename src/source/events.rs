@@ -353,6 +353,7 @@ pub fn normalise<A>(
         repeated: false,
         duplicate: false,
         fingerprint: 0,
+        vm: None,
     })
 }
 

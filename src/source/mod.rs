@@ -3,4 +3,6 @@
 pub mod accounting;
 pub mod decode;
 pub mod events;
+pub mod kubevirt;
+pub mod vm_lifecycle;
 pub mod watch;

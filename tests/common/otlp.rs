@@ -21,8 +21,15 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -54,6 +61,19 @@ pub struct State {
     pub delay: Mutex<Duration>,
     /// Requests answered with a failure.
     pub refused: Mutex<u64>,
+    /// Every span received (traces are always accepted).
+    pub spans: Mutex<Vec<Span>>,
+}
+
+impl State {
+    fn spans(&self, request: ExportTraceServiceRequest) {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.resource_spans {
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans);
+            }
+        }
+    }
 }
 
 impl State {
@@ -138,10 +158,13 @@ impl Receiver {
             let stop = stop.clone();
             let svc = LogsServiceServer::new(Grpc(state.clone()))
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+            let traces = TraceServiceServer::new(Grpc(state.clone()))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
             let incoming = tokio_stream_from(listener);
             tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
                     .add_service(svc)
+                    .add_service(traces)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await;
             })
@@ -217,6 +240,10 @@ impl Receiver {
         out
     }
 
+    pub fn spans(&self) -> Vec<Span> {
+        self.state.spans.lock().unwrap().clone()
+    }
+
     pub fn answer_next(&self, answers: &[Answer]) {
         self.state.answers.lock().unwrap().extend(answers);
     }
@@ -279,6 +306,17 @@ impl LogsService for Grpc {
     }
 }
 
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.spans(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
 async fn http_export(
     req: Request<Incoming>,
     state: Arc<State>,
@@ -290,7 +328,8 @@ async fn http_export(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let path_ok = req.uri().path() == "/v1/logs";
+    let path = req.uri().path().to_string();
+    let path_ok = path == "/v1/logs" || path == "/v1/traces";
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let gzip = headers.get("content-encoding").is_some_and(|e| e == "gzip");
     let bytes = if gzip {
@@ -310,6 +349,17 @@ async fn http_export(
     if !path_ok || headers.get("content-type").map(String::as_str) != Some("application/x-protobuf")
     {
         return Ok(status(400));
+    }
+    if path == "/v1/traces" {
+        return Ok(match ExportTraceServiceRequest::decode(&bytes[..]) {
+            Ok(request) => {
+                state.spans(request);
+                Response::new(Full::new(Bytes::from(
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )))
+            }
+            Err(_) => status(400),
+        });
     }
     let Ok(request) = ExportLogsServiceRequest::decode(&bytes[..]) else {
         return Ok(status(400));

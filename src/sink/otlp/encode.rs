@@ -5,9 +5,13 @@
 //! attribute values (borrowed from the records), so a batch costs one look-up per record.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 use crate::record::EventRecord;
 use crate::sink::shape::{self, Identity, Value};
@@ -93,9 +97,129 @@ pub fn export_request<'a>(
     ExportLogsServiceRequest { resource_logs }
 }
 
+/// The spans of a batch: one per VM start and per migration (records whose lifecycle has a duration), all of
+/// a VM's spans in one trace derived from the VM's uid. `None` when the batch has none.
+pub fn trace_request<'a>(
+    records: impl IntoIterator<Item = &'a EventRecord>,
+    id: &Identity,
+) -> Option<ExportTraceServiceRequest> {
+    let spans: Vec<Span> = records
+        .into_iter()
+        .filter_map(|r| {
+            let vm = r.vm.as_ref()?;
+            let (start, end, failed) = vm.span?;
+            let name = match vm.transition {
+                "started" | "failed" => "vm.start",
+                "migration_succeeded" | "migration_failed" => "vm.migration",
+                _ => return None,
+            };
+            let mut attributes = Vec::with_capacity(12);
+            attributes.push(key_value("k8s.namespace.name", Value::Str(&r.namespace)));
+            shape::log_attributes(r, |k, v| {
+                if k.starts_with("kubevirt.") {
+                    attributes.push(key_value(k, v));
+                }
+            });
+            attributes.push(key_value("kubevirt.vm.uid", Value::Str(&vm.vm_uid)));
+            Some(Span {
+                trace_id: trace_id(&r.namespace, &vm.vm, &vm.vm_uid).to_vec(),
+                span_id: span_id(&r.regarding.uid, vm.transition, start).to_vec(),
+                name: name.to_string(),
+                kind: SpanKind::Internal as i32,
+                start_time_unix_nano: nanos(start),
+                end_time_unix_nano: nanos(end.max(start)),
+                attributes,
+                status: Some(Status {
+                    code: if failed {
+                        StatusCode::Error
+                    } else {
+                        StatusCode::Ok
+                    } as i32,
+                    message: if failed {
+                        r.message.clone()
+                    } else {
+                        String::new()
+                    },
+                }),
+                ..Default::default()
+            })
+        })
+        .collect();
+    if spans.is_empty() {
+        return None;
+    }
+    let mut attributes = Vec::with_capacity(4);
+    shape::agent_attributes(id, |k, v| attributes.push(key_value(k, Value::Str(v))));
+    Some(ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: shape::SERVICE_NAME.to_string(),
+                    version: shape::SERVICE_VERSION.to_string(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+/// 16 bytes: the VM uid itself when it is a UUID (as Kubernetes uids are), else a stable hash of
+/// namespace/name/uid.
+pub fn trace_id(namespace: &str, vm: &str, vm_uid: &str) -> [u8; 16] {
+    let hex: String = vm_uid.chars().filter(|c| *c != '-').collect();
+    let mut out = [0u8; 16];
+    if hex.len() == 32
+        && hex.chars().all(|c| c.is_ascii_hexdigit())
+        && hex != "00000000000000000000000000000000"
+    {
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        return out;
+    }
+    let a = stable_hash(&[namespace, vm, vm_uid, "a"]);
+    let b = stable_hash(&[namespace, vm, vm_uid, "b"]);
+    out[..8].copy_from_slice(&a.to_be_bytes());
+    out[8..].copy_from_slice(&b.to_be_bytes());
+    out
+}
+
+fn span_id(uid: &str, transition: &str, start: jiff::Timestamp) -> [u8; 8] {
+    let start = start.as_nanosecond().to_string();
+    stable_hash(&[uid, transition, &start]).max(1).to_be_bytes()
+}
+
+/// A hash that is the same in every process and release (fixed seeds), so ids are deterministic.
+fn stable_hash(parts: &[&str]) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = ahash::RandomState::with_seeds(0x6865_7261, 0x6c64_7472, 0x6163_6573, 0x7370_616e)
+        .build_hasher();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_come_from_the_vm_uid() {
+        let id = trace_id("ns", "vm1", "0fea47ca-d9c6-4b0f-94cc-8bc03350d09a");
+        assert_eq!(id[0], 0x0f);
+        assert_eq!(id[15], 0x9a);
+        let a = trace_id("ns", "vm1", "");
+        assert_eq!(a, trace_id("ns", "vm1", ""));
+        assert_ne!(a, trace_id("ns", "vm2", ""));
+    }
 
     #[test]
     fn records_about_one_object_share_a_resource() {

@@ -25,7 +25,7 @@ pub mod settings;
 pub mod transport;
 
 pub use settings::Settings;
-pub use transport::Transport;
+pub use transport::{Export, Transport};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -33,10 +33,27 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct OtlpSink {
     settings: Settings,
     transport: Transport,
+    logs: Delivery,
+    spans: Delivery,
+    health: Arc<SinkHealth>,
+}
+
+/// Counters of one signal (`sink="otlp"` for log records, `sink="otlp_spans"` for spans).
+struct Delivery {
     sent: Counter,
     failures: Counter,
     retries: Counter,
-    health: Arc<SinkHealth>,
+}
+
+impl Delivery {
+    fn new(telemetry: &Telemetry, sink: &'static str) -> Delivery {
+        let labels = [("sink", sink)];
+        Delivery {
+            sent: telemetry.counter(telemetry::SINK_SENT, &labels),
+            failures: telemetry.counter(telemetry::SINK_FAILURES, &labels),
+            retries: telemetry.counter(telemetry::SINK_RETRIES, &labels),
+        }
+    }
 }
 
 impl OtlpSink {
@@ -45,13 +62,11 @@ impl OtlpSink {
         telemetry: &Telemetry,
         health: Arc<SinkHealth>,
     ) -> Result<OtlpSink, transport::Error> {
-        let labels = [("sink", "otlp")];
         Ok(OtlpSink {
             transport: Transport::new(&settings)?,
             settings,
-            sent: telemetry.counter(telemetry::SINK_SENT, &labels),
-            failures: telemetry.counter(telemetry::SINK_FAILURES, &labels),
-            retries: telemetry.counter(telemetry::SINK_RETRIES, &labels),
+            logs: Delivery::new(telemetry, "otlp"),
+            spans: Delivery::new(telemetry, "otlp_spans"),
             health,
         })
     }
@@ -86,18 +101,37 @@ impl OtlpSink {
     }
 
     async fn export(&mut self, batch: &[Shared]) {
-        let request = encode::export_request(batch.iter().map(|r| &**r), &self.settings.identity);
-        let n = batch.len() as u64;
+        let id = &self.settings.identity;
+        let logs = encode::export_request(batch.iter().map(|r| &**r), id);
+        let spans = encode::trace_request(batch.iter().map(|r| &**r), id);
+        self.deliver(Export::Logs(logs), batch.len() as u64).await;
+        if let Some(spans) = spans {
+            let n = spans
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum();
+            self.deliver(Export::Traces(spans), n).await;
+        }
+    }
+
+    /// Send `n` items, retrying retryable failures with backoff, and count the outcome.
+    async fn deliver(&mut self, export: Export, n: u64) {
+        let counters = match export {
+            Export::Logs(_) => &self.logs,
+            Export::Traces(_) => &self.spans,
+        };
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            match self.transport.send(request.clone()).await {
+            match self.transport.send(export.clone()).await {
                 Ok(rejected) => {
                     if rejected > 0 {
                         tracing::warn!(rejected, "the collector rejected part of a batch");
                     }
-                    self.sent.increment(n.saturating_sub(rejected));
-                    self.failures.increment(rejected.min(n));
+                    counters.sent.increment(n.saturating_sub(rejected));
+                    counters.failures.increment(rejected.min(n));
                     if !self.health.accepting() {
                         tracing::info!(endpoint = %self.settings.endpoint, "OTLP export recovered");
                     }
@@ -106,21 +140,21 @@ impl OtlpSink {
                 }
                 Err(e) if e.retryable && attempt < self.settings.max_retries => {
                     attempt += 1;
-                    self.retries.increment(1);
+                    counters.retries.increment(1);
                     let wait = e.retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
                     tracing::debug!(error = %e.message, attempt, ?wait, "OTLP export failed, retrying");
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
-                    self.failures.increment(n);
+                    counters.failures.increment(n);
                     // Logged once per outage, not once per batch.
                     if self.health.accepting() {
                         tracing::error!(
                             endpoint = %self.settings.endpoint,
                             error = %e.message,
-                            records = n,
-                            "OTLP export failed; counting records in herald_sink_failures_total until it recovers"
+                            items = n,
+                            "OTLP export failed; counting in herald_sink_failures_total until it recovers"
                         );
                     }
                     self.health.set_accepting(false);

@@ -16,6 +16,9 @@ pub struct Settings {
     pub protocol: OtlpProtocol,
     /// gRPC: the collector's base URL. HTTP: the full URL of the logs endpoint.
     pub endpoint: String,
+    /// HTTP: the full URL for spans (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else the logs URL with
+    /// `/v1/traces` for `/v1/logs`). gRPC: the same as `endpoint`.
+    pub traces_endpoint: String,
     /// Lower-case names, values checked to be valid header values.
     pub headers: Vec<(String, String)>,
     pub ca_pem: Option<Vec<u8>>,
@@ -92,6 +95,16 @@ impl Settings {
                 format!("{}/v1/logs", url.trim_end_matches('/'))
             }
             _ => url,
+        };
+
+        let traces_endpoint = match protocol {
+            OtlpProtocol::Grpc => endpoint.clone(),
+            OtlpProtocol::HttpProtobuf => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| match endpoint.strip_suffix("/v1/logs") {
+                    Some(base) => format!("{base}/v1/traces"),
+                    None => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+                }),
         };
 
         let mut headers: Vec<(String, String)> = Vec::new();
@@ -190,6 +203,7 @@ impl Settings {
         Ok(Some(Settings {
             protocol,
             endpoint,
+            traces_endpoint,
             headers,
             ca_pem,
             gzip,

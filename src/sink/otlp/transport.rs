@@ -12,6 +12,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsSe
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -55,14 +59,23 @@ pub enum Transport {
     Http(Box<HttpTransport>),
 }
 
+/// One export: logs, or spans.
+#[derive(Debug, Clone)]
+pub enum Export {
+    Logs(ExportLogsServiceRequest),
+    Traces(ExportTraceServiceRequest),
+}
+
 pub struct GrpcTransport {
     client: LogsServiceClient<Channel>,
+    traces: TraceServiceClient<Channel>,
     metadata: tonic::metadata::MetadataMap,
 }
 
 pub struct HttpTransport {
     client: HttpsClient,
     uri: http::Uri,
+    traces_uri: http::Uri,
     headers: http::HeaderMap,
     gzip: bool,
     timeout: Duration,
@@ -86,9 +99,14 @@ impl Transport {
                         .tls_config(tls)
                         .map_err(|e| Error::Tls(e.to_string()))?;
                 }
-                let mut client = LogsServiceClient::new(endpoint.connect_lazy());
+                let channel = endpoint.connect_lazy();
+                let mut client = LogsServiceClient::new(channel.clone());
+                let mut traces = TraceServiceClient::new(channel);
                 if s.gzip {
                     client = client
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
+                    traces = traces
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
@@ -104,6 +122,7 @@ impl Transport {
                 }
                 Ok(Transport::Grpc(Box::new(GrpcTransport {
                     client,
+                    traces,
                     metadata,
                 })))
             }
@@ -130,6 +149,10 @@ impl Transport {
                         .endpoint
                         .parse()
                         .map_err(|e: http::uri::InvalidUri| Error::Endpoint(e.to_string()))?,
+                    traces_uri: s
+                        .traces_endpoint
+                        .parse()
+                        .map_err(|e: http::uri::InvalidUri| Error::Endpoint(e.to_string()))?,
                     headers,
                     gzip: s.gzip,
                     timeout: s.timeout,
@@ -138,30 +161,55 @@ impl Transport {
         }
     }
 
-    /// Send one request. `Ok(n)`: accepted, except `n` records the collector rejected (partial success).
-    pub async fn send(&mut self, request: ExportLogsServiceRequest) -> Result<u64, SendError> {
-        let response = match self {
-            Transport::Grpc(g) => {
-                let mut req = tonic::Request::new(request);
-                *req.metadata_mut() = g.metadata.clone();
-                g.client
-                    .export(req)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(grpc_error)?
-            }
+    /// Send one request. `Ok(n)`: accepted, except `n` items the collector rejected (partial success).
+    pub async fn send(&mut self, export: Export) -> Result<u64, SendError> {
+        match self {
+            Transport::Grpc(g) => match export {
+                Export::Logs(request) => {
+                    let mut req = tonic::Request::new(request);
+                    *req.metadata_mut() = g.metadata.clone();
+                    let resp = g.client.export(req).await.map_err(grpc_error)?.into_inner();
+                    Ok(rejected(
+                        resp.partial_success.map(|p| p.rejected_log_records),
+                    ))
+                }
+                Export::Traces(request) => {
+                    let mut req = tonic::Request::new(request);
+                    *req.metadata_mut() = g.metadata.clone();
+                    let resp = g.traces.export(req).await.map_err(grpc_error)?.into_inner();
+                    Ok(rejected(resp.partial_success.map(|p| p.rejected_spans)))
+                }
+            },
             Transport::Http(h) => {
-                let fut = send_http(&h.client, &h.uri, &h.headers, h.gzip, request);
-                tokio::time::timeout(h.timeout, fut)
+                let (uri, body) = match &export {
+                    Export::Logs(r) => (&h.uri, r.encode_to_vec()),
+                    Export::Traces(r) => (&h.traces_uri, r.encode_to_vec()),
+                };
+                let fut = send_http(&h.client, uri, &h.headers, h.gzip, body);
+                let bytes = tokio::time::timeout(h.timeout, fut)
                     .await
-                    .map_err(|_| SendError::new(true, "timed out"))??
+                    .map_err(|_| SendError::new(true, "timed out"))??;
+                Ok(match export {
+                    Export::Logs(_) => rejected(
+                        ExportLogsServiceResponse::decode(bytes)
+                            .unwrap_or_default()
+                            .partial_success
+                            .map(|p| p.rejected_log_records),
+                    ),
+                    Export::Traces(_) => rejected(
+                        ExportTraceServiceResponse::decode(bytes)
+                            .unwrap_or_default()
+                            .partial_success
+                            .map(|p| p.rejected_spans),
+                    ),
+                })
             }
-        };
-        Ok(response
-            .partial_success
-            .map(|p| u64::try_from(p.rejected_log_records).unwrap_or(0))
-            .unwrap_or(0))
+        }
     }
+}
+
+fn rejected(n: Option<i64>) -> u64 {
+    n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
 
 /// Retryable gRPC codes per the OTLP specification.
@@ -183,14 +231,14 @@ fn grpc_error(status: tonic::Status) -> SendError {
     )
 }
 
+/// POST a protobuf body; the response body on success.
 async fn send_http(
     client: &HttpsClient,
     uri: &http::Uri,
     headers: &http::HeaderMap,
     gzip: bool,
-    request: ExportLogsServiceRequest,
-) -> Result<ExportLogsServiceResponse, SendError> {
-    let mut body = request.encode_to_vec();
+    mut body: Vec<u8>,
+) -> Result<Bytes, SendError> {
     let mut builder = http::Request::post(uri.clone())
         .header(http::header::CONTENT_TYPE, "application/x-protobuf");
     if gzip {
@@ -224,7 +272,7 @@ async fn send_http(
         .map_err(|e| SendError::new(true, format!("response body: {e}")))?
         .to_bytes();
     if status.is_success() {
-        return Ok(ExportLogsServiceResponse::decode(bytes).unwrap_or_default());
+        return Ok(bytes);
     }
     Err(SendError {
         retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
