@@ -1,0 +1,258 @@
+//! Per-Event cost of herald's hot path, on real Events.
+//!
+//! - `decode/*`: one core/v1 Event JSON into an [`EventRecord`] (lenient decode + normalise + interning),
+//!   both as a bare object and as a watch line (`{"type":"ADDED","object":{...}}`), as the watcher sees it.
+//! - `pipeline/*`: [`Pipeline::process`] per record with the default configuration: classify, filter, dedup,
+//!   redact, and offer to two sink queues (metrics, which takes duplicates, and json, which does not).
+//!   `unique` gives every record its own fingerprint; `duplicate` repeats one fingerprint inside the TTL.
+//!
+//! The Events come from the shared fixtures (`../shared/fixtures`, or `HERALD_FIXTURES`), read at run time;
+//! without them an inline hand-written sample is used and a message says so.
+//!
+//! Run with `cargo bench --bench pipeline`; see `BENCHMARKS.md`.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use herald::config::Config;
+use herald::pipeline::Pipeline;
+use herald::record::{EventApi, EventRecord, Interner};
+use herald::sink::{Shared, SinkQueue};
+use herald::source::decode::{CoreV1, LeanEvent};
+use herald::source::events::normalise;
+use herald::telemetry::Telemetry;
+use kube::core::WatchEvent;
+
+/// Written for this bench (not from a fixture): a typical kubelet Warning.
+const INLINE_EVENT: &str = r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"web-7d4b9c-x2k9p.1812a3b4c5d6e7f8","namespace":"shop","uid":"0b6e3c1a-2f4d-4e5a-9b7c-1d2e3f4a5b6c","resourceVersion":"918273","creationTimestamp":"2025-03-04T10:00:00Z"},"involvedObject":{"apiVersion":"v1","kind":"Pod","name":"web-7d4b9c-x2k9p","namespace":"shop","uid":"5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d","resourceVersion":"918100","fieldPath":"spec.containers{web}"},"reason":"BackOff","message":"Back-off restarting failed container web in pod web-7d4b9c-x2k9p_shop(5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d)","source":{"component":"kubelet","host":"node-3"},"firstTimestamp":"2025-03-04T10:00:00Z","lastTimestamp":"2025-03-04T10:05:00Z","count":12,"type":"Warning","eventTime":null,"reportingComponent":"kubelet","reportingInstance":"node-3"}"#;
+
+/// Records moved through the pipeline per untimed drain of the sink queues (below their capacity, so
+/// nothing is dropped and only the decision path is measured).
+const CHUNK: usize = 2048;
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("HERALD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "fixtures folder {} not found (set HERALD_FIXTURES): using the inline sample Event",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// A real watch line carrying a core/v1 Event, and the Event object alone.
+struct Inputs {
+    watch_line: String,
+    object: String,
+    /// Every core/v1 Event found in the fixtures (at least the inline one), as JSON objects.
+    objects: Vec<String>,
+}
+
+fn inputs() -> Inputs {
+    let inline = || Inputs {
+        watch_line: format!(r#"{{"type":"ADDED","object":{INLINE_EVENT}}}"#),
+        object: INLINE_EVENT.to_owned(),
+        objects: vec![INLINE_EVENT.to_owned()],
+    };
+    let Some(dir) = fixtures() else {
+        return inline();
+    };
+    let read = |p: &Path| match std::fs::read_to_string(p) {
+        Ok(text) => Some(text),
+        Err(error) => {
+            eprintln!(
+                "cannot read {}: {error}; using the inline sample",
+                p.display()
+            );
+            None
+        }
+    };
+    let (Some(lines), Some(object)) = (
+        read(&dir.join("watch/minikube-2019-curl-api-v1-watch-events.jsonl")),
+        read(&dir.join("events/aks-2024-FailedToRetrieveImagePullSecret-count5.json")),
+    ) else {
+        return inline();
+    };
+    let lines: Vec<&str> = lines.lines().filter(|l| l.contains("\"ADDED\"")).collect();
+    let Some(first) = lines.first() else {
+        eprintln!("no ADDED line in the watch fixture; using the inline sample");
+        return inline();
+    };
+    // Compact the pretty-printed object so it is one line, as on the wire.
+    let object = match serde_json::from_str::<serde_json::Value>(&object) {
+        Ok(v) => v.to_string(),
+        Err(_) => return inline(),
+    };
+    let mut objects = vec![object.clone()];
+    for line in &lines {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let Some(o) = v.get("object")
+        {
+            objects.push(o.to_string());
+        }
+    }
+    eprintln!(
+        "using fixtures from {} ({} Events for the pipeline)",
+        dir.display(),
+        objects.len()
+    );
+    Inputs {
+        watch_line: (*first).to_owned(),
+        object,
+        objects,
+    }
+}
+
+fn to_record(json: &str, interner: &mut Interner) -> EventRecord {
+    let event: LeanEvent<CoreV1> = serde_json::from_str(json).expect("a core/v1 Event");
+    normalise(event, EventApi::CoreV1, interner).expect("a valid Event")
+}
+
+fn decode(c: &mut Criterion) {
+    let inputs = inputs();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(1));
+    let mut interner = Interner::new(50_000);
+    g.bench_function("object", |b| {
+        b.iter(|| black_box(to_record(black_box(&inputs.object), &mut interner)))
+    });
+    g.bench_function("watch_line", |b| {
+        b.iter(|| {
+            let line: WatchEvent<LeanEvent<CoreV1>> =
+                serde_json::from_str(black_box(&inputs.watch_line)).expect("a watch line");
+            match line {
+                WatchEvent::Added(event) => black_box(
+                    normalise(event, EventApi::CoreV1, &mut interner).expect("a valid Event"),
+                ),
+                _ => panic!("expected an ADDED line"),
+            }
+        })
+    });
+    g.finish();
+}
+
+/// The fixture Events as records, in the order the pipeline will see them (cycled).
+fn base_records() -> Vec<EventRecord> {
+    let inputs = inputs();
+    let mut interner = Interner::new(50_000);
+    inputs
+        .objects
+        .iter()
+        .map(|o| to_record(o, &mut interner))
+        .collect()
+}
+
+/// Time `Pipeline::process` over `iters` records; building the Arcs and draining the sinks is not timed.
+/// `unique` gives each record its own involved-object name (so its own dedup fingerprint); otherwise every
+/// record is the first Event again, a duplicate after the first.
+fn run_pipeline(base: &[EventRecord], unique: bool, iters: u64) -> Duration {
+    let config = Config::default();
+    let telemetry = Telemetry::new(&config.metrics);
+    let sinks = vec![
+        SinkQueue::new("metrics", CHUNK, true, &telemetry),
+        SinkQueue::new("json", CHUNK, false, &telemetry),
+    ];
+    let rings: Vec<_> = sinks.iter().map(|s| s.ring.clone()).collect();
+    let mut pipeline = Pipeline::new(&config, sinks, &telemetry).expect("default config");
+    let now_wall = jiff::Timestamp::now();
+    let mut left = iters;
+    let mut elapsed = Duration::ZERO;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        let batch: Vec<Shared> = (0..n)
+            .map(|i| {
+                let mut r = base[if unique { i % base.len() } else { 0 }].clone();
+                if unique {
+                    r.regarding.name = format!("{}-{left}-{i}", r.regarding.name).into();
+                }
+                Arc::new(r)
+            })
+            .collect();
+        let start = Instant::now();
+        for record in batch {
+            pipeline.process(record, now_wall, start);
+        }
+        elapsed += start.elapsed();
+        for ring in &rings {
+            while ring.try_pop().is_some() {}
+        }
+        telemetry.run_upkeep();
+        left -= n as u64;
+    }
+    assert_eq!(
+        rings.iter().map(|r| r.dropped()).sum::<u64>(),
+        0,
+        "a sink dropped: the bench would measure the drop path"
+    );
+    elapsed
+}
+
+fn pipeline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1));
+    let base = base_records();
+    for (name, unique) in [("unique", true), ("duplicate", false)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| run_pipeline(&base, unique, iters))
+        });
+    }
+    g.finish();
+}
+
+/// OTLP: build one `ExportLogsServiceRequest` for a batch of 512 records (grouped per involved object, full
+/// attribute mapping) and encode it to protobuf, per record; and the same for the JSON line sink.
+fn otlp(c: &mut Criterion) {
+    use herald::sink::otlp::encode;
+    use herald::sink::shape::Identity;
+    use prost::Message;
+    let base = base_records();
+    let batch: Vec<EventRecord> = (0..512)
+        .map(|i| {
+            let mut r = base[i % base.len()].clone();
+            // 64 distinct involved objects per batch, as in a busy namespace.
+            r.regarding.name = format!("{}-{}", r.regarding.name, i % 64).into();
+            r
+        })
+        .collect();
+    let id = Identity {
+        cluster_name: "bench".into(),
+        agent_node: "node-1".into(),
+    };
+    let mut g = c.benchmark_group("sink");
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    g.bench_function("otlp_build_encode_512", |b| {
+        b.iter(|| {
+            let request = encode::export_request(batch.iter(), &id);
+            std::hint::black_box(request.encode_to_vec())
+        })
+    });
+    g.bench_function("json_lines_512", |b| {
+        let mut out = Vec::with_capacity(512 * 1024);
+        b.iter(|| {
+            out.clear();
+            for r in &batch {
+                herald::sink::json::write_line(&mut out, r, &id);
+            }
+            std::hint::black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = decode, pipeline, otlp
+}
+criterion_main!(benches);
