@@ -19,6 +19,7 @@ use crate::sink::shape::Identity;
 use crate::sink::{SinkQueue, json::JsonSink, metrics_sink::MetricsSink};
 use crate::source::events::{self, SourceContext};
 use crate::source::kubevirt;
+use crate::source::vm_lifecycle::VmResource;
 use crate::telemetry::{self, Telemetry};
 
 /// Errors that stop the agent.
@@ -115,7 +116,11 @@ impl Agent {
                 leader_gauge.set(1.0);
                 health.set_role("single");
                 let mut tasks = events::spawn(&config.source.events, &own_namespace, &ctx);
-                tasks.extend(kubevirt::spawn(&config.source.kubevirt, None, &ctx));
+                tasks.extend(kubevirt::spawn(
+                    &config.source.kubevirt,
+                    kubevirt::Scope::all(),
+                    &ctx,
+                ));
                 tasks
             }
             Mode::Sidecar => {
@@ -126,7 +131,10 @@ impl Agent {
                 let mut tasks = events::spawn(&cfg, &own_namespace, &ctx);
                 tasks.extend(kubevirt::spawn(
                     &config.source.kubevirt,
-                    Some(own_namespace.clone()),
+                    kubevirt::Scope {
+                        namespace: Some(own_namespace.clone()),
+                        ..kubevirt::Scope::all()
+                    },
                     &ctx,
                 ));
                 tasks
@@ -143,14 +151,40 @@ impl Agent {
                     renew_interval: config.leader_election.renew_interval.0,
                 };
                 let elector = Elector::new(api, settings);
+                // Every agent watches the VMIs of its own node; the leader the cluster-wide rest.
+                let node = (!identity.agent_node.is_empty()).then(|| identity.agent_node.clone());
+                if node.is_none() {
+                    tracing::warn!(
+                        "NODE_NAME is not set: the leader watches every VMI instead of each agent its node's"
+                    );
+                }
+                let node_vmis = node.as_ref().and_then(|node| {
+                    kubevirt::spawn(
+                        &config.source.kubevirt,
+                        kubevirt::Scope {
+                            resources: vec![VmResource::Vmi],
+                            namespace: None,
+                            node: Some(node.clone()),
+                        },
+                        &ctx,
+                    )
+                });
+                let leader_vm_resources = if node.is_some() {
+                    vec![VmResource::Vm, VmResource::Vmim]
+                } else {
+                    VmResource::ALL.to_vec()
+                };
                 let campaign = tokio::spawn(elector.run(tx, leader_gauge, stop_sources.clone()));
                 let terms = tokio::spawn(lead_terms(
                     rx,
                     config.source.clone(),
+                    leader_vm_resources,
                     own_namespace.clone(),
                     ctx.clone(),
                 ));
-                vec![campaign, terms]
+                let mut tasks = vec![campaign, terms];
+                tasks.extend(node_vmis);
+                tasks
             }
         };
 
@@ -223,6 +257,7 @@ fn identity_for_lease() -> String {
 async fn lead_terms(
     mut leading: watch::Receiver<bool>,
     cfg: SourceConfig,
+    vm_resources: Vec<VmResource>,
     own_namespace: String,
     ctx: events::SourceContext,
 ) {
@@ -237,7 +272,14 @@ async fn lead_terms(
             ..ctx.clone()
         };
         let mut watches = events::spawn(&cfg.events, &own_namespace, &term_ctx);
-        watches.extend(kubevirt::spawn(&cfg.kubevirt, None, &term_ctx));
+        watches.extend(kubevirt::spawn(
+            &cfg.kubevirt,
+            kubevirt::Scope {
+                resources: vm_resources.clone(),
+                ..kubevirt::Scope::all()
+            },
+            &term_ctx,
+        ));
         let ended = leading.wait_for(|l| !*l).await.is_err();
         term.cancel();
         for w in watches {

@@ -399,3 +399,120 @@ async fn real_objects_in_the_cluster_are_the_baseline() {
     assert_eq!(herald.metric("herald_vm_transitions_total", &[]), 0.0);
     sim.shutdown().await;
 }
+
+/// DaemonSet mode: each agent watches the VMIs of its own node (migrations move them between agents), the
+/// leader the VMs and migrations; summed over the agents, every signal equals the truth exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_agents_split_vmis_by_node_and_count_once() {
+    const STEPS: u64 = 300;
+    let sim = RunningSim::start(
+        SimOptions {
+            kubevirt: true,
+            vm_scenario: Some(VmScenarioOptions {
+                rate: 150.0,
+                nodes: 3,
+                max_steps: Some(STEPS),
+                start_after: Duration::from_secs(3),
+                ..VmScenarioOptions::default()
+            }),
+            ..SimOptions::quiet()
+        },
+        any_addr(),
+    )
+    .await
+    .unwrap();
+    let config = format!(
+        "{QUIET}mode: daemonset\nleader_election:\n  lease_duration: 3s\n  renew_interval: 300ms\n"
+    );
+    let agents: Vec<Herald> = (0..3)
+        .map(|i| {
+            start_herald_with(
+                &sim.url(),
+                &config,
+                Stdio::null(),
+                &[],
+                &[
+                    ("NODE_NAME", &format!("node-{i}")),
+                    ("POD_NAME", &format!("herald-{i}")),
+                ],
+            )
+        })
+        .collect();
+    wait_until(
+        Duration::from_secs(10),
+        "a leader with its watches open",
+        || {
+            agents.iter().any(|a| {
+                a.get("/readyz").is_some_and(|(code, body)| {
+                    code == 200
+                        && body.contains("role: leader")
+                        && body.contains("virtualmachines.kubevirt.io: ok")
+                })
+            })
+        },
+    );
+    for a in &agents {
+        a.wait_ready();
+    }
+    assert_eq!(
+        sim.vm_truth().steps,
+        0,
+        "the agents must be ready before the scenario starts"
+    );
+
+    wait_until(Duration::from_secs(30), "scenario done", || {
+        sim.vm_truth().steps == STEPS
+    });
+    let want = truth_transitions(&sim);
+    let summed = |name: &str, keys: &[&str]| {
+        let mut out: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+        for a in &agents {
+            for (k, v) in samples(&a.metrics(), name, keys) {
+                *out.entry(k).or_default() += v;
+            }
+        }
+        out.retain(|_, v| *v != 0.0);
+        out
+    };
+    let mut got = BTreeMap::new();
+    wait_until(
+        Duration::from_secs(20),
+        "summed transitions equal to the truth",
+        || {
+            got = summed("herald_vm_transitions_total", &["namespace", "transition"]);
+            got == want
+        },
+    );
+    let total = |name: &str| {
+        want.iter()
+            .filter(|(k, _)| k[1] == name)
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    assert!(
+        total("node_changed") > 0.0,
+        "migrations moved VMIs between agents: {want:?}"
+    );
+    let vmis = vmis_by_phase(&sim).await;
+    wait_until(Duration::from_secs(10), "VMIs by phase", || {
+        summed("herald_vmis", &["namespace", "phase"]) == vmis
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "migration durations counted once",
+        || {
+            let n: f64 = agents
+                .iter()
+                .map(|a| {
+                    metric_sum(
+                        &a.metrics(),
+                        "herald_vm_migration_duration_seconds_count",
+                        &[],
+                    )
+                })
+                .sum();
+            n == total("migration_succeeded") + total("migration_failed")
+        },
+    );
+    sim.shutdown().await;
+}

@@ -513,6 +513,14 @@ fn injected_error(faults: &FaultSpec) -> Response<Body> {
     }
 }
 
+fn object_key(o: &Value) -> (String, String) {
+    let m = &o["metadata"];
+    (
+        m["namespace"].as_str().unwrap_or_default().to_string(),
+        m["name"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
 struct Filter {
     api: Api,
     namespace: Option<String>,
@@ -755,6 +763,14 @@ async fn run_watch(
         )
         .collect();
     let mut rx = start.rx;
+    // Objects this watch has shown as matching (namespace/name), seeded with what matches now.
+    let mut matching: std::collections::HashSet<(String, String)> = store
+        .snapshot(filter.namespace.as_deref())
+        .1
+        .iter()
+        .filter(|o| filter.apply(o).is_some())
+        .map(|o| object_key(o))
+        .collect();
     let mut initial_done = !options.send_initial;
     loop {
         let next = if let Some(item) = queue.pop_front() {
@@ -798,8 +814,23 @@ async fn run_watch(
             continue;
         };
         last_rv = last_rv.max(rv);
-        let Some(served) = filter.apply(&object) else {
-            continue;
+        // As the API server's watch cache does for selectors: an object that starts matching is ADDED, one
+        // that stops matching is DELETED, whatever the change was.
+        let key = object_key(&object);
+        let (change, served) = match (filter.apply(&object), matching.contains(&key)) {
+            (Some(served), _) if change == ChangeKind::Deleted => {
+                matching.remove(&key);
+                (change, served)
+            }
+            (Some(served), was) => {
+                matching.insert(key);
+                (if was { change } else { ChangeKind::Added }, served)
+            }
+            (None, true) => {
+                matching.remove(&key);
+                (ChangeKind::Deleted, filter.api.serve(&object))
+            }
+            (None, false) => continue,
         };
         if !faults.slow.is_zero() {
             tokio::time::sleep(faults.slow).await;

@@ -239,8 +239,11 @@ impl VmScenario {
                 vm.stage = Stage::Running;
             }
             Stage::Migrating(step, fail) => {
+                // Another node of the cluster (with one node, the same: a migration in place).
                 let target = if node == vm.node {
-                    format!("{node}-b")
+                    let n = self.opts.nodes.max(1);
+                    let i: usize = vm.node.trim_start_matches("node-").parse().unwrap_or(0);
+                    format!("node-{}", (i + 1) % n)
                 } else {
                     node
                 };
@@ -262,8 +265,9 @@ impl VmScenario {
                     state["endTimestamp"] = json!(now());
                     state["completed"] = json!(!fail);
                     state["failed"] = json!(fail);
-                    if !fail {
-                        vm.node = state["targetNode"].as_str().unwrap_or(&vm.node).to_string();
+                    let target = state["targetNode"].as_str().unwrap_or(&vm.node).to_string();
+                    if !fail && target != vm.node {
+                        vm.node = target;
                         self.count(&vm.ns, "node_changed");
                     }
                     self.put_vmi(vmis, &vm, "Running", Some(state));

@@ -121,20 +121,39 @@ impl VmMetrics {
     }
 }
 
-/// Start the KubeVirt source: discovery, then one watch per resource (cluster-wide, or in `namespace` only),
-/// until the context's shutdown.
-pub fn spawn(
-    cfg: &KubevirtSourceConfig,
-    namespace: Option<String>,
-    ctx: &SourceContext,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if !cfg.enabled {
-        return None;
-    }
-    Some(tokio::spawn(supervise(cfg.clone(), namespace, ctx.clone())))
+/// Which objects one instance of the source watches.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub resources: Vec<VmResource>,
+    /// Only this namespace (sidecar), else cluster-wide.
+    pub namespace: Option<String>,
+    /// Only the VMIs on this node (label `kubevirt.io/nodeName`, DaemonSet mode), else all.
+    pub node: Option<String>,
 }
 
-async fn supervise(cfg: KubevirtSourceConfig, namespace: Option<String>, ctx: SourceContext) {
+impl Scope {
+    pub fn all() -> Scope {
+        Scope {
+            resources: VmResource::ALL.to_vec(),
+            namespace: None,
+            node: None,
+        }
+    }
+}
+
+/// Start the KubeVirt source: discovery, then one watch per resource of `scope`, until the context's shutdown.
+pub fn spawn(
+    cfg: &KubevirtSourceConfig,
+    scope: Scope,
+    ctx: &SourceContext,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !cfg.enabled || scope.resources.is_empty() {
+        return None;
+    }
+    Some(tokio::spawn(supervise(cfg.clone(), scope, ctx.clone())))
+}
+
+async fn supervise(cfg: KubevirtSourceConfig, scope: Scope, ctx: SourceContext) {
     let up = ctx
         .telemetry
         .gauge(telemetry::SOURCE_UP, &[("source", "kubevirt")]);
@@ -171,13 +190,14 @@ async fn supervise(cfg: KubevirtSourceConfig, namespace: Option<String>, ctx: So
     let metrics = Arc::new(tokio::sync::Mutex::new(VmMetrics::new(
         ctx.telemetry.clone(),
     )));
-    let watches: Vec<_> = VmResource::ALL
-        .into_iter()
+    let watches: Vec<_> = scope
+        .resources
+        .iter()
         .map(|r| {
             tokio::spawn(watch(
-                r,
+                *r,
                 cfg.clone(),
-                namespace.clone(),
+                scope.clone(),
                 ctx.clone(),
                 metrics.clone(),
             ))
@@ -200,7 +220,7 @@ fn label(resource: VmResource) -> &'static str {
 async fn watch(
     resource: VmResource,
     cfg: KubevirtSourceConfig,
-    namespace: Option<String>,
+    scope: Scope,
     ctx: SourceContext,
     metrics: Arc<tokio::sync::Mutex<VmMetrics>>,
 ) {
@@ -211,12 +231,17 @@ async fn watch(
         kind: resource.kind().into(),
         plural: resource.plural().into(),
     };
-    let api: Api<DynamicObject> = match &namespace {
+    let api: Api<DynamicObject> = match &scope.namespace {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
         None => Api::all_with(ctx.client.clone(), &ar),
     };
+    let node_local = resource == VmResource::Vmi && scope.node.is_some();
     let settings = WatchSettings {
         page_size: cfg.page_size,
+        label_selector: match (&scope.node, resource) {
+            (Some(node), VmResource::Vmi) => format!("kubevirt.io/nodeName={node}"),
+            _ => String::new(),
+        },
         ..WatchSettings::default()
     };
     let health = ctx.health.source(label(resource).to_string());
@@ -326,11 +351,20 @@ async fn watch(
         }
         // The initial list is the baseline; later lists and watch events are compared with what was known.
         if baseline_done || !listed {
-            for t in vm_lifecycle::derive(resource, old, &new) {
+            let transitions = match (node_local, old) {
+                // A VMI that arrives on this node by a finished migration moved here; it did not start.
+                (true, None) if vm_lifecycle::migrated_here(&new) => {
+                    vm_lifecycle::arrival(&new).into_iter().collect()
+                }
+                _ => vm_lifecycle::derive(resource, old, &new),
+            };
+            for t in transitions {
                 emit(t, &mut m, &ctx).await;
             }
             if resource == VmResource::Vmi
                 && let Some(end) = vm_lifecycle::migration_end(old, &new)
+                // With one agent per node, the agent of the VMI's node after the migration counts it once.
+                && (!node_local || vm_lifecycle::migration_ended_here(&new))
             {
                 let outcome = if end.failed { "failed" } else { "succeeded" };
                 m.migration_duration(&end.namespace, outcome, end.seconds);

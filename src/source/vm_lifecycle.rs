@@ -345,6 +345,40 @@ pub fn derive(resource: VmResource, old: Option<&VmState>, new: &VmState) -> Vec
     out
 }
 
+/// Whether a VMI's node is the target of a finished, successful migration (it arrived here by migrating).
+pub fn migrated_here(vmi: &VmState) -> bool {
+    vmi.migration.as_ref().is_some_and(|m| {
+        m.end.is_some()
+            && !m.failed
+            && !m.source_node.is_empty()
+            && m.source_node != m.target_node
+            && m.target_node == vmi.node
+    })
+}
+
+/// Whether a VMI is on the node where its last migration left it: the target after success, the source after
+/// failure. With one agent per node, that agent reports the migration's end.
+pub fn migration_ended_here(vmi: &VmState) -> bool {
+    vmi.migration.as_ref().is_some_and(|m| {
+        let expected = if m.failed {
+            &m.source_node
+        } else {
+            &m.target_node
+        };
+        *expected == vmi.node
+    })
+}
+
+/// The transition of a VMI that arrived on this node by migration: `node_changed` from its source.
+pub fn arrival(vmi: &VmState) -> Option<Transition> {
+    let m = vmi.migration.as_ref()?;
+    let mut t = transition(VmResource::Vmi, "node_changed", None, vmi);
+    t.before = vmi.status.clone();
+    t.source_node = m.source_node.clone();
+    t.target_node = m.target_node.clone();
+    Some(t)
+}
+
 /// A VMI migration that ended between `old` and `new` (an end appears for a migration uid).
 pub fn migration_end(old: Option<&VmState>, new: &VmState) -> Option<MigrationEnd> {
     let m = new.migration.as_ref()?;
