@@ -42,6 +42,8 @@ pub struct Agent {
     pub otlp: Option<otlp::Settings>,
     /// The node herald runs on (`NODE_NAME`), written on every log record.
     pub node_name: String,
+    /// herald's own diagnostics for OTLP (`log.otlp`), forwarded when the OTLP sink is configured.
+    pub diagnostics: Option<otlp::diagnostics::DiagnosticsQueue>,
 }
 
 impl Agent {
@@ -54,6 +56,7 @@ impl Agent {
             listener,
             otlp,
             node_name,
+            diagnostics,
         } = self;
         let identity = Identity {
             cluster_name: config.sinks.otlp.cluster_name.clone(),
@@ -94,6 +97,9 @@ impl Agent {
         }
         if let Some(mut settings) = otlp {
             settings.identity = identity.clone();
+            if let Some(queue) = diagnostics {
+                tokio::spawn(queue.run(settings.clone(), telemetry.clone()));
+            }
             let q = SinkQueue::new("otlp", settings.queue_capacity, false, &telemetry);
             let sink = OtlpSink::new(settings, &telemetry, health.sink("otlp"))?;
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));

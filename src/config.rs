@@ -577,6 +577,9 @@ pub struct LogConfig {
     /// A `tracing` filter (`info`, `herald=debug,kube=warn`).
     pub level: String,
     pub format: LogFormat,
+    /// Also send herald's own diagnostics (info and above, herald's own targets only) as OTLP logs through the
+    /// OTLP sink's endpoint, scope `herald.diagnostics`. Off by default.
+    pub otlp: bool,
 }
 
 impl Default for LogConfig {
@@ -584,6 +587,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+            otlp: false,
         }
     }
 }

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Sim(args)) => {
-            init_logging("info", LogFormat::Text);
+            init_logging("info", LogFormat::Text, false);
             runtime_then(|| async {
                 herald::sim::run(args).await?;
                 Ok(())
@@ -183,7 +183,12 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };
-    init_logging(&config.log.level, config.log.format);
+    let diagnostics = init_logging(&config.log.level, config.log.format, config.log.otlp);
+    if config.log.otlp && otlp.is_none() {
+        tracing::warn!(
+            "log.otlp is on but no OTLP endpoint is configured: diagnostics stay on stderr only"
+        );
+    }
     runtime_then(|| async move {
         let listener = herald::server::bind(config.listen).await?;
         let shutdown = CancellationToken::new();
@@ -215,6 +220,7 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             listener,
             otlp,
             node_name: std::env::var("NODE_NAME").unwrap_or_default(),
+            diagnostics,
         };
         agent.run(shutdown).await?;
         if let Some(sim) = sim {
@@ -304,17 +310,36 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
     });
 }
 
-fn init_logging(level: &str, format: LogFormat) {
+/// Diagnostics on stderr (filtered by `level` or `RUST_LOG`); with `otlp`, also herald's own events to the
+/// returned queue, which the agent forwards to the collector.
+fn init_logging(
+    level: &str,
+    format: LogFormat,
+    otlp: bool,
+) -> Option<herald::sink::otlp::diagnostics::DiagnosticsQueue> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = match format {
+        LogFormat::Json => stderr.json().with_filter(filter).boxed(),
+        LogFormat::Text => stderr.with_filter(filter).boxed(),
+    };
+    let (diagnostics, queue) = match otlp {
+        true => {
+            let (layer, queue) = herald::sink::otlp::diagnostics::layer(tracing::Level::INFO);
+            (Some(layer), Some(queue))
+        }
+        false => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(diagnostics)
+        .init();
+    queue
 }
 
 #[cfg(test)]

@@ -350,3 +350,39 @@ async fn events_v1_fill_the_same_keys() {
     assert_eq!(r.record.time_unix_nano, t.as_nanosecond() as u64);
     sim.shutdown().await;
 }
+
+/// `log.otlp: true` also sends herald's own diagnostics, under the scope `herald.diagnostics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_diagnostics_can_go_to_the_collector_too() {
+    let sim = quiet_sim().await;
+    let rx = Receiver::start(true, SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let config = format!("{}log:\n  otlp: true\n", otlp_config(&rx.url(), "grpc", ""));
+    let _herald = start_herald_with(
+        &sim.url(),
+        &config,
+        Stdio::null(),
+        &[],
+        &[("HERALD_LOG_LEVEL", "info")],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let started = rx.requests().iter().any(|req| {
+            req.request.resource_logs.iter().flat_map(|r| &r.scope_logs).any(|s| {
+                s.scope.as_ref().is_some_and(|sc| sc.name == "herald.diagnostics")
+                    && s.log_records.iter().any(|l| {
+                        l.severity_text == "INFO"
+                            && matches!(&l.body, Some(b) if format!("{b:?}").contains("herald started"))
+                    })
+            })
+        });
+        if started {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no diagnostics arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sim.shutdown().await;
+}

@@ -20,6 +20,7 @@ use crate::health::SinkHealth;
 use crate::pipeline::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
+pub mod diagnostics;
 pub mod encode;
 pub mod settings;
 pub mod transport;
