@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::convert;
-use super::faults::FaultSpec;
+use super::faults::{FaultCounts, FaultSpec, Injected};
 use super::select::Selector;
 use super::store::{Change, ChangeKind, Store, StoreError};
 
@@ -27,6 +27,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub leases: super::lease::Leases,
     pub faults: Mutex<FaultSpec>,
+    /// Faults injected so far, by kind.
+    pub injected: FaultCounts,
     pub bookmark_interval: Duration,
     pub rng: Mutex<fastrand::Rng>,
 }
@@ -37,6 +39,14 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The ground truth with the fault counts.
+    pub fn truth(&self) -> super::Truth {
+        let mut truth = self.store.truth();
+        truth.faults_injected = self.injected.snapshot();
+        truth.faults_injected_total = truth.faults_injected.values().sum();
+        truth
     }
 
     fn roll(&self) -> f64 {
@@ -178,7 +188,7 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
         }
         (&Method::GET, ["sim", "truth"]) => json_response(
             StatusCode::OK,
-            &serde_json::to_value(shared.store.truth()).unwrap_or_default(),
+            &serde_json::to_value(shared.truth()).unwrap_or_default(),
         ),
         (&Method::GET, ["sim", "faults"]) => full(
             StatusCode::OK,
@@ -290,6 +300,11 @@ async fn resource(
         (Method::GET, None) => {
             let faults = shared.faults();
             if faults.error_rate > 0.0 && shared.roll() < faults.error_rate {
+                shared.injected.add(if faults.error_status == 429 {
+                    Injected::Error429
+                } else {
+                    Injected::Error500
+                });
                 return injected_error(&faults);
             }
             let labels = match Selector::labels(param("labelSelector").unwrap_or_default()) {
@@ -576,6 +591,22 @@ fn gone_line(requested: u64, oldest: u64) -> Bytes {
     )
 }
 
+/// The `n`th malformed watch line, in turn: truncated JSON, not JSON, an unknown event type, an object
+/// that is not an object. None of them is an Event; each is one line.
+fn garbage_line(n: u64) -> Bytes {
+    let line: &str = match n % 4 {
+        0 => {
+            r#"{"type":"ADDED","object":{"kind":"Event","apiVersion":"v1","metadata":{"name":"cut-off","namesp"#
+        }
+        1 => "<html><body>502 Bad Gateway</body></html>",
+        2 => {
+            r#"{"type":"EXPLODED","object":{"kind":"Event","apiVersion":"v1","metadata":{"name":"x","namespace":"default"}}}"#
+        }
+        _ => r#"{"type":"ADDED","object":"not an object"}"#,
+    };
+    Bytes::from(format!("{line}\n"))
+}
+
 /// Feed one watch stream until the client leaves, the timeout ends it, or a fault does.
 async fn run_watch(
     tx: Tx,
@@ -584,7 +615,6 @@ async fn run_watch(
     from: Option<u64>,
     options: WatchOptions,
 ) {
-    let faults = shared.faults();
     let start = match shared.store.watch_from(from) {
         Ok(start) => start,
         Err(gone) => {
@@ -610,7 +640,8 @@ async fn run_watch(
         Gone,
         Stall,
     }
-    let after_send = |sent: u64| -> Option<Stop> {
+    // Faults are read for every event, so `PUT /sim/faults` changes open streams too.
+    let after_send = |sent: u64, faults: &FaultSpec| -> Option<Stop> {
         let hit = |n: Option<u64>| n.is_some_and(|n| sent.is_multiple_of(n));
         if hit(faults.disconnect_every) {
             Some(Stop::Disconnect)
@@ -681,6 +712,7 @@ async fn run_watch(
         let Some(served) = filter.apply(&object) else {
             continue;
         };
+        let faults = shared.faults();
         if !faults.slow.is_zero() {
             tokio::time::sleep(faults.slow).await;
         }
@@ -692,9 +724,17 @@ async fn run_watch(
             return;
         }
         sent += 1;
-        match after_send(sent) {
+        if faults.garbage_every.is_some_and(|n| sent.is_multiple_of(n)) {
+            shared.injected.add(Injected::Garbage);
+            let n = shared.injected.get(Injected::Garbage);
+            if tx.send(Ok(Frame::data(garbage_line(n)))).await.is_err() {
+                return;
+            }
+        }
+        match after_send(sent, &faults) {
             None => {}
             Some(Stop::Disconnect) => {
+                shared.injected.add(Injected::Disconnect);
                 // Let hyper flush what was sent before the abort: the fault is "the connection
                 // drops after N events", not "the last events vanish", which would replay the
                 // same N events on every reconnect.
@@ -708,10 +748,12 @@ async fn run_watch(
                 return;
             }
             Some(Stop::Gone) => {
+                shared.injected.add(Injected::Gone);
                 let _ = tx.send(Ok(Frame::data(gone_line(last_rv, last_rv)))).await;
                 return;
             }
             Some(Stop::Stall) => {
+                shared.injected.add(Injected::Stall);
                 tokio::select! {
                     _ = tx.closed() => {}
                     _ = tokio::time::sleep(options.timeout.unwrap_or(Duration::from_secs(3600))) => {}

@@ -37,7 +37,8 @@ pub struct Accounting {
     order: VecDeque<Arc<str>>,
     generation: u32,
     baseline: bool,
-    lists: u32,
+    /// A list has completed since the start (the baseline, if any, is taken).
+    listed: bool,
     policy: StartupPolicy,
     max_objects: usize,
     evictions: u64,
@@ -50,18 +51,18 @@ impl Accounting {
             order: VecDeque::new(),
             generation: 0,
             baseline: false,
-            lists: 0,
+            listed: false,
             policy,
             max_objects: max_objects.max(1),
             evictions: 0,
         }
     }
 
-    /// A list (initial or relist) starts.
+    /// A list (initial or relist) starts. A list whose page failed starts again from the first page: until
+    /// one completes, every attempt is still the initial list (and the baseline under `skip-existing`).
     pub fn list_start(&mut self) {
         self.generation = self.generation.wrapping_add(1);
-        self.baseline = self.lists == 0 && self.policy == StartupPolicy::SkipExisting;
-        self.lists += 1;
+        self.baseline = !self.listed && self.policy == StartupPolicy::SkipExisting;
     }
 
     /// The list is complete: objects it did not contain are gone. Returns how many were forgotten.
@@ -70,6 +71,7 @@ impl Accounting {
         let generation = self.generation;
         self.known.retain(|_, t| t.generation == generation);
         self.baseline = false;
+        self.listed = true;
         self.compact();
         before - self.known.len()
     }
@@ -202,6 +204,23 @@ mod tests {
         assert_eq!(a.list_done(), 1);
         assert_eq!(a.len(), 2);
         assert_eq!(a.observe("b", 5), obs(true, 5), "b was forgotten");
+    }
+
+    #[test]
+    fn an_initial_list_restarted_after_a_failed_page_is_still_the_baseline() {
+        let mut a = Accounting::new(StartupPolicy::SkipExisting, 100);
+        a.list_start();
+        assert_eq!(a.observe("p1", 4), obs(false, 0));
+        // Page 2 failed: the list starts over.
+        a.list_start();
+        assert_eq!(a.observe("p1", 4), obs(false, 0));
+        assert_eq!(
+            a.observe("p2", 6),
+            obs(false, 0),
+            "still existing before start"
+        );
+        a.list_done();
+        assert_eq!(a.observe("p2", 7), obs(false, 1));
     }
 
     #[test]
