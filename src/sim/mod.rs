@@ -240,6 +240,11 @@ impl RunningSim {
         self.shared.truth()
     }
 
+    /// The store behind the API, for tests that write faster (or stranger objects) than a client could.
+    pub fn store(&self) -> &Arc<store::Store> {
+        &self.shared.store
+    }
+
     pub fn set_faults(&self, faults: FaultSpec) {
         *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
     }
