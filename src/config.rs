@@ -845,6 +845,14 @@ mod tests {
             err("source:\n  events:\n    scope: namespaces\n")
                 .starts_with("source.events.namespaces: must list")
         );
+        assert_eq!(
+            err("source:\n  events:\n    stall_timeout: 0s\n"),
+            "source.events.stall_timeout: must be greater than 0"
+        );
+        assert_eq!(
+            err("source:\n  events:\n    max_message_bytes: 0\n"),
+            "source.events.max_message_bytes: must be greater than 0"
+        );
         let e = err("redact:\n  rules:\n    - {name: x, pattern: '(', replacement: ''}\n");
         assert!(
             e.starts_with("redact.rules[0].pattern: invalid regular expression"),

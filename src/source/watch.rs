@@ -530,22 +530,35 @@ where
             });
         return Err(kube::Error::Api(status.boxed()));
     }
-    let body = response.into_body().into_data_stream();
+    Ok(split_lines(response.into_body().into_data_stream()))
+}
+
+/// Split a watch body into lines and decode each; see [`open_lines`].
+fn split_lines<K, S>(body: S) -> LineStream<K>
+where
+    K: Clone + DeserializeOwned + Send + 'static,
+    S: futures::Stream<Item = kube::Result<bytes::Bytes>> + Send + Unpin + 'static,
+{
     let lines = futures::stream::unfold(
-        (body, bytes::BytesMut::new(), false),
-        |(mut body, mut buf, mut ended)| async move {
+        // (body, bytes not yet returned, the body failed, how much of the buffer has no newline)
+        (body, bytes::BytesMut::new(), false, 0),
+        |(mut body, mut buf, mut ended, mut scanned)| async move {
             loop {
-                if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                if let Some(i) = buf[scanned..].iter().position(|b| *b == b'\n') {
+                    let i = scanned + i;
+                    scanned = 0;
                     let line = buf.split_to(i + 1);
                     let line = line[..i].trim_ascii();
                     if line.is_empty() {
                         continue;
                     }
-                    return Some((decode_line::<K>(line), (body, buf, ended)));
+                    return Some((decode_line::<K>(line), (body, buf, ended, scanned)));
                 }
                 if ended {
                     return None;
                 }
+                // A long line arrives in many chunks: search only what is new.
+                scanned = buf.len();
                 match body.next().await {
                     Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                     // The end of the stream; a partial last line was cut off with the connection.
@@ -554,14 +567,15 @@ where
                     Some(Err(error)) => {
                         ended = true;
                         buf.clear();
+                        scanned = 0;
                         let error = kube::Error::ReadEvents(std::io::Error::other(error));
-                        return Some((Err(error), (body, buf, ended)));
+                        return Some((Err(error), (body, buf, ended, scanned)));
                     }
                 }
             }
         },
     );
-    Ok(lines.boxed())
+    lines.boxed()
 }
 
 fn decode_line<K: DeserializeOwned>(line: &[u8]) -> kube::Result<Line<K>> {
@@ -627,6 +641,31 @@ mod tests {
             Ok(Line::Event(e)) => panic!("decoded {e:?}"),
             Err(e) => panic!("error {e}"),
         }
+    }
+
+    #[tokio::test]
+    async fn lines_split_across_chunks_and_a_cut_off_tail() {
+        let chunk = |s: &str| Ok(bytes::Bytes::from(s.to_string()));
+        let added = r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n"}}}"#;
+        let (head, tail) = added.split_at(20);
+        let body = futures::stream::iter(vec![
+            chunk(head),
+            chunk(&format!("{tail}\n\n<html>\n")),
+            chunk(r#"{"type":"MODIFIED","object":{"metadata":"#),
+            chunk("\n"),
+            chunk(r#"{"type":"DELETED","object":{"met"#),
+        ]);
+        let got: Vec<_> = split_lines::<Ev, _>(body).collect().await;
+        let kinds: Vec<&str> = got
+            .iter()
+            .map(|r| match r {
+                Ok(Line::Event(WatchEvent::Added(_))) => "added",
+                Ok(Line::Undecodable(_)) => "undecodable",
+                _ => "other",
+            })
+            .collect();
+        // The empty line is skipped; the unterminated last line was cut off with the connection.
+        assert_eq!(kinds, ["added", "undecodable", "undecodable"]);
     }
 
     #[test]
