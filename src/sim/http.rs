@@ -391,11 +391,14 @@ async fn resource(
 
 fn injected_error(faults: &FaultSpec) -> Response<Body> {
     if faults.error_status == 429 {
-        let mut resp = error(
+        // As the API server does: Retry-After, and the same in the Status' details.
+        let mut body = status(
             429,
             "TooManyRequests",
             "too many requests, please try again later",
         );
+        body["details"] = json!({"retryAfterSeconds": faults.retry_after});
+        let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
         if let Ok(v) = HeaderValue::from_str(&faults.retry_after.to_string()) {
             resp.headers_mut().insert(RETRY_AFTER, v);
         }

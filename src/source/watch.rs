@@ -267,7 +267,7 @@ where
                 self.state = State::List {
                     continue_token: None,
                 };
-                self.sleep_backoff().await;
+                self.sleep_backoff_at_least(retry_after(&error)).await;
             }
         }
     }
@@ -309,7 +309,7 @@ where
                 } else {
                     State::Open { resource_version }
                 };
-                self.sleep_backoff().await;
+                self.sleep_backoff_at_least(retry_after(&error)).await;
             }
         }
     }
@@ -451,7 +451,15 @@ where
     }
 
     async fn sleep_backoff(&mut self) {
-        let delay = self.backoff.next_delay();
+        self.sleep_backoff_at_least(None).await;
+    }
+
+    /// Back off, and at least as long as the server asked (`Retry-After`, capped at the backoff maximum).
+    async fn sleep_backoff_at_least(&mut self, server: Option<Duration>) {
+        let delay = self
+            .backoff
+            .next_delay()
+            .max(server.unwrap_or_default().min(Backoff::MAX));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = self.shutdown.cancelled() => {}
@@ -478,6 +486,20 @@ fn warn_once_undecodable(resource: &'static str, error: &serde_json::Error) {
     if !seen.contains(&(resource, problem)) {
         seen.push((resource, problem));
         tracing::warn!(resource, problem, %error, "skipping an undecodable watch line (counted in herald_invalid_objects_total{{reason=\"undecodable\"}}; logged once per kind of problem)");
+    }
+}
+
+/// How long the server asked to wait: `details.retryAfterSeconds` of its Status (the API server sets it with
+/// 429; [`open_lines`] also fills it from a `Retry-After` header).
+fn retry_after(error: &kube::Error) -> Option<Duration> {
+    match error {
+        kube::Error::Api(status) => status
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s.into())),
+        _ => None,
     }
 }
 
@@ -520,14 +542,34 @@ where
     let response = client.send(request.map(kube::client::Body::from)).await?;
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
+        let header_retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
         let body = response.into_body().collect().await?.to_bytes();
-        let status = serde_json::from_slice::<kube::core::Status>(&body)
+        let mut status = serde_json::from_slice::<kube::core::Status>(&body)
             .ok()
             .filter(|s| s.code != 0)
             .unwrap_or_else(|| {
                 kube::core::Status::failure(&String::from_utf8_lossy(&body), "")
                     .with_code(status.as_u16())
             });
+        if let Some(seconds) = header_retry_after {
+            let details =
+                status
+                    .details
+                    .get_or_insert_with(|| kube::core::response::StatusDetails {
+                        name: String::new(),
+                        group: String::new(),
+                        kind: String::new(),
+                        uid: String::new(),
+                        causes: Vec::new(),
+                        retry_after_seconds: 0,
+                    });
+            if details.retry_after_seconds == 0 {
+                details.retry_after_seconds = seconds;
+            }
+        }
         return Err(kube::Error::Api(status.boxed()));
     }
     Ok(split_lines(response.into_body().into_data_stream()))
@@ -694,6 +736,18 @@ mod tests {
             decode_line::<Ev>(br#"{"kind":"Status","code":410,"reason":"Expired"}"#),
             Err(kube::Error::Api(s)) if s.code == 410
         ));
+    }
+
+    #[test]
+    fn retry_after_comes_from_the_status_details() {
+        let status: kube::core::Status = serde_json::from_str(
+            r#"{"kind":"Status","code":429,"reason":"TooManyRequests","details":{"retryAfterSeconds":3}}"#,
+        )
+        .unwrap();
+        let error = kube::Error::Api(status.boxed());
+        assert_eq!(retry_after(&error), Some(Duration::from_secs(3)));
+        let status = kube::core::Status::failure("x", "InternalError").with_code(500);
+        assert_eq!(retry_after(&kube::Error::Api(status.boxed())), None);
     }
 
     #[test]
