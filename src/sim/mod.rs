@@ -70,7 +70,7 @@ pub struct SimArgs {
     /// Stop generating after this many operations.
     #[arg(long)]
     pub max_events: Option<u64>,
-    /// Percentage of generated operations that delete a random live Event (the rest create or raise counts).
+    /// Percentage (0 to 30) of generated operations that delete a random live Event (the rest create or raise counts).
     #[arg(long, default_value_t = 5)]
     pub delete_percent: u32,
     /// Wait this long before the first generated operation (e.g. 10s).

@@ -20,7 +20,7 @@ pub struct ScenarioOptions {
     pub max_events: Option<u64>,
     /// Wait before the first operation.
     pub start_after: Duration,
-    /// Percentage of operations that delete a random live Event (0 to 100).
+    /// Percentage of operations that delete a random live Event (0 to 30; the rest create or raise counts).
     pub delete_percent: u32,
     /// Generated Events older than this are deleted (real clusters keep Events for 1h).
     pub ttl: Duration,
