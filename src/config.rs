@@ -228,6 +228,13 @@ pub struct EventSourceConfig {
     /// forgotten (a forgotten Event's next update counts its full count again: counted in
     /// `herald_source_state_evictions_total`).
     pub max_tracked_objects: usize,
+    /// A watch that delivers nothing (no object, no bookmark) for this long is treated as stalled and
+    /// re-opened from its last resourceVersion (counted as `herald_watch_restarts_total{reason="stalled"}`).
+    /// Keep it above the API server's bookmark interval (about 1m) and the watch timeout (290s).
+    pub stall_timeout: Duration,
+    /// Messages longer than this many bytes are cut on a UTF-8 character boundary and the record is marked
+    /// truncated (`herald.truncated` in the logs, `herald_messages_truncated_total`).
+    pub max_message_bytes: usize,
 }
 
 impl Default for EventSourceConfig {
@@ -242,6 +249,8 @@ impl Default for EventSourceConfig {
             page_size: 500,
             startup: StartupPolicy::SkipExisting,
             max_tracked_objects: 200_000,
+            stall_timeout: Duration::from_secs(305),
+            max_message_bytes: 4096,
         }
     }
 }
@@ -661,6 +670,16 @@ impl Config {
             "source.events.max_tracked_objects",
             self.source.events.max_tracked_objects,
         )?;
+        positive(
+            "source.events.max_message_bytes",
+            self.source.events.max_message_bytes,
+        )?;
+        if self.source.events.stall_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "source.events.stall_timeout",
+                "must be greater than 0",
+            ));
+        }
         positive("dedup.max_entries", self.dedup.max_entries)?;
         positive(
             "metrics.max_series_per_metric",
@@ -856,6 +875,14 @@ mod tests {
         assert!(
             err("source:\n  events:\n    scope: namespaces\n")
                 .starts_with("source.events.namespaces: must list")
+        );
+        assert_eq!(
+            err("source:\n  events:\n    stall_timeout: 0s\n"),
+            "source.events.stall_timeout: must be greater than 0"
+        );
+        assert_eq!(
+            err("source:\n  events:\n    max_message_bytes: 0\n"),
+            "source.events.max_message_bytes: must be greater than 0"
         );
         let e = err("redact:\n  rules:\n    - {name: x, pattern: '(', replacement: ''}\n");
         assert!(

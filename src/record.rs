@@ -132,6 +132,8 @@ pub struct EventRecord {
     pub action: Box<str>,
     /// The message (`note` in events.k8s.io/v1), redacted by the pipeline before any sink sees it.
     pub message: String,
+    /// The message was longer than `source.events.max_message_bytes` and was cut.
+    pub truncated: bool,
     /// Total occurrences of this Event object so far (`count`, `series.count`, at least 1).
     pub count: u32,
     /// Occurrences this record stands for: new ones since herald last saw the object (0 for a baseline or delete).
@@ -223,6 +225,7 @@ impl EventRecord {
             host: "".into(),
             action: "".into(),
             message: String::new(),
+            truncated: false,
             count: 1,
             delta: 1,
             new_object: true,

@@ -66,6 +66,8 @@ catalogue! {
         "Unix time of the last object or bookmark received on a watch.";
     INVALID_OBJECTS = "herald_invalid_objects_total", "counter", "resource, reason",
         "Malformed objects from the API, counted and skipped: missing_field, wrong_type, undecodable.";
+    MESSAGES_TRUNCATED = "herald_messages_truncated_total", "counter", "resource",
+        "Event messages longer than source.events.max_message_bytes, cut on a UTF-8 boundary and marked truncated.";
     STATE_EVICTIONS = "herald_source_state_evictions_total", "counter", "resource",
         "Per-Event count state forgotten because max_tracked_objects was reached.";
     TRACKED_OBJECTS = "herald_source_tracked_objects", "gauge", "resource",

@@ -1,10 +1,13 @@
 //! Faults on demand, so tests and people can rehearse what real API servers do to watchers.
 //!
 //! Syntax: comma-separated `key=value`, e.g. `disconnect-every=100,gone-every=500,error-rate=0.05,
-//! error-status=429,retry-after=1,slow=10ms,stall-after=200`. Faults change delivery, never the stored data
+//! error-status=429,retry-after=1,slow=10ms,stall-after=200,garbage-every=50`. Every injected fault is counted
+//! (`faults_injected` in `/sim/truth`). Faults change delivery, never the stored data
 //! or the ground truth.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A bad fault specification: which part, and why.
@@ -31,6 +34,71 @@ pub struct FaultSpec {
     pub slow: Duration,
     /// Stop sending on a watch stream after this many events, keeping the connection open.
     pub stall_after: Option<u64>,
+    /// Send a malformed line (truncated JSON, not JSON, unknown type, wrong shape, in turn) after every this
+    /// many events on a watch stream; the stream goes on.
+    pub garbage_every: Option<u64>,
+}
+
+/// A fault the simulator injected, for the count in `/sim/truth` (`faults_injected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    /// A watch stream cut mid-stream (`disconnect-every`).
+    Disconnect,
+    /// `ERROR 410 Expired` on a watch stream (`gone-every`).
+    Gone,
+    /// A list or watch request answered with 500 (`error-rate`).
+    Error500,
+    /// A list or watch request answered with 429 and Retry-After (`error-rate`, `error-status=429`).
+    Error429,
+    /// A watch stream that stopped sending while staying open (`stall-after`).
+    Stall,
+    /// A malformed line in a watch stream (`garbage-every`).
+    Garbage,
+}
+
+impl Injected {
+    const ALL: [Injected; 6] = [
+        Injected::Disconnect,
+        Injected::Gone,
+        Injected::Error500,
+        Injected::Error429,
+        Injected::Stall,
+        Injected::Garbage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Injected::Disconnect => "disconnect",
+            Injected::Gone => "gone",
+            Injected::Error500 => "error_500",
+            Injected::Error429 => "error_429",
+            Injected::Stall => "stall",
+            Injected::Garbage => "garbage",
+        }
+    }
+}
+
+/// How many faults of each kind the simulator injected since it started.
+#[derive(Debug, Default)]
+pub struct FaultCounts([AtomicU64; 6]);
+
+impl FaultCounts {
+    pub fn add(&self, fault: Injected) {
+        self.0[fault as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, fault: Injected) -> u64 {
+        self.0[fault as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts by kind (every kind listed, zeros included).
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        Injected::ALL
+            .iter()
+            .zip(&self.0)
+            .map(|(f, n)| (f.as_str().to_string(), n.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 impl std::str::FromStr for FaultSpec {
@@ -61,6 +129,7 @@ impl std::str::FromStr for FaultSpec {
                 "disconnect-every" => spec.disconnect_every = Some(count()?),
                 "gone-every" => spec.gone_every = Some(count()?),
                 "stall-after" => spec.stall_after = Some(count()?),
+                "garbage-every" => spec.garbage_every = Some(count()?),
                 "retry-after" => spec.retry_after = count()?,
                 "error-rate" => {
                     spec.error_rate = value
@@ -82,7 +151,7 @@ impl std::str::FromStr for FaultSpec {
                 }
                 _ => {
                     return Err(err(
-                        "unknown fault (disconnect-every, gone-every, error-rate, error-status, retry-after, slow, stall-after)",
+                        "unknown fault (disconnect-every, gone-every, error-rate, error-status, retry-after, slow, stall-after, garbage-every)",
                     ));
                 }
             }
@@ -111,6 +180,9 @@ impl fmt::Display for FaultSpec {
         if let Some(n) = self.stall_after {
             parts.push(format!("stall-after={n}"));
         }
+        if let Some(n) = self.garbage_every {
+            parts.push(format!("garbage-every={n}"));
+        }
         f.write_str(&parts.join(","))
     }
 }
@@ -121,7 +193,7 @@ mod tests {
 
     #[test]
     fn parses_and_prints_back() {
-        let s: FaultSpec = "disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=2,slow=10ms,stall-after=7"
+        let s: FaultSpec = "disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=2,slow=10ms,stall-after=7,garbage-every=3"
             .parse()
             .unwrap();
         assert_eq!(s.disconnect_every, Some(100));
@@ -132,6 +204,7 @@ mod tests {
         );
         assert_eq!(s.slow, Duration::from_millis(10));
         assert_eq!(s.stall_after, Some(7));
+        assert_eq!(s.garbage_every, Some(3));
         assert_eq!(s.to_string().parse::<FaultSpec>().unwrap(), s);
         assert_eq!("".parse::<FaultSpec>().unwrap().to_string(), "");
     }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::convert;
-use super::faults::FaultSpec;
+use super::faults::{FaultCounts, FaultSpec, Injected};
 use super::select::Selector;
 use super::store::{Change, ChangeKind, Store, StoreError};
 
@@ -32,6 +32,8 @@ pub struct Shared {
     pub vm_truth: Arc<Mutex<super::vm_scenario::VmTruth>>,
     pub leases: super::lease::Leases,
     pub faults: Mutex<FaultSpec>,
+    /// Faults injected so far, by kind.
+    pub injected: FaultCounts,
     pub bookmark_interval: Duration,
     pub rng: Mutex<fastrand::Rng>,
 }
@@ -50,6 +52,14 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The ground truth with the fault counts.
+    pub fn truth(&self) -> super::Truth {
+        let mut truth = self.store.truth();
+        truth.faults_injected = self.injected.snapshot();
+        truth.faults_injected_total = truth.faults_injected.values().sum();
+        truth
     }
 
     fn roll(&self) -> f64 {
@@ -264,7 +274,7 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
             json_response(StatusCode::OK, &resource_list("events.k8s.io/v1", false))
         }
         (&Method::GET, ["sim", "truth"]) => {
-            let mut truth = serde_json::to_value(shared.store.truth()).unwrap_or_default();
+            let mut truth = serde_json::to_value(shared.truth()).unwrap_or_default();
             let vm = shared
                 .vm_truth
                 .lock()
@@ -408,6 +418,11 @@ async fn resource(
         (Method::GET, None) => {
             let faults = shared.faults();
             if faults.error_rate > 0.0 && shared.roll() < faults.error_rate {
+                shared.injected.add(if faults.error_status == 429 {
+                    Injected::Error429
+                } else {
+                    Injected::Error500
+                });
                 return injected_error(&faults);
             }
             let labels = match Selector::labels(param("labelSelector").unwrap_or_default()) {
@@ -495,11 +510,14 @@ async fn resource(
 
 fn injected_error(faults: &FaultSpec) -> Response<Body> {
     if faults.error_status == 429 {
-        let mut resp = error(
+        // As the API server does: Retry-After, and the same in the Status' details.
+        let mut body = status(
             429,
             "TooManyRequests",
             "too many requests, please try again later",
         );
+        body["details"] = json!({"retryAfterSeconds": faults.retry_after});
+        let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
         if let Ok(v) = HeaderValue::from_str(&faults.retry_after.to_string()) {
             resp.headers_mut().insert(RETRY_AFTER, v);
         }
@@ -703,6 +721,22 @@ fn gone_line(requested: u64, oldest: u64) -> Bytes {
     )
 }
 
+/// The `n`th malformed watch line, in turn: truncated JSON, not JSON, an unknown event type, an object
+/// that is not an object. None of them is an Event; each is one line.
+fn garbage_line(n: u64) -> Bytes {
+    let line: &str = match n % 4 {
+        0 => {
+            r#"{"type":"ADDED","object":{"kind":"Event","apiVersion":"v1","metadata":{"name":"cut-off","namesp"#
+        }
+        1 => "<html><body>502 Bad Gateway</body></html>",
+        2 => {
+            r#"{"type":"EXPLODED","object":{"kind":"Event","apiVersion":"v1","metadata":{"name":"x","namespace":"default"}}}"#
+        }
+        _ => r#"{"type":"ADDED","object":"not an object"}"#,
+    };
+    Bytes::from(format!("{line}\n"))
+}
+
 /// Feed one watch stream until the client leaves, the timeout ends it, or a fault does.
 async fn run_watch(
     tx: Tx,
@@ -711,7 +745,6 @@ async fn run_watch(
     from: Option<u64>,
     options: WatchOptions,
 ) {
-    let faults = shared.faults();
     let store = shared.store_for(filter.api).clone();
     let start = match store.watch_from(from) {
         Ok(start) => start,
@@ -738,7 +771,8 @@ async fn run_watch(
         Gone,
         Stall,
     }
-    let after_send = |sent: u64| -> Option<Stop> {
+    // Faults are read for every event, so `PUT /sim/faults` changes open streams too.
+    let after_send = |sent: u64, faults: &FaultSpec| -> Option<Stop> {
         let hit = |n: Option<u64>| n.is_some_and(|n| sent.is_multiple_of(n));
         if hit(faults.disconnect_every) {
             Some(Stop::Disconnect)
@@ -832,6 +866,7 @@ async fn run_watch(
             }
             (None, false) => continue,
         };
+        let faults = shared.faults();
         if !faults.slow.is_zero() {
             tokio::time::sleep(faults.slow).await;
         }
@@ -843,9 +878,17 @@ async fn run_watch(
             return;
         }
         sent += 1;
-        match after_send(sent) {
+        if faults.garbage_every.is_some_and(|n| sent.is_multiple_of(n)) {
+            shared.injected.add(Injected::Garbage);
+            let n = shared.injected.get(Injected::Garbage);
+            if tx.send(Ok(Frame::data(garbage_line(n)))).await.is_err() {
+                return;
+            }
+        }
+        match after_send(sent, &faults) {
             None => {}
             Some(Stop::Disconnect) => {
+                shared.injected.add(Injected::Disconnect);
                 // Let hyper flush what was sent before the abort: the fault is "the connection
                 // drops after N events", not "the last events vanish", which would replay the
                 // same N events on every reconnect.
@@ -859,10 +902,12 @@ async fn run_watch(
                 return;
             }
             Some(Stop::Gone) => {
+                shared.injected.add(Injected::Gone);
                 let _ = tx.send(Ok(Frame::data(gone_line(last_rv, last_rv)))).await;
                 return;
             }
             Some(Stop::Stall) => {
+                shared.injected.add(Injected::Stall);
                 tokio::select! {
                     _ = tx.closed() => {}
                     _ = tokio::time::sleep(options.timeout.unwrap_or(Duration::from_secs(3600))) => {}

@@ -71,10 +71,14 @@ pub struct SimArgs {
     /// Stop generating after this many operations.
     #[arg(long)]
     pub max_events: Option<u64>,
+    /// Percentage (0 to 30) of generated operations that delete a random live Event (the rest create or raise counts).
+    #[arg(long, default_value_t = 5)]
+    pub delete_percent: u32,
     /// Wait this long before the first generated operation (e.g. 10s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub start_after: Duration,
-    /// Faults, e.g. disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=1,slow=10ms,stall-after=200.
+    /// Faults, e.g. disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=1,slow=10ms,stall-after=200,garbage-every=50.
+    /// Counts of injected faults are in /sim/truth; change them live with PUT /sim/faults.
     #[arg(long, default_value = "")]
     pub faults: String,
     /// Load objects from a YAML or JSON file (one object, a List, or several documents). Repeatable.
@@ -160,6 +164,7 @@ impl TryFrom<&SimArgs> for SimOptions {
                 namespaces: a.namespaces,
                 max_events: a.max_events,
                 start_after: a.start_after,
+                delete_percent: a.delete_percent.min(100),
                 ..ScenarioOptions::default()
             }),
             faults: a.faults.parse()?,
@@ -223,6 +228,7 @@ impl RunningSim {
             vm_truth: vm_truth.clone(),
             store: store.clone(),
             faults: Mutex::new(opts.faults.clone()),
+            injected: faults::FaultCounts::default(),
             bookmark_interval: opts.bookmark_interval,
             rng: Mutex::new(fastrand::Rng::with_seed(opts.seed ^ 0x5eed)),
         });
@@ -272,8 +278,14 @@ impl RunningSim {
         )
     }
 
+    /// The ground truth, with the count of faults injected so far.
     pub fn truth(&self) -> Truth {
-        self.shared.store.truth()
+        self.shared.truth()
+    }
+
+    /// The store behind the API, for tests that write faster (or stranger objects) than a client could.
+    pub fn store(&self) -> &Arc<store::Store> {
+        &self.shared.store
     }
 
     /// The VM transitions and quota-exceeded Events the VM scenario has produced so far.

@@ -20,6 +20,8 @@ pub struct ScenarioOptions {
     pub max_events: Option<u64>,
     /// Wait before the first operation.
     pub start_after: Duration,
+    /// Percentage of operations that delete a random live Event (0 to 30; the rest create or raise counts).
+    pub delete_percent: u32,
     /// Generated Events older than this are deleted (real clusters keep Events for 1h).
     pub ttl: Duration,
 }
@@ -31,6 +33,7 @@ impl Default for ScenarioOptions {
             namespaces: 5,
             max_events: None,
             start_after: Duration::ZERO,
+            delete_percent: 5,
             ttl: Duration::from_secs(3600),
         }
     }
@@ -266,12 +269,12 @@ impl Scenario {
         }
     }
 
-    /// One operation: ~70% new Event, ~25% count increase, ~5% delete.
+    /// One operation: ~70% new Event, then count increases and deletes (`delete_percent`, 5 by default).
     pub fn step(&mut self, store: &Store) {
         let roll = self.rng.u32(0..100);
         if roll < 70 || self.live.is_empty() {
             self.create(store);
-        } else if roll < 95 {
+        } else if roll < 100 - self.opts.delete_percent.min(30) {
             let i = self.rng.usize(0..self.live.len());
             let by = self.rng.i64(1..=3);
             let (ns, name, count, _) = &mut self.live[i];

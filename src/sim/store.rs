@@ -57,6 +57,12 @@ pub struct Truth {
     pub objects: usize,
     pub occurrences_total: u64,
     pub occurrences: Vec<TruthRow>,
+    /// Faults injected since the simulator started, by kind (disconnect, gone, error_500, error_429, stall,
+    /// garbage). Faults change delivery, never the occurrences above.
+    #[serde(default)]
+    pub faults_injected: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub faults_injected_total: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,6 +424,8 @@ impl Store {
             objects: inner.objects.len(),
             occurrences_total: occurrences.iter().map(|r| r.count).sum(),
             occurrences,
+            faults_injected: Default::default(),
+            faults_injected_total: 0,
         }
     }
 }

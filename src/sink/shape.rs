@@ -142,6 +142,9 @@ pub fn log_attributes<'a>(r: &'a EventRecord, mut put: impl FnMut(&'static str, 
     put("herald.occurrences", Value::Int(r.delta.into()));
     put("herald.severity", Value::Str(r.severity.as_str()));
     put("herald.repeated", Value::Bool(r.repeated));
+    if r.truncated {
+        put("herald.truncated", Value::Bool(true));
+    }
     put(
         "herald.fingerprint",
         Value::Owned(format!("{:016x}", r.fingerprint)),

@@ -37,7 +37,8 @@ pub struct Accounting {
     order: VecDeque<Arc<str>>,
     generation: u32,
     baseline: bool,
-    lists: u32,
+    /// A list has completed since the start (the baseline, if any, is taken).
+    listed: bool,
     policy: StartupPolicy,
     max_objects: usize,
     evictions: u64,
@@ -50,18 +51,18 @@ impl Accounting {
             order: VecDeque::new(),
             generation: 0,
             baseline: false,
-            lists: 0,
+            listed: false,
             policy,
             max_objects: max_objects.max(1),
             evictions: 0,
         }
     }
 
-    /// A list (initial or relist) starts.
+    /// A list (initial or relist) starts. A list whose page failed starts again from the first page: until
+    /// one completes, every attempt is still the initial list (and the baseline under `skip-existing`).
     pub fn list_start(&mut self) {
         self.generation = self.generation.wrapping_add(1);
-        self.baseline = self.lists == 0 && self.policy == StartupPolicy::SkipExisting;
-        self.lists += 1;
+        self.baseline = !self.listed && self.policy == StartupPolicy::SkipExisting;
     }
 
     /// The list is complete: objects it did not contain are gone. Returns how many were forgotten.
@@ -70,6 +71,7 @@ impl Accounting {
         let generation = self.generation;
         self.known.retain(|_, t| t.generation == generation);
         self.baseline = false;
+        self.listed = true;
         self.compact();
         before - self.known.len()
     }
@@ -205,6 +207,23 @@ mod tests {
     }
 
     #[test]
+    fn an_initial_list_restarted_after_a_failed_page_is_still_the_baseline() {
+        let mut a = Accounting::new(StartupPolicy::SkipExisting, 100);
+        a.list_start();
+        assert_eq!(a.observe("p1", 4), obs(false, 0));
+        // Page 2 failed: the list starts over.
+        a.list_start();
+        assert_eq!(a.observe("p1", 4), obs(false, 0));
+        assert_eq!(
+            a.observe("p2", 6),
+            obs(false, 0),
+            "still existing before start"
+        );
+        a.list_done();
+        assert_eq!(a.observe("p2", 7), obs(false, 1));
+    }
+
+    #[test]
     fn counts_never_go_backwards() {
         let mut a = Accounting::new(StartupPolicy::SkipExisting, 100);
         assert_eq!(a.observe("x", 5), obs(true, 5));
@@ -228,5 +247,171 @@ mod tests {
             obs(true, 2),
             "2 was the oldest and was evicted"
         );
+    }
+}
+
+/// Property: whatever the API server does, herald's total equals the ground truth.
+///
+/// A model API server holds objects with counts; its ground truth is every creation's count plus every
+/// increase. herald's [`Accounting`] sees what a list+watch client sees: while watching, every change (and,
+/// after a resumed watch, some of them again, or stale); after a 410, nothing until a relist shows the current
+/// objects (a relist may restart when a page fails). Under `skip-existing` the objects of the first list are
+/// the baseline, under `replay` they count. Deletes during a relist gap are left out: list+watch cannot see an
+/// Event that was created or raised and deleted while no watch was open (a documented limit).
+#[cfg(test)]
+mod props {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Create object `k` (if absent) with this count.
+        Add(u8, u32),
+        /// Raise object `k`'s count by this much (0: an update that does not change the count).
+        Raise(u8, u32),
+        Delete(u8),
+        /// The watch resumes from an older resourceVersion: object `k`'s state (as of up to `back` changes
+        /// ago) is delivered again.
+        Redeliver(u8, u8),
+        /// 410: these changes happen unseen, then a relist; `failed_page` restarts the list once.
+        Relist {
+            gap: Vec<(u8, u32, bool)>,
+            failed_page: bool,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let k = 0u8..12;
+        prop_oneof![
+            3 => (k.clone(), 1u32..20).prop_map(|(k, c)| Op::Add(k, c)),
+            4 => (k.clone(), 0u32..5).prop_map(|(k, c)| Op::Raise(k, c)),
+            1 => k.clone().prop_map(Op::Delete),
+            1 => (k.clone(), 0u8..4).prop_map(|(k, b)| Op::Redeliver(k, b)),
+            1 => (proptest::collection::vec((k, 1u32..5, any::<bool>()), 0..6), any::<bool>())
+                .prop_map(|(gap, failed_page)| Op::Relist { gap, failed_page }),
+        ]
+    }
+
+    /// The model API server: current objects and the history of counts each went through.
+    #[derive(Default)]
+    struct World {
+        objects: BTreeMap<u8, u32>,
+        history: BTreeMap<u8, Vec<u32>>,
+        truth: u64,
+        /// Objects are recreated under a new UID after a delete, as Kubernetes does.
+        uid: BTreeMap<u8, u32>,
+    }
+
+    impl World {
+        fn key(&self, k: u8) -> String {
+            format!("{k}/{}", self.uid.get(&k).copied().unwrap_or(0))
+        }
+        /// Apply a create or raise; returns the new count when something changed.
+        fn write(&mut self, k: u8, by: u32, create: bool) -> Option<u32> {
+            match self.objects.get_mut(&k) {
+                Some(c) if !create => {
+                    *c += by;
+                    self.truth += u64::from(by);
+                    let c = *c;
+                    self.history.entry(k).or_default().push(c);
+                    Some(c)
+                }
+                None if create => {
+                    self.objects.insert(k, by);
+                    self.truth += u64::from(by);
+                    self.history.insert(k, vec![by]);
+                    Some(by)
+                }
+                _ => None,
+            }
+        }
+        fn delete(&mut self, k: u8) -> bool {
+            let gone = self.objects.remove(&k).is_some();
+            if gone {
+                self.history.remove(&k);
+                *self.uid.entry(k).or_default() += 1;
+            }
+            gone
+        }
+        fn list(&self, a: &mut Accounting, failed_page: bool) -> u64 {
+            let mut counted = 0;
+            a.list_start();
+            if failed_page {
+                // The first page arrived, the second failed: the list starts again.
+                for (k, c) in self.objects.iter().take(self.objects.len() / 2) {
+                    counted += u64::from(a.observe(&self.key(*k), *c).delta);
+                }
+                a.list_start();
+            }
+            for (k, c) in &self.objects {
+                counted += u64::from(a.observe(&self.key(*k), *c).delta);
+            }
+            a.list_done();
+            counted
+        }
+    }
+
+    fn run(policy: StartupPolicy, initial: Vec<(u8, u32)>, first_fails: bool, ops: Vec<Op>) {
+        let mut w = World::default();
+        for (k, c) in initial {
+            w.write(k, c, true);
+        }
+        let mut a = Accounting::new(policy, 10_000);
+        let baseline = match policy {
+            StartupPolicy::SkipExisting => w.truth,
+            StartupPolicy::Replay => 0,
+        };
+        let mut counted = w.list(&mut a, first_fails);
+        for op in ops {
+            match op {
+                Op::Add(k, c) => {
+                    if let Some(c) = w.write(k, c, true) {
+                        counted += u64::from(a.observe(&w.key(k), c).delta);
+                    }
+                }
+                Op::Raise(k, by) => {
+                    if let Some(c) = w.write(k, by, false) {
+                        counted += u64::from(a.observe(&w.key(k), c).delta);
+                    }
+                }
+                Op::Delete(k) => {
+                    let key = w.key(k);
+                    if w.delete(k) {
+                        a.forget(&key);
+                    }
+                }
+                Op::Redeliver(k, back) => {
+                    if let Some(h) = w.history.get(&k) {
+                        let i = h.len().saturating_sub(1 + usize::from(back));
+                        counted += u64::from(a.observe(&w.key(k), h[i]).delta);
+                    }
+                }
+                Op::Relist { gap, failed_page } => {
+                    for (k, by, create) in gap {
+                        w.write(k, by, create);
+                    }
+                    counted += w.list(&mut a, failed_page);
+                }
+            }
+        }
+        assert_eq!(counted, w.truth - baseline);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_history_counts_the_ground_truth(
+            replay in any::<bool>(),
+            initial in proptest::collection::vec((0u8..12, 1u32..20), 0..8),
+            first_fails in any::<bool>(),
+            ops in proptest::collection::vec(op(), 0..60),
+        ) {
+            let policy = if replay { StartupPolicy::Replay } else { StartupPolicy::SkipExisting };
+            run(policy, initial, first_fails, ops);
+        }
     }
 }

@@ -61,6 +61,8 @@ pub fn spawn(
         page_size,
         startup: _,
         max_tracked_objects: _,
+        stall_timeout,
+        max_message_bytes: _,
     } = cfg;
     if !enabled {
         return Vec::new();
@@ -74,6 +76,7 @@ pub fn spawn(
         label_selector: label_selector.clone(),
         field_selector: field_selector.clone(),
         page_size: *page_size,
+        stall_after: stall_timeout.0,
         ..WatchSettings::default()
     };
     targets
@@ -106,6 +109,7 @@ struct SourceMetrics {
     evictions: Counter,
     missing_field: Counter,
     wrong_type: Counter,
+    truncated: Counter,
 }
 
 async fn run<A: Normalise>(
@@ -144,6 +148,7 @@ async fn run<A: Normalise>(
             telemetry::INVALID_OBJECTS,
             &[("resource", resource), ("reason", "wrong_type")],
         ),
+        truncated: t.counter(telemetry::MESSAGES_TRUNCATED, &[("resource", resource)]),
     };
     let mut accounting = Accounting::new(cfg.startup, cfg.max_tracked_objects);
     let mut interner = Interner::new(50_000);
@@ -174,7 +179,14 @@ async fn run<A: Normalise>(
         };
         let key = object_key(&object);
         let mut record = match normalise(object, A::API, &mut interner) {
-            Ok(record) => record,
+            Ok(mut record) => {
+                if truncate_message(&mut record.message, cfg.max_message_bytes) {
+                    record.truncated = true;
+                    metrics.truncated.increment(1);
+                    log_truncated_once(resource, &record, cfg.max_message_bytes);
+                }
+                record
+            }
             Err(invalid) => {
                 match invalid.reason {
                     "missing_field" => metrics.missing_field.increment(1),
@@ -235,6 +247,33 @@ fn log_invalid_once(resource: &'static str, invalid: &Invalid) {
             "skipping malformed Event (counted in herald_invalid_objects_total; logged once per kind of problem)"
         );
     }
+}
+
+/// Cut `message` to at most `max` bytes on a UTF-8 character boundary; true when it was cut.
+pub fn truncate_message(message: &mut String, max: usize) -> bool {
+    if message.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.shrink_to_fit();
+    true
+}
+
+fn log_truncated_once(resource: &'static str, record: &EventRecord, max: usize) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            resource,
+            namespace = %record.namespace,
+            name = %record.name,
+            max_message_bytes = max,
+            "cut a long Event message (marked herald.truncated, counted in herald_messages_truncated_total; logged once)"
+        )
+    });
 }
 
 /// Build the record from a decoded object, or say which field makes it unusable.
@@ -338,6 +377,7 @@ pub fn normalise<A>(
         host: host.unwrap_or_default().into(),
         action: get!(fields.action, "action").unwrap_or_default().into(),
         message: get!(fields.message, "message").unwrap_or_default(),
+        truncated: false,
         count,
         delta: 0,
         new_object: false,
@@ -435,6 +475,22 @@ mod tests {
         assert_eq!((e.reason, e.field), ("wrong_type", "count"));
         let e = core(r#"{"metadata":{"namespace":"n"},"involvedObject":{}}"#).unwrap_err();
         assert_eq!(e.field, "metadata.name");
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let mut m = "ab€cd".to_string(); // € is 3 bytes: a b [€ € €] c d
+        assert!(truncate_message(&mut m, 4));
+        assert_eq!(m, "ab", "never inside a character");
+        let mut m = "ab€cd".to_string();
+        assert!(truncate_message(&mut m, 5));
+        assert_eq!(m, "ab€");
+        let mut m = "short".to_string();
+        assert!(!truncate_message(&mut m, 5));
+        assert_eq!(m, "short");
+        let mut m = "€".to_string();
+        assert!(truncate_message(&mut m, 1));
+        assert_eq!(m, "");
     }
 
     #[test]

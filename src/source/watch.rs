@@ -7,14 +7,19 @@
 //! list's resourceVersion with bookmarks and a server timeout; a clean end re-watches from the last
 //! resourceVersion; 410 Gone (or a clean close that delivered nothing at once, as some API servers do for a
 //! stale version) relists; errors back off exponentially with jitter. It never gives up: only shutdown ends it.
+//!
+//! The watch body is split into lines and decoded here, one line at a time ([`open_lines`]): a line that is
+//! not a watch event (malformed or truncated JSON, an unknown type, a wrong shape) is counted in
+//! `herald_invalid_objects_total{reason="undecodable"}`, logged once per kind of problem, and skipped; the
+//! stream goes on.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use kube::Resource;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use metrics::{Counter, Gauge};
@@ -69,7 +74,7 @@ enum State<K> {
     },
     Watching {
         resource_version: String,
-        stream: BoxStream<'static, kube::Result<WatchEvent<K>>>,
+        stream: LineStream<K>,
         opened: Instant,
         delivered: bool,
     },
@@ -139,6 +144,7 @@ impl WatchMetrics {
 /// One list+watch over an `Api<K>`.
 pub struct Watcher<K: Resource + Clone + DeserializeOwned + Debug + Send + 'static> {
     api: Api<K>,
+    client: kube::Client,
     settings: WatchSettings,
     state: State<K>,
     pending: VecDeque<Step<K>>,
@@ -162,6 +168,7 @@ where
         shutdown: CancellationToken,
     ) -> Watcher<K> {
         Watcher {
+            client: api.clone().into_client(),
             api,
             settings,
             state: State::List {
@@ -260,7 +267,7 @@ where
                 self.state = State::List {
                     continue_token: None,
                 };
-                self.sleep_backoff().await;
+                self.sleep_backoff_at_least(retry_after(&error)).await;
             }
         }
     }
@@ -274,8 +281,9 @@ where
         if !self.settings.field_selector.is_empty() {
             params = params.fields(&self.settings.field_selector);
         }
+        let url = self.api.resource_url();
         let result = tokio::select! {
-            r = self.api.watch(&params, &resource_version) => r,
+            r = open_lines(&self.client, url, &params, &resource_version) => r,
             _ = self.shutdown.cancelled() => return,
         };
         match result {
@@ -283,7 +291,7 @@ where
                 self.health.set_watching(true);
                 self.state = State::Watching {
                     resource_version,
-                    stream: stream.into_stream().boxed(),
+                    stream,
                     opened: Instant::now(),
                     delivered: false,
                 };
@@ -301,7 +309,7 @@ where
                 } else {
                     State::Open { resource_version }
                 };
-                self.sleep_backoff().await;
+                self.sleep_backoff_at_least(retry_after(&error)).await;
             }
         }
     }
@@ -309,7 +317,7 @@ where
     async fn watch_one(
         &mut self,
         mut resource_version: String,
-        mut stream: BoxStream<'static, kube::Result<WatchEvent<K>>>,
+        mut stream: LineStream<K>,
         opened: Instant,
         mut delivered: bool,
     ) -> Option<Step<K>> {
@@ -331,7 +339,7 @@ where
             }
         };
         let step = match item {
-            Some(Ok(WatchEvent::Added(obj))) => {
+            Some(Ok(Line::Event(WatchEvent::Added(obj)))) => {
                 self.metrics.added.increment(1);
                 resource_version = obj
                     .meta()
@@ -340,7 +348,7 @@ where
                     .unwrap_or(resource_version);
                 Some(Step::Added(obj))
             }
-            Some(Ok(WatchEvent::Modified(obj))) => {
+            Some(Ok(Line::Event(WatchEvent::Modified(obj)))) => {
                 self.metrics.modified.increment(1);
                 resource_version = obj
                     .meta()
@@ -349,7 +357,7 @@ where
                     .unwrap_or(resource_version);
                 Some(Step::Modified(obj))
             }
-            Some(Ok(WatchEvent::Deleted(obj))) => {
+            Some(Ok(Line::Event(WatchEvent::Deleted(obj)))) => {
                 self.metrics.deleted.increment(1);
                 resource_version = obj
                     .meta()
@@ -358,11 +366,11 @@ where
                     .unwrap_or(resource_version);
                 Some(Step::Deleted(obj))
             }
-            Some(Ok(WatchEvent::Bookmark(bookmark))) => {
+            Some(Ok(Line::Event(WatchEvent::Bookmark(bookmark)))) => {
                 resource_version = bookmark.metadata.resource_version;
                 None
             }
-            Some(Ok(WatchEvent::Error(status))) => {
+            Some(Ok(Line::Event(WatchEvent::Error(status)))) => {
                 if status.code == 410 {
                     tracing::info!(
                         resource = self.metrics.resource,
@@ -382,21 +390,31 @@ where
                 }
                 return None;
             }
+            Some(Ok(Line::Undecodable(error))) => {
+                // One bad line: counted and skipped, the stream goes on.
+                self.metrics.undecodable.increment(1);
+                warn_once_undecodable(self.metrics.resource, &error);
+                None
+            }
+            Some(Err(kube::Error::Api(status))) if status.code == 410 => {
+                tracing::info!(
+                    resource = self.metrics.resource,
+                    "watch expired (410), relisting"
+                );
+                self.metrics.restart("expired");
+                self.state = State::List {
+                    continue_token: None,
+                };
+                return None;
+            }
             Some(Err(error)) => {
-                if matches!(error, kube::Error::SerdeError(_)) {
-                    // One undecodable line: kube skips it and the stream goes on.
-                    self.metrics.undecodable.increment(1);
-                    warn_once_undecodable(self.metrics.resource, &error);
-                    None
-                } else {
-                    self.metrics.watch_errors.increment(1);
-                    self.metrics.restart("error");
-                    self.health.set_watching(false);
-                    tracing::warn!(resource = self.metrics.resource, %error, "watch stream failed, re-opening");
-                    self.state = State::Open { resource_version };
-                    self.sleep_backoff().await;
-                    return None;
-                }
+                self.metrics.watch_errors.increment(1);
+                self.metrics.restart("error");
+                self.health.set_watching(false);
+                tracing::warn!(resource = self.metrics.resource, %error, "watch stream failed, re-opening");
+                self.state = State::Open { resource_version };
+                self.sleep_backoff().await;
+                return None;
             }
             None => {
                 // A clean end. Right after opening with nothing delivered, some API servers mean "your
@@ -433,7 +451,15 @@ where
     }
 
     async fn sleep_backoff(&mut self) {
-        let delay = self.backoff.next_delay();
+        self.sleep_backoff_at_least(None).await;
+    }
+
+    /// Back off, and at least as long as the server asked (`Retry-After`, capped at the backoff maximum).
+    async fn sleep_backoff_at_least(&mut self, server: Option<Duration>) {
+        let delay = self
+            .backoff
+            .next_delay()
+            .max(server.unwrap_or_default().min(Backoff::MAX));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = self.shutdown.cancelled() => {}
@@ -446,11 +472,178 @@ where
     }
 }
 
-fn warn_once_undecodable(resource: &str, error: &kube::Error) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        tracing::warn!(resource, %error, "skipping an undecodable watch line (counted in herald_invalid_objects_total; logged once)")
-    });
+/// Log an undecodable line once per resource and kind of problem (syntax, truncated, data).
+fn warn_once_undecodable(resource: &'static str, error: &serde_json::Error) {
+    static SEEN: std::sync::Mutex<Vec<(&'static str, &'static str)>> =
+        std::sync::Mutex::new(Vec::new());
+    let problem = match error.classify() {
+        serde_json::error::Category::Syntax => "malformed JSON",
+        serde_json::error::Category::Eof => "truncated JSON",
+        serde_json::error::Category::Data => "not a watch event (unknown type or wrong shape)",
+        serde_json::error::Category::Io => "unreadable",
+    };
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if !seen.contains(&(resource, problem)) {
+        seen.push((resource, problem));
+        tracing::warn!(resource, problem, %error, "skipping an undecodable watch line (counted in herald_invalid_objects_total{{reason=\"undecodable\"}}; logged once per kind of problem)");
+    }
+}
+
+/// How long the server asked to wait: `details.retryAfterSeconds` of its Status (the API server sets it with
+/// 429; [`open_lines`] also fills it from a `Retry-After` header).
+fn retry_after(error: &kube::Error) -> Option<Duration> {
+    match error {
+        kube::Error::Api(status) => status
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s.into())),
+        _ => None,
+    }
+}
+
+/// One line of a watch stream.
+enum Line<K> {
+    Event(WatchEvent<K>),
+    /// A complete line that is no watch event: malformed or truncated JSON, an unknown type, a wrong shape.
+    Undecodable(serde_json::Error),
+}
+
+type LineStream<K> = BoxStream<'static, kube::Result<Line<K>>>;
+
+/// Open a watch and split its body into lines, decoding each on its own.
+///
+/// Not `Api::watch`: kube drops a truncated line (a JSON EOF error) without a word, and turns any complete
+/// line that is not a watch event into `Error::Api` with code 0, which would restart the watch (and, for an
+/// object stored that way, restart it forever). Here a complete line that does not decode is reported as
+/// [`Line::Undecodable`], counted and skipped; only data cut off by the end of the connection is dropped
+/// silently, because the watch resumes from the last resourceVersion and the object comes again.
+async fn open_lines<K>(
+    client: &kube::Client,
+    url: &str,
+    params: &WatchParams,
+    resource_version: &str,
+) -> kube::Result<LineStream<K>>
+where
+    K: Clone + DeserializeOwned + Send + 'static,
+{
+    use http_body_util::BodyExt;
+
+    let mut request = kube::core::Request::new(url)
+        .watch(params, resource_version)
+        .map_err(kube::Error::BuildRequest)?;
+    // Same reason as kube: multi-member gzip watch streams are not decoded by its middleware.
+    request.headers_mut().insert(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    );
+    request.extensions_mut().insert("watch");
+    let response = client.send(request.map(kube::client::Body::from)).await?;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let header_retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
+        let body = response.into_body().collect().await?.to_bytes();
+        let mut status = serde_json::from_slice::<kube::core::Status>(&body)
+            .ok()
+            .filter(|s| s.code != 0)
+            .unwrap_or_else(|| {
+                kube::core::Status::failure(&String::from_utf8_lossy(&body), "")
+                    .with_code(status.as_u16())
+            });
+        if let Some(seconds) = header_retry_after {
+            let details =
+                status
+                    .details
+                    .get_or_insert_with(|| kube::core::response::StatusDetails {
+                        name: String::new(),
+                        group: String::new(),
+                        kind: String::new(),
+                        uid: String::new(),
+                        causes: Vec::new(),
+                        retry_after_seconds: 0,
+                    });
+            if details.retry_after_seconds == 0 {
+                details.retry_after_seconds = seconds;
+            }
+        }
+        return Err(kube::Error::Api(status.boxed()));
+    }
+    Ok(split_lines(response.into_body().into_data_stream()))
+}
+
+/// Split a watch body into lines and decode each; see [`open_lines`].
+fn split_lines<K, S>(body: S) -> LineStream<K>
+where
+    K: Clone + DeserializeOwned + Send + 'static,
+    S: futures::Stream<Item = kube::Result<bytes::Bytes>> + Send + Unpin + 'static,
+{
+    let lines = futures::stream::unfold(
+        // (body, bytes not yet returned, the body failed, how much of the buffer has no newline)
+        (body, bytes::BytesMut::new(), false, 0),
+        |(mut body, mut buf, mut ended, mut scanned)| async move {
+            loop {
+                if let Some(i) = buf[scanned..].iter().position(|b| *b == b'\n') {
+                    let i = scanned + i;
+                    scanned = 0;
+                    let line = buf.split_to(i + 1);
+                    let line = line[..i].trim_ascii();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    return Some((decode_line::<K>(line), (body, buf, ended, scanned)));
+                }
+                if ended {
+                    return None;
+                }
+                // A long line arrives in many chunks: search only what is new.
+                scanned = buf.len();
+                match body.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    // The end of the stream; a partial last line was cut off with the connection.
+                    None => return None,
+                    Some(Err(error)) if is_cut_off(&error) => return None,
+                    Some(Err(error)) => {
+                        ended = true;
+                        buf.clear();
+                        scanned = 0;
+                        let error = kube::Error::ReadEvents(std::io::Error::other(error));
+                        return Some((Err(error), (body, buf, ended, scanned)));
+                    }
+                }
+            }
+        },
+    );
+    lines.boxed()
+}
+
+fn decode_line<K: DeserializeOwned>(line: &[u8]) -> kube::Result<Line<K>> {
+    match serde_json::from_slice::<WatchEvent<K>>(line) {
+        Ok(event) => Ok(Line::Event(event)),
+        Err(error) => match serde_json::from_slice::<kube::core::Status>(line) {
+            // A bare Status (not wrapped in an ERROR event) that carries a code: the server's error.
+            Ok(status) if status.code != 0 => Err(kube::Error::Api(status.boxed())),
+            _ => Ok(Line::Undecodable(error)),
+        },
+    }
+}
+
+/// A body error that means the connection ended mid-stream (chunked EOF, TLS close): resumable.
+fn is_cut_off(error: &kube::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    for _ in 0..16 {
+        let Some(e) = current else { break };
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    error.to_string().contains("unexpected EOF")
 }
 
 /// Exponential backoff with full jitter: 0.8 s doubling to 30 s, like kube's default.
@@ -481,6 +674,81 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Ev = crate::source::decode::LeanEvent<crate::source::decode::CoreV1>;
+
+    fn undecodable(line: &str) -> serde_json::error::Category {
+        match decode_line::<Ev>(line.as_bytes()) {
+            Ok(Line::Undecodable(e)) => e.classify(),
+            Ok(Line::Event(e)) => panic!("decoded {e:?}"),
+            Err(e) => panic!("error {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_split_across_chunks_and_a_cut_off_tail() {
+        let chunk = |s: &str| Ok(bytes::Bytes::from(s.to_string()));
+        let added = r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n"}}}"#;
+        let (head, tail) = added.split_at(20);
+        let body = futures::stream::iter(vec![
+            chunk(head),
+            chunk(&format!("{tail}\n\n<html>\n")),
+            chunk(r#"{"type":"MODIFIED","object":{"metadata":"#),
+            chunk("\n"),
+            chunk(r#"{"type":"DELETED","object":{"met"#),
+        ]);
+        let got: Vec<_> = split_lines::<Ev, _>(body).collect().await;
+        let kinds: Vec<&str> = got
+            .iter()
+            .map(|r| match r {
+                Ok(Line::Event(WatchEvent::Added(_))) => "added",
+                Ok(Line::Undecodable(_)) => "undecodable",
+                _ => "other",
+            })
+            .collect();
+        // The empty line is skipped; the unterminated last line was cut off with the connection.
+        assert_eq!(kinds, ["added", "undecodable", "undecodable"]);
+    }
+
+    #[test]
+    fn each_bad_line_is_undecodable_on_its_own() {
+        use serde_json::error::Category;
+        assert_eq!(
+            undecodable(r#"{"type":"ADDED","object":{"metadata":{"name":"cut"#),
+            Category::Eof
+        );
+        assert_eq!(undecodable("<html>502</html>"), Category::Syntax);
+        assert_eq!(
+            undecodable(r#"{"type":"EXPLODED","object":{"metadata":{}}}"#),
+            Category::Data
+        );
+        assert_eq!(
+            undecodable(r#"{"type":"ADDED","object":"not an object"}"#),
+            Category::Data
+        );
+        assert!(matches!(
+            decode_line::<Ev>(
+                br#"{"type":"ADDED","object":{"metadata":{"name":"a"},"count":"x"}}"#
+            ),
+            Ok(Line::Event(WatchEvent::Added(_)))
+        ));
+        assert!(matches!(
+            decode_line::<Ev>(br#"{"kind":"Status","code":410,"reason":"Expired"}"#),
+            Err(kube::Error::Api(s)) if s.code == 410
+        ));
+    }
+
+    #[test]
+    fn retry_after_comes_from_the_status_details() {
+        let status: kube::core::Status = serde_json::from_str(
+            r#"{"kind":"Status","code":429,"reason":"TooManyRequests","details":{"retryAfterSeconds":3}}"#,
+        )
+        .unwrap();
+        let error = kube::Error::Api(status.boxed());
+        assert_eq!(retry_after(&error), Some(Duration::from_secs(3)));
+        let status = kube::core::Status::failure("x", "InternalError").with_code(500);
+        assert_eq!(retry_after(&kube::Error::Api(status.boxed())), None);
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_and_resets() {
