@@ -16,6 +16,7 @@ use crate::leader::{Elector, LeaderSettings};
 use crate::pipeline::{self, Pipeline, ring::Ring};
 use crate::sink::otlp::{self, OtlpSink};
 use crate::sink::shape::Identity;
+use crate::sink::webhook::{self, WebhookSink};
 use crate::sink::{SinkQueue, json::JsonSink, metrics_sink::MetricsSink};
 use crate::source::events::{self, SourceContext};
 use crate::telemetry::{self, Telemetry};
@@ -27,6 +28,8 @@ pub enum Error {
     Pipeline(#[from] pipeline::Error),
     #[error("cannot set up the OTLP sink: {0}")]
     Otlp(#[from] otlp::transport::Error),
+    #[error("cannot set up a webhook sink: {0}")]
+    Webhook(#[from] webhook::Error),
 }
 
 /// What the agent runs with, beyond its configuration.
@@ -94,6 +97,20 @@ impl Agent {
             settings.identity = identity.clone();
             let q = SinkQueue::new("otlp", settings.queue_capacity, false, &telemetry);
             let sink = OtlpSink::new(settings, &telemetry, health.sink("otlp"))?;
+            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            queues.push(q);
+        }
+        for (i, settings) in config.sinks.webhooks.iter().enumerate() {
+            let name = webhook::sink_name(i);
+            let q = SinkQueue::new(name, settings.queue_capacity, false, &telemetry);
+            let sink = WebhookSink::new(
+                i,
+                name,
+                settings.clone(),
+                identity.clone(),
+                &telemetry,
+                health.sink(name),
+            )?;
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
             queues.push(q);
         }

@@ -39,7 +39,7 @@ catalogue! {
     RECEIVED = "herald_pipeline_received_total", "counter", "",
         "Records that entered the pipeline (objects that carried new occurrences).";
     FILTERED = "herald_pipeline_filtered_total", "counter", "filter",
-        "Records dropped by a filter: type, reason, namespace, kind, max_age, min_severity.";
+        "Records dropped by a filter: type, reason, namespace, kind, max_age, min_severity, own_event.";
     DEDUPLICATED = "herald_pipeline_deduplicated_total", "counter", "",
         "Records marked duplicate (still counted in metrics, not written to log sinks).";
     REDACTED = "herald_pipeline_redacted_total", "counter", "",
@@ -73,6 +73,14 @@ catalogue! {
     SERIES_OVERFLOW = "herald_metric_series_overflow_total", "counter", "metric",
         "Updates folded into the __other__ label set by the cardinality guard.";
     BUILD_INFO = "herald_build_info", "gauge", "version", "Always 1; carries the version.";
+    SINK_FILTERED = "herald_sink_filtered_total", "counter", "sink",
+        "Records a webhook's own filter left out.";
+    SELF_EVENTS = "herald_self_events_total", "counter", "reason, result",
+        "Kubernetes Events herald recorded about itself: written, rate_limited, dropped (queue full), failed.";
+    CONFIG_RELOADS = "herald_config_reloads_total", "counter", "result",
+        "Configuration reloads: applied, unchanged, rejected (invalid; the running configuration stays).";
+    CONFIG_HASH = "herald_config_hash", "gauge", "",
+        "Hash of the running configuration (first 48 bits of its SHA-256, as a number).";
 }
 
 /// The process-wide metric registry and renderer.

@@ -12,6 +12,7 @@ use herald::sim::{RunningSim, SimOptions};
 
 pub mod ops;
 pub mod otlp;
+pub mod webhook;
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_addr() -> SocketAddr {
