@@ -14,6 +14,7 @@ use crate::config::{Config, EventSourceConfig, Mode, Scope};
 use crate::health::Health;
 use crate::leader::{Elector, LeaderSettings};
 use crate::pipeline::{self, Pipeline, ring::Ring};
+use crate::self_events::{self, PodRef, SelfEvents};
 use crate::sink::otlp::{self, OtlpSink};
 use crate::sink::shape::Identity;
 use crate::sink::webhook::{self, WebhookSink};
@@ -63,6 +64,13 @@ impl Agent {
         let telemetry = Arc::new(Telemetry::new(&config.metrics));
         let health = Health::default();
         health.beat();
+        let (self_events, self_events_task) = SelfEvents::start(
+            client.clone(),
+            PodRef::from_env(),
+            &config.self_events,
+            &telemetry,
+        );
+        self_events::observe_sinks(&health, &self_events);
 
         let ingest = Arc::new(Ring::new("ingest", config.pipeline.ingest_capacity));
         telemetry
@@ -114,6 +122,11 @@ impl Agent {
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
             queues.push(q);
         }
+        let drops = self_events::watch_drops(
+            queues.iter().map(|q| q.ring.clone()).collect(),
+            self_events.clone(),
+            std::time::Duration::from_secs(1),
+        );
         let pipeline = Pipeline::new(&config, queues, &telemetry)?;
         let pipeline_task = tokio::spawn(pipeline.run(ingest.clone(), health.clone()));
 
@@ -126,15 +139,19 @@ impl Agent {
             shutdown: stop_sources.clone(),
         };
         let leader_gauge = telemetry.gauge(telemetry::LEADER, &[]);
+        let started: String;
+        let lease = &config.leader_election.lease_name;
         let sources = match config.mode {
             Mode::Single => {
                 leader_gauge.set(1.0);
                 health.set_role("single");
+                started = "single mode: watches the cluster's Events".into();
                 events::spawn(&config.source.events, &own_namespace, &ctx)
             }
             Mode::Sidecar => {
                 leader_gauge.set(1.0);
                 health.set_role("sidecar");
+                started = format!("sidecar mode: watches namespace {own_namespace}");
                 let mut cfg = config.source.events.clone();
                 cfg.scope = Scope::Own;
                 events::spawn(&cfg, &own_namespace, &ctx)
@@ -142,7 +159,16 @@ impl Agent {
             Mode::Daemonset => {
                 health.set_role("follower");
                 leader_gauge.set(0.0);
+                started = format!(
+                    "daemonset mode, follower: campaigning for Lease {own_namespace}/{lease}"
+                );
                 let (tx, rx) = watch::channel(false);
+                let leadership = tokio::spawn(self_events::record_leadership(
+                    rx.clone(),
+                    self_events.clone(),
+                    format!("{own_namespace}/{lease}"),
+                    stop_sources.clone(),
+                ));
                 let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &own_namespace);
                 let settings = LeaderSettings {
                     lease_name: config.leader_election.lease_name.clone(),
@@ -158,9 +184,14 @@ impl Agent {
                     own_namespace.clone(),
                     ctx.clone(),
                 ));
-                vec![campaign, terms]
+                vec![campaign, terms, leadership]
             }
         };
+        self_events.normal(
+            "Started",
+            "Start",
+            format!("herald {} started in {started}", env!("CARGO_PKG_VERSION")),
+        );
 
         let stop_server = CancellationToken::new();
         let server = tokio::spawn(crate::server::serve(
@@ -207,6 +238,10 @@ impl Agent {
         }
         stop_server.cancel();
         upkeep.abort();
+        drops.abort();
+        if let Some(t) = self_events_task {
+            t.abort();
+        }
         let _ = server.await;
         Ok(())
     }
