@@ -44,6 +44,8 @@ pub struct Agent {
     pub otlp: Option<otlp::Settings>,
     /// The node herald runs on (`NODE_NAME`), written on every log record.
     pub node_name: String,
+    /// Where the configuration came from, to reload it (SIGHUP, file changes); `None`: no reloads.
+    pub reload: Option<crate::reload::ConfigSource>,
 }
 
 impl Agent {
@@ -56,6 +58,7 @@ impl Agent {
             listener,
             otlp,
             node_name,
+            reload,
         } = self;
         let identity = Identity {
             cluster_name: config.sinks.otlp.cluster_name.clone(),
@@ -76,6 +79,12 @@ impl Agent {
         telemetry
             .gauge(telemetry::QUEUE_CAPACITY, &[("queue", "ingest")])
             .set(ingest.capacity() as f64);
+
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        let config_hash = crate::reload::config_hash(&config);
+        telemetry
+            .gauge(telemetry::CONFIG_HASH, &[])
+            .set(crate::reload::hash_value(&config_hash));
 
         let mut queues = Vec::new();
         let mut sink_tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -118,7 +127,8 @@ impl Agent {
                 identity.clone(),
                 &telemetry,
                 health.sink(name),
-            )?;
+            )?
+            .with_reload(config_rx.clone());
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
             queues.push(q);
         }
@@ -127,7 +137,7 @@ impl Agent {
             self_events.clone(),
             std::time::Duration::from_secs(1),
         );
-        let pipeline = Pipeline::new(&config, queues, &telemetry)?;
+        let pipeline = Pipeline::new(&config, queues, &telemetry)?.with_reload(config_rx);
         let pipeline_task = tokio::spawn(pipeline.run(ingest.clone(), health.clone()));
 
         let stop_sources = CancellationToken::new();
@@ -210,7 +220,17 @@ impl Agent {
                 }
             })
         };
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "herald started");
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), %config_hash, "herald started");
+        let reloader = reload.filter(|_| config.reload.enabled).map(|source| {
+            tokio::spawn(crate::reload::run(
+                source,
+                config_tx,
+                config.reload.poll_interval.0,
+                self_events.clone(),
+                telemetry.clone(),
+                stop_server.clone(),
+            ))
+        });
 
         shutdown.cancelled().await;
         tracing::info!(deadline = %config.shutdown_timeout, "shutting down: stopping sources, draining queues");
@@ -239,6 +259,9 @@ impl Agent {
         stop_server.cancel();
         upkeep.abort();
         drops.abort();
+        if let Some(t) = reloader {
+            t.abort();
+        }
         if let Some(t) = self_events_task {
             t.abort();
         }

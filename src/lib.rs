@@ -11,6 +11,7 @@ pub mod health;
 pub mod leader;
 pub mod pipeline;
 pub mod record;
+pub mod reload;
 pub mod self_events;
 pub mod server;
 pub mod sim;

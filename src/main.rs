@@ -180,6 +180,17 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         Err(e) => return config_error(&e),
     };
     init_logging(&config.log.level, config.log.format);
+    let reload = {
+        let (args, demo) = (args.clone(), demo.is_some());
+        herald::reload::ConfigSource {
+            path: args.config.clone(),
+            load: std::sync::Arc::new(move || {
+                let c = load_config(&args, demo)?;
+                otlp_settings(&c)?;
+                Ok(c)
+            }),
+        }
+    };
     runtime_then(|| async move {
         let listener = herald::server::bind(config.listen).await?;
         let shutdown = CancellationToken::new();
@@ -211,6 +222,7 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             listener,
             otlp,
             node_name: std::env::var("NODE_NAME").unwrap_or_default(),
+            reload: Some(reload),
         };
         agent.run(shutdown).await?;
         if let Some(sim) = sim {

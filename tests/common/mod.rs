@@ -111,6 +111,11 @@ pub fn kubeconfig_yaml(url: &str) -> String {
 }
 
 impl Herald {
+    /// The configuration file herald was started with (tests rewrite it to exercise reloads).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("herald.yaml")
+    }
+
     /// `(status, body)` of a GET on herald's server, or None when it does not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.addr, path)
