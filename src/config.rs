@@ -758,6 +758,13 @@ impl Config {
             "self_events.queue_capacity",
             self.self_events.queue_capacity,
         )?;
+        positive("self_events.burst", self.self_events.burst as usize)?;
+        if self.self_events.refill_interval.is_zero() {
+            return Err(ConfigError::new(
+                "self_events.refill_interval",
+                "must be greater than 0",
+            ));
+        }
         if self.reload.poll_interval.is_zero() {
             return Err(ConfigError::new(
                 "reload.poll_interval",
@@ -975,6 +982,32 @@ mod tests {
         );
         let e = err("metrics:\n  delay_buckets: [1, 0.5]\n");
         assert!(e.starts_with("metrics.delay_buckets: must be"), "{e}");
+    }
+
+    #[test]
+    fn webhooks_are_checked_per_entry() {
+        assert_eq!(
+            err("sinks:\n  webhooks:\n    - {}\n"),
+            "sinks.webhooks[0].url: expected an http:// or https:// URL, got \"\""
+        );
+        let e = err("sinks:\n  webhooks:\n    - url: https://a.example/x\n    - url: ftp://b\n");
+        assert!(e.starts_with("sinks.webhooks[1].url: expected"), "{e}");
+        let e = err("sinks:\n  webhooks:\n    - url: http://a/\n      batch_size: 0\n");
+        assert_eq!(e, "sinks.webhooks[0].batch_size: must be greater than 0");
+        let e = err(
+            "sinks:\n  webhooks:\n    - url: http://a/\n      filter: {min_severity: urgent}\n",
+        );
+        assert!(
+            e.starts_with("sinks.webhooks[0].filter.min_severity: unknown value"),
+            "{e}"
+        );
+        let ok = Config::from_yaml(
+            "sinks:\n  webhooks:\n    - url: https://a.example/hook\n      filter: {types: [Warning]}\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(ok.sinks.webhooks[0].filter.types, ["Warning"]);
+        assert_eq!(ok.sinks.webhooks[0].batch_size, 100);
     }
 
     #[test]

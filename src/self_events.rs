@@ -401,10 +401,14 @@ pub async fn record_leadership(
     lease: String,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut was = *leading.borrow_and_update();
-    while leading.changed().await.is_ok() {
+    // Every agent starts as a follower; a term that began before this task first looked still counts.
+    let mut was = false;
+    loop {
         let now = *leading.borrow_and_update();
         if now == was {
+            if leading.changed().await.is_err() {
+                return;
+            }
             continue;
         }
         was = now;
@@ -477,5 +481,44 @@ mod tests {
             "{text}"
         );
         SelfEvents::disabled().normal("Started", "Start", "ignored");
+    }
+
+    #[tokio::test]
+    async fn leadership_changes_are_recorded_with_their_type() {
+        let t = Telemetry::new(&crate::config::MetricsConfig::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let events = SelfEvents {
+            inner: Some((tx, Counters::new(&t))),
+        };
+        let (leading, watching) = tokio::sync::watch::channel(false);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(record_leadership(
+            watching,
+            events,
+            "herald/herald-leader".into(),
+            shutdown.clone(),
+        ));
+        let mut got = Vec::new();
+        for v in [true, false, true] {
+            leading.send(v).unwrap();
+            let n = rx.recv().await.unwrap();
+            got.push((n.warning, n.reason));
+        }
+        shutdown.cancel();
+        leading.send(false).unwrap();
+        let n = rx.recv().await.unwrap();
+        got.push((n.warning, n.reason));
+        assert_eq!(
+            got,
+            [
+                (false, "BecameLeader"),
+                (true, "LostLeadership"),
+                (false, "BecameLeader"),
+                (false, "LostLeadership"),
+            ],
+            "losing the Lease is a Warning, releasing it on shutdown is not"
+        );
+        drop(leading);
+        task.await.unwrap();
     }
 }

@@ -365,6 +365,45 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_reload_swaps_settings_but_not_the_url() {
+        let t = Telemetry::new(&crate::config::MetricsConfig::default());
+        let health = crate::health::Health::default();
+        let settings = WebhookConfig {
+            url: "http://127.0.0.1:9/hook".into(),
+            ..WebhookConfig::default()
+        };
+        let mut config = Config::default();
+        config.sinks.webhooks = vec![settings.clone()];
+        let (tx, rx) = watch::channel(Arc::new(config.clone()));
+        let mut sink = WebhookSink::new(
+            0,
+            "webhook:0",
+            settings,
+            Identity::default(),
+            &t,
+            health.sink("webhook:0"),
+        )
+        .unwrap()
+        .with_reload(rx);
+        let warning = EventRecord::for_test("ns", "Pod", "a", "BackOff", "Warning");
+        let now = jiff::Timestamp::now();
+        assert!(sink.filter.check(&warning, now).is_ok());
+
+        config.sinks.webhooks[0].filter.types = vec!["Normal".into()];
+        config.sinks.webhooks[0].max_retries = 7;
+        tx.send_replace(Arc::new(config.clone()));
+        sink.reconfigure();
+        assert_eq!(sink.settings.max_retries, 7);
+        assert!(sink.filter.check(&warning, now).is_err());
+
+        config.sinks.webhooks[0].url = "http://elsewhere/".into();
+        config.sinks.webhooks[0].max_retries = 1;
+        tx.send_replace(Arc::new(config));
+        sink.reconfigure();
+        assert_eq!(sink.settings.max_retries, 7, "a new URL needs a restart");
+    }
+
     #[test]
     fn payload_is_an_object_with_a_records_array() {
         let a: Shared = Arc::new(EventRecord::for_test(
