@@ -225,11 +225,11 @@ impl WebhookSink {
             };
             match result {
                 Ok(()) => {
-                    self.sent.increment(n);
                     if !self.health.accepting() {
                         tracing::info!(sink = self.name, url = %self.uri, "webhook delivery recovered");
                     }
                     self.health.set_accepting(true);
+                    self.sent.increment(n);
                     return;
                 }
                 Err(e) if e.retryable && attempt < self.settings.max_retries => {
@@ -241,8 +241,8 @@ impl WebhookSink {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
-                    self.failures.increment(n);
-                    // Logged once per outage, not once per batch.
+                    // Logged once per outage, not once per batch. Health first, then the counter, so
+                    // whoever sees the failure counted also sees the sink failing.
                     if self.health.accepting() {
                         tracing::error!(
                             sink = self.name,
@@ -253,6 +253,7 @@ impl WebhookSink {
                         );
                     }
                     self.health.set_accepting(false);
+                    self.failures.increment(n);
                     return;
                 }
             }
