@@ -14,8 +14,10 @@ use crate::config::{Config, Mode, Scope, SourceConfig};
 use crate::health::Health;
 use crate::leader::{Elector, LeaderSettings};
 use crate::pipeline::{self, Pipeline, ring::Ring};
+use crate::self_events::{self, PodRef, SelfEvents};
 use crate::sink::otlp::{self, OtlpSink};
 use crate::sink::shape::Identity;
+use crate::sink::webhook::{self, WebhookSink};
 use crate::sink::{SinkQueue, json::JsonSink, metrics_sink::MetricsSink};
 use crate::source::events::{self, SourceContext};
 use crate::source::kubevirt;
@@ -29,6 +31,8 @@ pub enum Error {
     Pipeline(#[from] pipeline::Error),
     #[error("cannot set up the OTLP sink: {0}")]
     Otlp(#[from] otlp::transport::Error),
+    #[error("cannot set up a webhook sink: {0}")]
+    Webhook(#[from] webhook::Error),
 }
 
 /// What the agent runs with, beyond its configuration.
@@ -44,6 +48,8 @@ pub struct Agent {
     pub node_name: String,
     /// herald's own diagnostics for OTLP (`log.otlp`), forwarded when the OTLP sink is configured.
     pub diagnostics: Option<otlp::diagnostics::DiagnosticsQueue>,
+    /// Where the configuration came from, to reload it (SIGHUP, file changes); `None`: no reloads.
+    pub reload: Option<crate::reload::ConfigSource>,
 }
 
 impl Agent {
@@ -57,6 +63,7 @@ impl Agent {
             otlp,
             node_name,
             diagnostics,
+            reload,
         } = self;
         let identity = Identity {
             cluster_name: config.sinks.otlp.cluster_name.clone(),
@@ -65,11 +72,24 @@ impl Agent {
         let telemetry = Arc::new(Telemetry::new(&config.metrics));
         let health = Health::default();
         health.beat();
+        let (self_events, self_events_task) = SelfEvents::start(
+            client.clone(),
+            PodRef::from_env(),
+            &config.self_events,
+            &telemetry,
+        );
+        self_events::observe_sinks(&health, &self_events);
 
         let ingest = Arc::new(Ring::new("ingest", config.pipeline.ingest_capacity));
         telemetry
             .gauge(telemetry::QUEUE_CAPACITY, &[("queue", "ingest")])
             .set(ingest.capacity() as f64);
+
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        let config_hash = crate::reload::config_hash(&config);
+        telemetry
+            .gauge(telemetry::CONFIG_HASH, &[])
+            .set(crate::reload::hash_value(&config_hash));
 
         let mut queues = Vec::new();
         let mut sink_tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -105,7 +125,27 @@ impl Agent {
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
             queues.push(q);
         }
-        let pipeline = Pipeline::new(&config, queues, &telemetry)?;
+        for (i, settings) in config.sinks.webhooks.iter().enumerate() {
+            let name = webhook::sink_name(i);
+            let q = SinkQueue::new(name, settings.queue_capacity, false, &telemetry);
+            let sink = WebhookSink::new(
+                i,
+                name,
+                settings.clone(),
+                identity.clone(),
+                &telemetry,
+                health.sink(name),
+            )?
+            .with_reload(config_rx.clone());
+            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            queues.push(q);
+        }
+        let drops = self_events::watch_drops(
+            queues.iter().map(|q| q.ring.clone()).collect(),
+            self_events.clone(),
+            std::time::Duration::from_secs(1),
+        );
+        let pipeline = Pipeline::new(&config, queues, &telemetry)?.with_reload(config_rx);
         let pipeline_task = tokio::spawn(pipeline.run(ingest.clone(), health.clone()));
 
         let stop_sources = CancellationToken::new();
@@ -117,10 +157,13 @@ impl Agent {
             shutdown: stop_sources.clone(),
         };
         let leader_gauge = telemetry.gauge(telemetry::LEADER, &[]);
+        let started: String;
+        let lease = &config.leader_election.lease_name;
         let sources = match config.mode {
             Mode::Single => {
                 leader_gauge.set(1.0);
                 health.set_role("single");
+                started = "single mode: watches the cluster's Events".into();
                 let mut tasks = events::spawn(&config.source.events, &own_namespace, &ctx);
                 tasks.extend(kubevirt::spawn(
                     &config.source.kubevirt,
@@ -132,6 +175,7 @@ impl Agent {
             Mode::Sidecar => {
                 leader_gauge.set(1.0);
                 health.set_role("sidecar");
+                started = format!("sidecar mode: watches namespace {own_namespace}");
                 let mut cfg = config.source.events.clone();
                 cfg.scope = Scope::Own;
                 let mut tasks = events::spawn(&cfg, &own_namespace, &ctx);
@@ -148,7 +192,16 @@ impl Agent {
             Mode::Daemonset => {
                 health.set_role("follower");
                 leader_gauge.set(0.0);
+                started = format!(
+                    "daemonset mode, follower: campaigning for Lease {own_namespace}/{lease}"
+                );
                 let (tx, rx) = watch::channel(false);
+                let leadership = tokio::spawn(self_events::record_leadership(
+                    rx.clone(),
+                    self_events.clone(),
+                    format!("{own_namespace}/{lease}"),
+                    stop_sources.clone(),
+                ));
                 let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &own_namespace);
                 let settings = LeaderSettings {
                     lease_name: config.leader_election.lease_name.clone(),
@@ -188,11 +241,16 @@ impl Agent {
                     own_namespace.clone(),
                     ctx.clone(),
                 ));
-                let mut tasks = vec![campaign, terms];
+                let mut tasks = vec![campaign, terms, leadership];
                 tasks.extend(node_vmis);
                 tasks
             }
         };
+        self_events.normal(
+            "Started",
+            "Start",
+            format!("herald {} started in {started}", env!("CARGO_PKG_VERSION")),
+        );
 
         let stop_server = CancellationToken::new();
         let server = tokio::spawn(crate::server::serve(
@@ -211,7 +269,17 @@ impl Agent {
                 }
             })
         };
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "herald started");
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), %config_hash, "herald started");
+        let reloader = reload.filter(|_| config.reload.enabled).map(|source| {
+            tokio::spawn(crate::reload::run(
+                source,
+                config_tx,
+                config.reload.poll_interval.0,
+                self_events.clone(),
+                telemetry.clone(),
+                stop_server.clone(),
+            ))
+        });
 
         shutdown.cancelled().await;
         tracing::info!(deadline = %config.shutdown_timeout, "shutting down: stopping sources, draining queues");
@@ -239,6 +307,13 @@ impl Agent {
         }
         stop_server.cancel();
         upkeep.abort();
+        drops.abort();
+        if let Some(t) = reloader {
+            t.abort();
+        }
+        if let Some(t) = self_events_task {
+            t.abort();
+        }
         let _ = server.await;
         Ok(())
     }

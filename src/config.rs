@@ -120,6 +120,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub sinks: SinksConfig,
     pub log: LogConfig,
+    pub self_events: SelfEventsConfig,
+    pub reload: ReloadConfig,
 }
 
 impl Default for Config {
@@ -138,6 +140,8 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             sinks: SinksConfig::default(),
             log: LogConfig::default(),
+            self_events: SelfEventsConfig::default(),
+            reload: ReloadConfig::default(),
         }
     }
 }
@@ -291,6 +295,9 @@ pub struct FilterConfig {
     /// Drop Events whose last occurrence is older than this (`0s` turns the filter off).
     pub max_age: Duration,
     pub min_severity: Severity,
+    /// Drop the Events herald itself records (reporting controller `herald`), so they never feed back
+    /// into its own sinks.
+    pub exclude_own_events: bool,
 }
 
 impl Default for FilterConfig {
@@ -302,6 +309,7 @@ impl Default for FilterConfig {
             kinds: AllowDeny::default(),
             max_age: Duration::from_secs(0),
             min_severity: Severity::Info,
+            exclude_own_events: true,
         }
     }
 }
@@ -474,6 +482,8 @@ pub struct SinksConfig {
     pub metrics: MetricsSinkConfig,
     pub json: JsonSinkConfig,
     pub otlp: OtlpSinkConfig,
+    /// HTTP endpoints that receive JSON batches of records, each with its own filter and queue.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// OTLP logs to an OpenTelemetry collector. Unset values fall back to the standard `OTEL_EXPORTER_OTLP_*`
@@ -608,6 +618,125 @@ pub enum LogFormat {
     Json,
 }
 
+/// One webhook: records are POSTed as `{"records": [...]}` JSON batches (see the README).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL the batches are POSTed to (required).
+    pub url: String,
+    /// Which records this webhook gets, on top of the pipeline's `filters` (same keys).
+    pub filter: FilterConfig,
+    /// Most records in one POST.
+    pub batch_size: usize,
+    /// Longest a record waits for its batch to fill.
+    pub flush_interval: Duration,
+    /// Time limit of one POST.
+    pub timeout: Duration,
+    /// Retries of a batch after 5xx, 429 (honouring Retry-After), a timeout or a connection error, with
+    /// exponential backoff from 0.5s to 30s; other 4xx answers are never retried. Then the batch is counted
+    /// as failed.
+    pub max_retries: u32,
+    /// File holding a secret; when set, every POST carries `X-Herald-Signature: sha256=<hex HMAC-SHA256 of
+    /// the body>`. Read at each batch, so a rotated Secret takes effect without a restart.
+    pub hmac_secret_file: Option<std::path::PathBuf>,
+    /// File holding a token sent as `Authorization: Bearer <token>`; read at each batch.
+    pub bearer_token_file: Option<std::path::PathBuf>,
+    /// This webhook's own ring. When full, this webhook drops (counted) and the other sinks go on.
+    pub queue_capacity: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            filter: FilterConfig::default(),
+            batch_size: 100,
+            flush_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            max_retries: 3,
+            hmac_secret_file: None,
+            bearer_token_file: None,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+impl WebhookConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let uri: Result<http::Uri, _> = self.url.parse();
+        match uri {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => {
+                return Err(ConfigError::new(
+                    format!("{key}.url"),
+                    format!("expected an http:// or https:// URL, got {:?}", self.url),
+                ));
+            }
+        }
+        for (field, v) in [
+            ("batch_size", self.batch_size),
+            ("queue_capacity", self.queue_capacity),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(
+                    format!("{key}.{field}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(
+                format!("{key}.timeout"),
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Kubernetes Events herald records about itself, on its own Pod (`POD_NAME`/`POD_NAMESPACE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfEventsConfig {
+    pub enabled: bool,
+    /// Events waiting to be written; when full, new ones are dropped (recording never blocks).
+    pub queue_capacity: usize,
+    /// Spam control per reason and message, like client-go's: at most `burst` writes at once, then one
+    /// more per `refill_interval`; the rest are dropped. Repeats that are written raise the Event's count.
+    pub burst: u32,
+    pub refill_interval: Duration,
+}
+
+impl Default for SelfEventsConfig {
+    fn default() -> Self {
+        SelfEventsConfig {
+            enabled: true,
+            queue_capacity: 64,
+            burst: 25,
+            refill_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Live reload of the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the file (and SIGHUP) and apply a changed, valid configuration without a restart.
+    pub enabled: bool,
+    /// How often the file's content is checked (a ConfigMap volume changes by a symlink swap).
+    pub poll_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            enabled: true,
+            poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 impl Config {
     /// Parse YAML text; `origin` names the source in errors that have no key.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -662,6 +791,26 @@ impl Config {
         positive("sinks.json.queue_capacity", self.sinks.json.queue_capacity)?;
         positive("sinks.otlp.queue_capacity", self.sinks.otlp.queue_capacity)?;
         positive("sinks.otlp.batch_size", self.sinks.otlp.batch_size)?;
+        for (i, w) in self.sinks.webhooks.iter().enumerate() {
+            w.validate(&format!("sinks.webhooks[{i}]"))?;
+        }
+        positive(
+            "self_events.queue_capacity",
+            self.self_events.queue_capacity,
+        )?;
+        positive("self_events.burst", self.self_events.burst as usize)?;
+        if self.self_events.refill_interval.is_zero() {
+            return Err(ConfigError::new(
+                "self_events.refill_interval",
+                "must be greater than 0",
+            ));
+        }
+        if self.reload.poll_interval.is_zero() {
+            return Err(ConfigError::new(
+                "reload.poll_interval",
+                "must be greater than 0",
+            ));
+        }
         positive(
             "source.events.page_size",
             self.source.events.page_size as usize,
@@ -891,6 +1040,32 @@ mod tests {
         );
         let e = err("metrics:\n  delay_buckets: [1, 0.5]\n");
         assert!(e.starts_with("metrics.delay_buckets: must be"), "{e}");
+    }
+
+    #[test]
+    fn webhooks_are_checked_per_entry() {
+        assert_eq!(
+            err("sinks:\n  webhooks:\n    - {}\n"),
+            "sinks.webhooks[0].url: expected an http:// or https:// URL, got \"\""
+        );
+        let e = err("sinks:\n  webhooks:\n    - url: https://a.example/x\n    - url: ftp://b\n");
+        assert!(e.starts_with("sinks.webhooks[1].url: expected"), "{e}");
+        let e = err("sinks:\n  webhooks:\n    - url: http://a/\n      batch_size: 0\n");
+        assert_eq!(e, "sinks.webhooks[0].batch_size: must be greater than 0");
+        let e = err(
+            "sinks:\n  webhooks:\n    - url: http://a/\n      filter: {min_severity: urgent}\n",
+        );
+        assert!(
+            e.starts_with("sinks.webhooks[0].filter.min_severity: unknown value"),
+            "{e}"
+        );
+        let ok = Config::from_yaml(
+            "sinks:\n  webhooks:\n    - url: https://a.example/hook\n      filter: {types: [Warning]}\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(ok.sinks.webhooks[0].filter.types, ["Warning"]);
+        assert_eq!(ok.sinks.webhooks[0].batch_size, 100);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! records. Each check reports its own line, so the probe output says what is not ready.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Shared by every component; cheap to clone.
@@ -25,6 +25,24 @@ struct Inner {
     /// Milliseconds since `epoch` of the pipeline worker's last loop; 0 = never.
     heartbeat_ms: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
+    sink_observer: SinkObserver,
+}
+
+/// Called with a sink's name and its new state each time a sink starts or stops accepting records.
+pub type SinkCallback = Arc<dyn Fn(&'static str, bool) + Send + Sync>;
+
+/// The one [`SinkCallback`], set once, shared by every [`SinkHealth`].
+#[derive(Clone, Default)]
+struct SinkObserver(Arc<OnceLock<SinkCallback>>);
+
+impl std::fmt::Debug for SinkObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "SinkObserver(set)"
+        } else {
+            "SinkObserver(unset)"
+        })
+    }
 }
 
 /// One watch (per resource and namespace).
@@ -55,11 +73,17 @@ impl SourceHealth {
 pub struct SinkHealth {
     pub name: &'static str,
     accepting: AtomicBool,
+    observer: SinkObserver,
 }
 
 impl SinkHealth {
+    /// Set the state; a change is reported to the observer ([`Health::observe_sinks`]).
     pub fn set_accepting(&self, v: bool) {
-        self.accepting.store(v, Ordering::Relaxed);
+        if self.accepting.swap(v, Ordering::Relaxed) != v
+            && let Some(callback) = self.observer.0.get()
+        {
+            callback(self.name, v);
+        }
     }
     pub fn accepting(&self) -> bool {
         self.accepting.load(Ordering::Relaxed)
@@ -84,6 +108,7 @@ impl Health {
         let s = Arc::new(SinkHealth {
             name,
             accepting: AtomicBool::new(true),
+            observer: self.inner.sink_observer.clone(),
         });
         lock(&self.inner.sinks).push(s.clone());
         s
@@ -92,6 +117,12 @@ impl Health {
     /// A line for `/readyz` that does not change readiness.
     pub fn set_note(&self, name: &'static str, note: String) {
         lock(&self.inner.notes).insert(name, note);
+    }
+
+    /// Be told whenever a sink starts or stops accepting records (set once; later calls are ignored).
+    /// The callback runs on the sink's task and must not block.
+    pub fn observe_sinks(&self, callback: SinkCallback) {
+        let _ = self.inner.sink_observer.0.set(callback);
     }
 
     pub fn set_role(&self, role: &'static str) {
@@ -188,5 +219,19 @@ mod tests {
         let (ok, report) = h.ready();
         assert!(!ok);
         assert!(report.contains("sink json: failing"), "{report}");
+    }
+
+    #[test]
+    fn sink_changes_reach_the_observer_once_per_change() {
+        let h = Health::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        h.observe_sinks(Arc::new(move |name, ok| s.lock().unwrap().push((name, ok))));
+        let sink = h.sink("otlp");
+        sink.set_accepting(true);
+        sink.set_accepting(false);
+        sink.set_accepting(false);
+        sink.set_accepting(true);
+        assert_eq!(*seen.lock().unwrap(), [("otlp", false), ("otlp", true)]);
     }
 }

@@ -11,6 +11,8 @@ pub mod health;
 pub mod leader;
 pub mod pipeline;
 pub mod record;
+pub mod reload;
+pub mod self_events;
 pub mod server;
 pub mod sim;
 pub mod sink;

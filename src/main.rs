@@ -189,6 +189,17 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             "log.otlp is on but no OTLP endpoint is configured: diagnostics stay on stderr only"
         );
     }
+    let reload = {
+        let (args, demo) = (args.clone(), demo.is_some());
+        herald::reload::ConfigSource {
+            path: args.config.clone(),
+            load: std::sync::Arc::new(move || {
+                let c = load_config(&args, demo)?;
+                otlp_settings(&c)?;
+                Ok(c)
+            }),
+        }
+    };
     runtime_then(|| async move {
         let listener = herald::server::bind(config.listen).await?;
         let shutdown = CancellationToken::new();
@@ -221,6 +232,7 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             otlp,
             node_name: std::env::var("NODE_NAME").unwrap_or_default(),
             diagnostics,
+            reload: Some(reload),
         };
         agent.run(shutdown).await?;
         if let Some(sim) = sim {

@@ -39,7 +39,7 @@ catalogue! {
     RECEIVED = "herald_pipeline_received_total", "counter", "",
         "Records that entered the pipeline (objects that carried new occurrences).";
     FILTERED = "herald_pipeline_filtered_total", "counter", "filter",
-        "Records dropped by a filter: type, reason, namespace, kind, max_age, min_severity.";
+        "Records dropped by a filter: type, reason, namespace, kind, max_age, min_severity, own_event.";
     DEDUPLICATED = "herald_pipeline_deduplicated_total", "counter", "",
         "Records marked duplicate (still counted in metrics, not written to log sinks).";
     REDACTED = "herald_pipeline_redacted_total", "counter", "",
@@ -88,6 +88,14 @@ catalogue! {
     SOURCE_UP = "herald_source_up", "gauge", "source",
         "1 when a source's API is served (source=kubevirt: KubeVirt installed), else 0.";
     BUILD_INFO = "herald_build_info", "gauge", "version", "Always 1; carries the version.";
+    SINK_FILTERED = "herald_sink_filtered_total", "counter", "sink",
+        "Records a webhook's own filter left out.";
+    SELF_EVENTS = "herald_self_events_total", "counter", "reason, result",
+        "Kubernetes Events herald recorded about itself: written, rate_limited, dropped (queue full), failed.";
+    CONFIG_RELOADS = "herald_config_reloads_total", "counter", "result",
+        "Configuration reloads: applied, unchanged, rejected (invalid; the running configuration stays).";
+    CONFIG_HASH = "herald_config_hash", "gauge", "",
+        "Hash of the running configuration (first 48 bits of its SHA-256, as a number).";
 }
 
 /// Buckets for VM start and migration durations: 1 s to 30 min.

@@ -15,16 +15,19 @@ pub enum Filtered {
     Kind,
     MaxAge,
     MinSeverity,
+    /// An Event herald recorded about itself (`filters.exclude_own_events`).
+    OwnEvent,
 }
 
 impl Filtered {
-    pub const ALL: [Filtered; 6] = [
+    pub const ALL: [Filtered; 7] = [
         Filtered::Type,
         Filtered::Reason,
         Filtered::Namespace,
         Filtered::Kind,
         Filtered::MaxAge,
         Filtered::MinSeverity,
+        Filtered::OwnEvent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Filtered {
             Filtered::Kind => "kind",
             Filtered::MaxAge => "max_age",
             Filtered::MinSeverity => "min_severity",
+            Filtered::OwnEvent => "own_event",
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct Filter {
     kinds: Lists,
     max_age: Option<jiff::SignedDuration>,
     min_severity: Severity,
+    exclude_own_events: bool,
 }
 
 impl Filter {
@@ -78,6 +83,7 @@ impl Filter {
             kinds,
             max_age,
             min_severity,
+            exclude_own_events,
         } = cfg;
         Filter {
             types: Lists::new(&AllowDeny {
@@ -91,12 +97,20 @@ impl Filter {
                 jiff::SignedDuration::try_from(max_age.0).unwrap_or(jiff::SignedDuration::MAX)
             }),
             min_severity: *min_severity,
+            exclude_own_events: *exclude_own_events,
         }
     }
 
     /// `Ok` keeps the record; `Err` names the filter that dropped it. Needs `record.severity` set.
     /// A record without any timestamp is never too old.
     pub fn check(&self, record: &EventRecord, now: Timestamp) -> Result<(), Filtered> {
+        // VM lifecycle records are herald's own too, but they describe the cluster, not herald.
+        if self.exclude_own_events
+            && record.vm.is_none()
+            && &*record.component == crate::self_events::CONTROLLER
+        {
+            return Err(Filtered::OwnEvent);
+        }
         if !self.types.admits(&record.type_) {
             return Err(Filtered::Type);
         }
@@ -173,6 +187,15 @@ mod tests {
             with(&|c| c.min_severity = Severity::High),
             Err(Filtered::MinSeverity)
         );
+        let mut own = rec();
+        own.component = "herald".into();
+        let f = Filter::new(&FilterConfig::default());
+        assert_eq!(f.check(&own, now), Err(Filtered::OwnEvent));
+        let f = Filter::new(&FilterConfig {
+            exclude_own_events: false,
+            ..FilterConfig::default()
+        });
+        assert_eq!(f.check(&own, now), Ok(()));
     }
 
     #[test]

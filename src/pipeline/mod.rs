@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 
-use crate::config::Config;
+use crate::config::{Config, DedupConfig};
 use crate::health::Health;
 use crate::record::EventRecord;
 use crate::sink::{Shared, SinkQueue};
@@ -54,6 +54,9 @@ pub struct Pipeline {
     redactor: Redactor,
     sinks: Vec<SinkQueue>,
     stats: Stats,
+    /// The dedup settings in force: a reload keeps the dedup windows unless these change.
+    dedup_config: DedupConfig,
+    reload: Option<tokio::sync::watch::Receiver<Arc<Config>>>,
 }
 
 impl Pipeline {
@@ -86,7 +89,46 @@ impl Pipeline {
             redactor: Redactor::new(&config.redact)?,
             sinks,
             stats,
+            dedup_config: config.dedup.clone(),
+            reload: None,
         })
+    }
+
+    /// Follow configuration reloads: each configuration published on `rx` replaces the severity table,
+    /// filters, redaction and (when its settings changed) dedup, before the next record.
+    pub fn with_reload(mut self, rx: tokio::sync::watch::Receiver<Arc<Config>>) -> Pipeline {
+        self.reload = Some(rx);
+        self
+    }
+
+    /// Apply a new configuration's decisions (it was validated; a redaction rule that still fails to
+    /// compile keeps the old rules).
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.classifier = Classifier::new(&config.severity);
+        self.filter = Filter::new(&config.filters);
+        match Redactor::new(&config.redact) {
+            Ok(r) => self.redactor = r,
+            Err(error) => {
+                tracing::error!(%error, "reloaded redaction rules refused; the old ones stay")
+            }
+        }
+        if config.dedup != self.dedup_config {
+            self.dedup = Dedup::new(&config.dedup);
+            self.dedup_config = config.dedup.clone();
+        }
+    }
+
+    /// A reload published since the last record, if any.
+    fn check_reload(&mut self) {
+        let Some(rx) = &mut self.reload else { return };
+        match rx.has_changed() {
+            Ok(true) => {
+                let config = rx.borrow_and_update().clone();
+                self.reconfigure(&config);
+            }
+            Ok(false) => {}
+            Err(_) => self.reload = None,
+        }
     }
 
     /// Decide about one record and fan it out.
@@ -133,6 +175,7 @@ impl Pipeline {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: loop {
+            self.check_reload();
             let mut n = 0u32;
             while let Some(r) = ingest.try_pop() {
                 self.process(r, jiff::Timestamp::now(), Instant::now());
@@ -146,7 +189,10 @@ impl Pipeline {
             self.report_backlog(&ingest);
             tokio::select! {
                 r = ingest.pop() => match r {
-                    Some(r) => self.process(r, jiff::Timestamp::now(), Instant::now()),
+                    Some(r) => {
+                        self.check_reload();
+                        self.process(r, jiff::Timestamp::now(), Instant::now())
+                    }
                     None => break 'outer,
                 },
                 _ = tick.tick() => {}

@@ -21,6 +21,15 @@ use crate::telemetry::{self, Telemetry};
 /// Append one JSON line for `r` to `out`: the OTLP log record's fields, then its resource and log
 /// attributes flattened under their OpenTelemetry keys.
 pub fn write_line(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) {
+    if write_object(out, r, id) {
+        out.push(b'\n');
+    }
+}
+
+/// Append the JSON object of [`write_line`] without the newline (the webhook sink's records); `false` when
+/// nothing was written.
+pub fn write_object(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) -> bool {
+    let start = out.len();
     let mut ser = serde_json::Serializer::new(&mut *out);
     // Serialising strings and numbers into a Vec cannot fail; a failure would only cut this one line.
     let written = (|| {
@@ -54,9 +63,11 @@ pub fn write_line(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) {
         result?;
         map.end()
     })();
-    if written.is_ok() {
-        out.push(b'\n');
+    if written.is_err() {
+        out.truncate(start);
+        return false;
     }
+    true
 }
 
 pub struct JsonSink<W> {

@@ -13,6 +13,7 @@ pub mod json;
 pub mod metrics_sink;
 pub mod otlp;
 pub mod shape;
+pub mod webhook;
 
 /// A record shared by every sink that takes it.
 pub type Shared = Arc<EventRecord>;

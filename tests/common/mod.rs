@@ -12,6 +12,7 @@ use herald::sim::{RunningSim, SimOptions};
 
 pub mod ops;
 pub mod otlp;
+pub mod webhook;
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_addr() -> SocketAddr {
@@ -111,6 +112,11 @@ pub fn kubeconfig_yaml(url: &str) -> String {
 }
 
 impl Herald {
+    /// The configuration file herald was started with (tests rewrite it to exercise reloads).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("herald.yaml")
+    }
+
     /// `(status, body)` of a GET on herald's server, or None when it does not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.addr, path)

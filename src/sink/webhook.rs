@@ -1,0 +1,424 @@
+//! The webhook sink: records POSTed as JSON batches, `{"records": [...]}`, to an HTTP endpoint.
+//!
+//! Each record is the object the JSON line sink writes (same keys, [`super::json::write_object`]), so a
+//! receiver can parse either. Every configured webhook is its own sink: its own bounded ring (a slow or dead
+//! endpoint only drops its own records, counted), its own filter on top of the pipeline's, its own batching.
+//! A batch is retried a bounded number of times with exponential backoff on 5xx, 429 (honouring
+//! Retry-After), timeouts and connection errors; any other 4xx means the receiver refuses this batch, so it
+//! is counted as failed at once. The body can be signed (HMAC-SHA256 of the exact bytes, in
+//! `X-Herald-Signature: sha256=<hex>`) and carry a bearer token; both secrets are read from files at each
+//! batch, so a rotated Kubernetes Secret takes effect without a restart.
+//!
+//! It must never block the pipeline and never retry forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use metrics::Counter;
+use sha2::Sha256;
+use tokio::sync::watch;
+
+use super::Shared;
+use super::json::write_object;
+use super::shape::Identity;
+use crate::config::{Config, WebhookConfig};
+use crate::health::SinkHealth;
+use crate::pipeline::filter::Filter;
+use crate::pipeline::ring::Ring;
+use crate::telemetry::{self, Telemetry};
+
+/// The signature header: `sha256=` and the lower-case hex HMAC-SHA256 of the body.
+pub const SIGNATURE_HEADER: &str = "x-herald-signature";
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why a webhook could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL did not parse (config validation normally catches this first).
+    #[error("sinks.webhooks[{index}].url: {reason}")]
+    Url { index: usize, reason: String },
+    /// The TLS client could not be built.
+    #[error("sinks.webhooks[{index}]: {source}")]
+    Tls {
+        index: usize,
+        #[source]
+        source: super::otlp::transport::Error,
+    },
+}
+
+/// A failed POST.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendError {
+    /// 5xx, 429, a timeout or a connection error: worth another try.
+    pub retryable: bool,
+    /// The server's `Retry-After` (seconds form), when it sent one.
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+impl SendError {
+    fn new(retryable: bool, message: impl Into<String>) -> SendError {
+        SendError {
+            retryable,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The metric label and queue name of webhook `index`: `webhook:<index>`.
+///
+/// Queue, ring and health names are `&'static str` (they are metric labels made once); these few are made
+/// once at start, one per configured webhook, and live as long as the process.
+pub fn sink_name(index: usize) -> &'static str {
+    Box::leak(format!("webhook:{index}").into_boxed_str())
+}
+
+pub struct WebhookSink {
+    name: &'static str,
+    index: usize,
+    uri: http::Uri,
+    settings: WebhookConfig,
+    filter: Filter,
+    client: HttpsClient,
+    identity: Identity,
+    sent: Counter,
+    failures: Counter,
+    retries: Counter,
+    filtered: Counter,
+    health: Arc<SinkHealth>,
+    reload: Option<watch::Receiver<Arc<Config>>>,
+}
+
+impl WebhookSink {
+    pub fn new(
+        index: usize,
+        name: &'static str,
+        settings: WebhookConfig,
+        identity: Identity,
+        telemetry: &Telemetry,
+        health: Arc<SinkHealth>,
+    ) -> Result<WebhookSink, Error> {
+        let uri: http::Uri =
+            settings
+                .url
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| Error::Url {
+                    index,
+                    reason: e.to_string(),
+                })?;
+        let tls = super::otlp::transport::tls_config(None)
+            .map_err(|source| Error::Tls { index, source })?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let labels = [("sink", name)];
+        Ok(WebhookSink {
+            name,
+            index,
+            uri,
+            filter: Filter::new(&settings.filter),
+            settings,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            identity,
+            sent: telemetry.counter(telemetry::SINK_SENT, &labels),
+            failures: telemetry.counter(telemetry::SINK_FAILURES, &labels),
+            retries: telemetry.counter(telemetry::SINK_RETRIES, &labels),
+            filtered: telemetry.counter(telemetry::SINK_FILTERED, &labels),
+            health,
+            reload: None,
+        })
+    }
+
+    /// Follow configuration reloads: the filter, batching, timeout, retries and secret files of this
+    /// webhook change at the next batch. The URL and queue capacity need a restart.
+    pub fn with_reload(mut self, rx: watch::Receiver<Arc<Config>>) -> WebhookSink {
+        self.reload = Some(rx);
+        self
+    }
+
+    fn reconfigure(&mut self) {
+        let Some(rx) = &mut self.reload else { return };
+        if !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let config = rx.borrow_and_update().clone();
+        match config.sinks.webhooks.get(self.index) {
+            Some(new) if new.url == self.settings.url => {
+                if *new != self.settings {
+                    self.filter = Filter::new(&new.filter);
+                    self.settings = new.clone();
+                    tracing::info!(sink = self.name, "webhook settings reloaded");
+                }
+            }
+            _ => tracing::warn!(
+                sink = self.name,
+                "the reloaded configuration changes or removes this webhook's URL; that takes a restart, \
+                 the running webhook keeps its settings"
+            ),
+        }
+    }
+
+    /// Drain the ring until it is closed and empty, POSTing batches.
+    pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
+        let mut batch: Vec<Shared> = Vec::new();
+        let mut open = true;
+        while open {
+            let Some(first) = ring.pop().await else { break };
+            self.reconfigure();
+            let now = jiff::Timestamp::now();
+            if self.filter.check(&first, now).is_err() {
+                self.filtered.increment(1);
+                continue;
+            }
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + self.settings.flush_interval.0;
+            while batch.len() < self.settings.batch_size {
+                let next = match ring.try_pop() {
+                    Some(r) => r,
+                    None => tokio::select! {
+                        next = ring.pop() => match next {
+                            Some(r) => r,
+                            None => { open = false; break; }
+                        },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    },
+                };
+                if self.filter.check(&next, jiff::Timestamp::now()).is_ok() {
+                    batch.push(next);
+                } else {
+                    self.filtered.increment(1);
+                }
+            }
+            self.deliver(&batch).await;
+            batch.clear();
+        }
+    }
+
+    /// POST one batch, retrying within the budget; count the records as sent or failed.
+    async fn deliver(&mut self, batch: &[Shared]) {
+        let body = Bytes::from(payload(batch, &self.identity));
+        let n = batch.len() as u64;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        loop {
+            let result = match self.request(body.clone()).await {
+                Ok(req) => {
+                    let fut = send(&self.client, req);
+                    match tokio::time::timeout(self.settings.timeout.0, fut).await {
+                        Ok(r) => r,
+                        Err(_) => Err(SendError::new(true, "timed out")),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    if !self.health.accepting() {
+                        tracing::info!(sink = self.name, url = %self.uri, "webhook delivery recovered");
+                    }
+                    self.health.set_accepting(true);
+                    self.sent.increment(n);
+                    return;
+                }
+                Err(e) if e.retryable && attempt < self.settings.max_retries => {
+                    attempt += 1;
+                    self.retries.increment(1);
+                    let wait = e.retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
+                    tracing::debug!(sink = self.name, error = %e.message, attempt, ?wait, "webhook POST failed, retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    // Logged once per outage, not once per batch. Health first, then the counter, so
+                    // whoever sees the failure counted also sees the sink failing.
+                    if self.health.accepting() {
+                        tracing::error!(
+                            sink = self.name,
+                            url = %self.uri,
+                            error = %e.message,
+                            records = n,
+                            "webhook delivery failed; counting records in herald_sink_failures_total until it recovers"
+                        );
+                    }
+                    self.health.set_accepting(false);
+                    self.failures.increment(n);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The request for one attempt; the secret files are read now, so rotations apply.
+    async fn request(&self, body: Bytes) -> Result<http::Request<Full<Bytes>>, SendError> {
+        let mut builder = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("herald/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(path) = &self.settings.bearer_token_file {
+            let token = read_secret(path).await?;
+            let token = String::from_utf8_lossy(&token).into_owned();
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(path) = &self.settings.hmac_secret_file {
+            let secret = read_secret(path).await?;
+            builder = builder.header(SIGNATURE_HEADER, signature(&secret, &body));
+        }
+        builder
+            .body(Full::new(body))
+            .map_err(|e| SendError::new(false, format!("cannot build the request: {e}")))
+    }
+}
+
+/// A secret file's bytes without surrounding whitespace (a trailing newline is common). Unreadable: a
+/// final failure for this batch (retrying will not make the file appear sooner than the next batch).
+async fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, SendError> {
+    let raw = tokio::fs::read(path)
+        .await
+        .map_err(|e| SendError::new(false, format!("cannot read {}: {e}", path.display())))?;
+    Ok(raw.trim_ascii().to_vec())
+}
+
+/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes a key of any length; new_from_slice cannot fail for it.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| {
+        unreachable!("HMAC accepts keys of any length");
+    });
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The body: `{"records":[<record>,...]}`.
+pub fn payload(batch: &[Shared], id: &Identity) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 * batch.len() + 16);
+    out.extend_from_slice(b"{\"records\":[");
+    let mut first = true;
+    for r in batch {
+        let mark = out.len();
+        if !first {
+            out.push(b',');
+        }
+        if write_object(&mut out, r, id) {
+            first = false;
+        } else {
+            out.truncate(mark);
+        }
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+async fn send(client: &HttpsClient, req: http::Request<Full<Bytes>>) -> Result<(), SendError> {
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| SendError::new(true, format!("cannot reach the webhook: {e}")))?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    // Read the body so the connection can be reused; its content does not matter.
+    let _ = resp.into_body().collect().await;
+    if status.is_success() {
+        return Ok(());
+    }
+    Err(SendError {
+        retryable: status.is_server_error() || status.as_u16() == 429,
+        retry_after,
+        message: format!("HTTP {status}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::EventRecord;
+
+    #[test]
+    fn signature_matches_a_known_vector() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_swaps_settings_but_not_the_url() {
+        let t = Telemetry::new(&crate::config::MetricsConfig::default());
+        let health = crate::health::Health::default();
+        let settings = WebhookConfig {
+            url: "http://127.0.0.1:9/hook".into(),
+            ..WebhookConfig::default()
+        };
+        let mut config = Config::default();
+        config.sinks.webhooks = vec![settings.clone()];
+        let (tx, rx) = watch::channel(Arc::new(config.clone()));
+        let mut sink = WebhookSink::new(
+            0,
+            "webhook:0",
+            settings,
+            Identity::default(),
+            &t,
+            health.sink("webhook:0"),
+        )
+        .unwrap()
+        .with_reload(rx);
+        let warning = EventRecord::for_test("ns", "Pod", "a", "BackOff", "Warning");
+        let now = jiff::Timestamp::now();
+        assert!(sink.filter.check(&warning, now).is_ok());
+
+        config.sinks.webhooks[0].filter.types = vec!["Normal".into()];
+        config.sinks.webhooks[0].max_retries = 7;
+        tx.send_replace(Arc::new(config.clone()));
+        sink.reconfigure();
+        assert_eq!(sink.settings.max_retries, 7);
+        assert!(sink.filter.check(&warning, now).is_err());
+
+        config.sinks.webhooks[0].url = "http://elsewhere/".into();
+        config.sinks.webhooks[0].max_retries = 1;
+        tx.send_replace(Arc::new(config));
+        sink.reconfigure();
+        assert_eq!(sink.settings.max_retries, 7, "a new URL needs a restart");
+    }
+
+    #[test]
+    fn payload_is_an_object_with_a_records_array() {
+        let a: Shared = Arc::new(EventRecord::for_test(
+            "ns", "Pod", "a", "BackOff", "Warning",
+        ));
+        let b: Shared = Arc::new(EventRecord::for_test("ns", "Pod", "b", "Started", "Normal"));
+        let body = payload(&[a, b], &Identity::default());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let records = v["records"].as_array().unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0]["k8s.object.name"], "a");
+        assert_eq!(records[1]["k8s.event.reason"], "Started");
+        assert_eq!(records[1]["severity_number"], 9);
+        let empty = payload(&[], &Identity::default());
+        assert_eq!(empty, b"{\"records\":[]}");
+    }
+}
