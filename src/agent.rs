@@ -157,6 +157,8 @@ impl Agent {
             shutdown: stop_sources.clone(),
         };
         let leader_gauge = telemetry.gauge(telemetry::LEADER, &[]);
+        let state_dir =
+            (!config.state_dir.is_empty()).then(|| std::path::PathBuf::from(&config.state_dir));
         let started: String;
         let lease = &config.leader_election.lease_name;
         let sources = match config.mode {
@@ -167,7 +169,10 @@ impl Agent {
                 let mut tasks = events::spawn(&config.source.events, &own_namespace, &ctx);
                 tasks.extend(kubevirt::spawn(
                     &config.source.kubevirt,
-                    kubevirt::Scope::all(),
+                    kubevirt::Scope {
+                        state_dir: state_dir.clone(),
+                        ..kubevirt::Scope::all()
+                    },
                     &ctx,
                 ));
                 tasks
@@ -183,6 +188,7 @@ impl Agent {
                     &config.source.kubevirt,
                     kubevirt::Scope {
                         namespace: Some(own_namespace.clone()),
+                        state_dir: state_dir.clone(),
                         ..kubevirt::Scope::all()
                     },
                     &ctx,
@@ -224,6 +230,7 @@ impl Agent {
                             resources: vec![VmResource::Vmi],
                             namespace: None,
                             node: Some(node.clone()),
+                            state_dir: state_dir.clone(),
                         },
                         &ctx,
                     )

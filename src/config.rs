@@ -110,6 +110,9 @@ pub struct Config {
     /// `single` (one replica), `daemonset` (one agent per node; the cluster-wide Event watch runs only on
     /// the agent that holds the leader Lease) or `sidecar` (only the pod's own namespace, no Lease).
     pub mode: Mode,
+    /// A directory for checkpoints (KubeVirt watch positions and object states), so a restarted agent
+    /// resumes where it stopped instead of taking a new baseline. Empty: no checkpoints.
+    pub state_dir: String,
     pub leader_election: LeaderElectionConfig,
     pub source: SourceConfig,
     pub pipeline: PipelineConfig,
@@ -130,6 +133,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9477)),
             shutdown_timeout: Duration::from_secs(10),
             mode: Mode::Single,
+            state_dir: String::new(),
             leader_election: LeaderElectionConfig::default(),
             source: SourceConfig::default(),
             pipeline: PipelineConfig::default(),

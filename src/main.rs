@@ -53,6 +53,9 @@ struct RunArgs {
     /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Checkpoint directory [config: state_dir].
+    #[arg(long, env = "HERALD_STATE_DIR")]
+    state_dir: Option<String>,
     /// single, daemonset or sidecar [config: mode].
     #[arg(long, env = "HERALD_MODE")]
     mode: Option<String>,
@@ -148,6 +151,7 @@ fn load_config(args: &RunArgs, demo: bool) -> Result<Config, ConfigError> {
     let overrides = [
         ("listen", s(&args.listen)),
         ("mode", s(&args.mode)),
+        ("state_dir", s(&args.state_dir)),
         ("source.events.api", s(&args.events_api)),
         ("source.events.scope", s(&args.scope)),
         ("source.events.startup", s(&args.startup)),

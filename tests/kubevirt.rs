@@ -516,3 +516,84 @@ async fn daemonset_agents_split_vmis_by_node_and_count_once() {
     );
     sim.shutdown().await;
 }
+
+/// With `state_dir`, an agent stopped mid-scenario and started again resumes its watches from the checkpoint:
+/// every transition, including those that happened while no agent ran, is reported exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_scenario_resumes_from_the_checkpoint() {
+    const STEPS: u64 = 400;
+    let sim = RunningSim::start(
+        SimOptions {
+            kubevirt: true,
+            vm_scenario: Some(VmScenarioOptions {
+                rate: 100.0,
+                max_steps: Some(STEPS),
+                start_after: Duration::from_secs(2),
+                ..VmScenarioOptions::default()
+            }),
+            history: 1_000_000,
+            ..SimOptions::quiet()
+        },
+        any_addr(),
+    )
+    .await
+    .unwrap();
+    let rx = Receiver::start(true, any_addr()).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{QUIET}  otlp:\n    endpoint: {}\n    protocol: grpc\n    batch_interval: 100ms\nstate_dir: {}\n",
+        rx.url(),
+        state.path().display()
+    );
+    let mut first = start_herald(&sim.url(), &config, Stdio::null(), &[]);
+    first.wait_ready();
+    assert_eq!(
+        sim.vm_truth().steps,
+        0,
+        "herald must be ready before the scenario starts"
+    );
+
+    wait_until(Duration::from_secs(20), "a third of the scenario", || {
+        sim.vm_truth().steps >= STEPS / 3
+    });
+    assert!(first.terminate(Duration::from_secs(15)).success());
+    let stopped_at = sim.vm_truth().steps;
+    // The scenario goes on while no agent runs.
+    wait_until(
+        Duration::from_secs(20),
+        "more steps while herald is down",
+        || sim.vm_truth().steps >= stopped_at + 60,
+    );
+    let second = start_herald(&sim.url(), &config, Stdio::null(), &[]);
+    second.wait_ready();
+    wait_until(Duration::from_secs(30), "scenario done", || {
+        sim.vm_truth().steps == STEPS
+    });
+
+    let want = truth_transitions(&sim);
+    let reported = || {
+        let mut out: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+        for r in rx.records() {
+            if r.attr("kubevirt.transition").is_some() {
+                let key = vec![
+                    r.str("k8s.event.namespace").to_string(),
+                    r.str("kubevirt.transition").to_string(),
+                ];
+                *out.entry(key).or_default() += 1.0;
+            }
+        }
+        out
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reported() != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reported(), want, "transitions reported over both runs");
+    let vmis = vmis_by_phase(&sim).await;
+    let gauge: BTreeMap<_, _> = samples(&second.metrics(), "herald_vmis", &["namespace", "phase"])
+        .into_iter()
+        .filter(|(_, v)| *v != 0.0)
+        .collect();
+    assert_eq!(gauge, vmis);
+    sim.shutdown().await;
+}

@@ -226,8 +226,8 @@ async fn resumed_watches_keep_occurrences_equal_to_truth() {
     );
     assert!(matches!(herald.get("/readyz"), Some((200, _))));
     // How many disconnects fit in the run depends on the machine's speed (each one costs a reconnect):
-    // 160 to 260 measured on 2 shared cores. With relists_after_410's share, CI injects about 200 to 320.
-    assert!(truth.faults_injected_total >= 120, "{injected:?}");
+    // 100 to 260 measured on 2 cores shared with other builds; about 200 to 320 with relists_after_410 on a quiet machine.
+    assert!(truth.faults_injected_total >= 60, "{injected:?}");
     sim.shutdown().await;
 }
 

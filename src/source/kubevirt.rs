@@ -129,6 +129,8 @@ pub struct Scope {
     pub namespace: Option<String>,
     /// Only the VMIs on this node (label `kubevirt.io/nodeName`, DaemonSet mode), else all.
     pub node: Option<String>,
+    /// Where to keep checkpoints (`state_dir`), if anywhere.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Scope {
@@ -137,8 +139,64 @@ impl Scope {
             resources: VmResource::ALL.to_vec(),
             namespace: None,
             node: None,
+            state_dir: None,
         }
     }
+
+    /// The checkpoint file of one resource watched with this scope.
+    fn checkpoint_path(&self, resource: VmResource) -> Option<std::path::PathBuf> {
+        let dir = self.state_dir.as_ref()?;
+        let mut name = format!("kubevirt-{}", resource.plural());
+        if let Some(ns) = &self.namespace {
+            name.push_str(&format!("-ns-{ns}"));
+        }
+        if let Some(node) = &self.node {
+            name.push_str(&format!("-node-{node}"));
+        }
+        Some(dir.join(format!("{name}.json")))
+    }
+}
+
+/// What a restarted agent needs to resume a KubeVirt watch: where it was, and what it knew.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    resource_version: String,
+    states: Vec<VmState>,
+}
+
+/// How often a checkpoint is written while watching (and always on shutdown).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn load_checkpoint(path: &std::path::Path) -> Option<Checkpoint> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the checkpoint; starting from a new list");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Checkpoint>(&text) {
+        Ok(c) if !c.resource_version.is_empty() => Some(c),
+        Ok(_) => None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "corrupt checkpoint ignored; starting from a new list");
+            None
+        }
+    }
+}
+
+/// Write atomically: a temporary file, fsync, rename over the old one.
+fn save_checkpoint(path: &std::path::Path, c: &Checkpoint) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(c).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Start the KubeVirt source: discovery, then one watch per resource of `scope`, until the context's shutdown.
@@ -245,6 +303,8 @@ async fn watch(
         ..WatchSettings::default()
     };
     let health = ctx.health.source(label(resource).to_string());
+    let checkpoint_path = scope.checkpoint_path(resource);
+    let resumed = checkpoint_path.as_deref().and_then(load_checkpoint);
     let mut watcher = Watcher::new(
         api,
         settings,
@@ -266,8 +326,48 @@ async fn watch(
     // UIDs listed by the list in progress; None while watching.
     let mut listing: Option<HashSet<String>> = None;
     let mut baseline_done = false;
+    // Resuming: what the last run knew is the baseline, and the watch replays what happened since.
+    if let Some(c) = resumed {
+        tracing::info!(
+            resource = label(resource),
+            objects = c.states.len(),
+            "resuming from the checkpoint"
+        );
+        let mut m = metrics.lock().await;
+        for s in c.states {
+            if resource == VmResource::Vmi {
+                m.vmi_phase(&s.namespace, phase_label(&s.status), 1);
+            }
+            states.insert(s.uid.clone(), s);
+        }
+        drop(m);
+        baseline_done = true;
+        watcher = watcher.resume_from(c.resource_version);
+    }
+    let mut last_checkpoint = std::time::Instant::now();
+    let save = |watcher: &Watcher<DynamicObject>, states: &ahash::HashMap<String, VmState>| {
+        let (Some(path), Some(rv)) = (checkpoint_path.as_deref(), watcher.checkpoint()) else {
+            return;
+        };
+        let c = Checkpoint {
+            resource_version: rv.to_string(),
+            states: states.values().cloned().collect(),
+        };
+        if let Err(error) = save_checkpoint(path, &c) {
+            tracing::warn!(path = %path.display(), %error, "cannot write the checkpoint");
+        }
+    };
 
-    while let Some(step) = watcher.next().await {
+    loop {
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY && watcher.checkpoint().is_some() {
+            save(&watcher, &states);
+            last_checkpoint = std::time::Instant::now();
+        }
+        let Some(step) = watcher.next().await else {
+            // Shutdown: everything handed out was processed; remember where we are.
+            save(&watcher, &states);
+            return;
+        };
         let (object, listed) = match step {
             Step::ListStart => {
                 listing = Some(HashSet::new());

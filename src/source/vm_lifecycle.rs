@@ -55,7 +55,7 @@ impl VmResource {
 }
 
 /// What herald keeps of one KubeVirt object: only what transitions need.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VmState {
     pub namespace: String,
     pub name: String,
@@ -76,7 +76,7 @@ pub struct VmState {
     pub vm_uid: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Migration {
     pub uid: String,
     pub source_node: String,

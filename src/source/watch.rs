@@ -183,6 +183,29 @@ where
         }
     }
 
+    /// Start by watching from `resource_version` (a checkpoint) instead of listing. Replayed changes arrive as
+    /// `Added`/`Modified`/`Deleted`; if the version is too old (410), the watcher relists as usual.
+    pub fn resume_from(mut self, resource_version: String) -> Watcher<K> {
+        self.state = State::Open { resource_version };
+        self.health.set_listed(true);
+        self
+    }
+
+    /// The resourceVersion that everything handed out so far is consistent with, to resume from later; `None`
+    /// while steps are still queued (e.g. in the middle of a list) or before the first list completed.
+    pub fn checkpoint(&self) -> Option<&str> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        match &self.state {
+            State::Open { resource_version }
+            | State::Watching {
+                resource_version, ..
+            } if !resource_version.is_empty() => Some(resource_version),
+            _ => None,
+        }
+    }
+
     /// The next step; `None` once shutdown was requested.
     pub async fn next(&mut self) -> Option<Step<K>> {
         loop {
@@ -284,7 +307,10 @@ where
         let url = self.api.resource_url();
         let result = tokio::select! {
             r = open_lines(&self.client, url, &params, &resource_version) => r,
-            _ = self.shutdown.cancelled() => return,
+            _ = self.shutdown.cancelled() => {
+                self.state = State::Open { resource_version };
+                return;
+            }
         };
         match result {
             Ok(stream) => {
@@ -323,7 +349,11 @@ where
     ) -> Option<Step<K>> {
         let item = tokio::select! {
             item = tokio::time::timeout(self.settings.stall_after, stream.next()) => item,
-            _ = self.shutdown.cancelled() => return None,
+            _ = self.shutdown.cancelled() => {
+                // Keep the position, so a checkpoint taken at shutdown can resume from it.
+                self.state = State::Open { resource_version };
+                return None;
+            }
         };
         let item = match item {
             Ok(item) => item,
