@@ -31,9 +31,25 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        // A key may be any YAML string ("a\nb"): escape control characters so the error stays one line.
+        let one_line = |s: String| {
+            if s.contains(char::is_control) {
+                s.chars()
+                    .map(|c| {
+                        if c.is_control() {
+                            c.escape_default().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect()
+            } else {
+                s
+            }
+        };
         ConfigError {
-            key: key.into(),
-            reason: reason.into(),
+            key: one_line(key.into()),
+            reason: one_line(reason.into()),
         }
     }
 }
@@ -893,8 +909,14 @@ pub fn yaml_value(text: &str, origin: &str) -> Result<serde_json::Value, ConfigE
     if text.trim().is_empty() {
         return Ok(empty());
     }
-    let value: serde_json::Value = serde_saphyr::from_str(text)
-        .map_err(|e| ConfigError::new(origin, format!("invalid YAML: {e}")))?;
+    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+        // The parser's message is followed by a multi-line source snippet; keep `key: reason` one line.
+        let message = e.to_string();
+        let first = message.lines().next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let first = first.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+        ConfigError::new(origin, format!("invalid YAML: {first}"))
+    })?;
     Ok(match value {
         serde_json::Value::Null => empty(),
         v => v,

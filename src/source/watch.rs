@@ -534,7 +534,7 @@ fn retry_after(error: &kube::Error) -> Option<Duration> {
 }
 
 /// One line of a watch stream.
-enum Line<K> {
+pub enum Line<K> {
     Event(WatchEvent<K>),
     /// A complete line that is no watch event: malformed or truncated JSON, an unknown type, a wrong shape.
     Undecodable(serde_json::Error),
@@ -650,7 +650,10 @@ where
     lines.boxed()
 }
 
-fn decode_line<K: DeserializeOwned>(line: &[u8]) -> kube::Result<Line<K>> {
+/// Decode one complete line of a watch body (without its newline): a watch event, a line that is none
+/// ([`Line::Undecodable`], counted and skipped), or the server's bare `Status` with a code (`Error::Api`).
+/// Public for the robustness tests (`tests/fuzz_inputs.rs`).
+pub fn decode_line<K: DeserializeOwned>(line: &[u8]) -> kube::Result<Line<K>> {
     match serde_json::from_slice::<WatchEvent<K>>(line) {
         Ok(event) => Ok(Line::Event(event)),
         Err(error) => match serde_json::from_slice::<kube::core::Status>(line) {
