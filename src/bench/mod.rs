@@ -96,6 +96,8 @@ pub struct Summary {
     pub events_per_second: f64,
     /// Agent CPU (user + system) over the stream.
     pub cpu_seconds: f64,
+    /// The simulator's CPU over the same time (it shares the machine: at `max` it can be the limit).
+    pub sim_cpu_seconds: f64,
     pub cpu_seconds_per_100k_events: Option<f64>,
     pub cpu_percent_of_core: f64,
     /// VmRSS when ready, before the stream.
@@ -211,6 +213,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
         .arg("--write-kubeconfig")
         .arg(&kubeconfig);
     let sim = Guard(spawn(sim_cmd, &dir.join("sim.log")).context("cannot start the simulator")?);
+    let sim_pid = sim.0.id();
     let sim_addr = wait_for(
         Duration::from_secs(30),
         "the simulator's kubeconfig",
@@ -247,7 +250,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
         (probe::http_get(agent_addr, "/readyz")?.0 == 200).then_some(())
     })?;
     let ready_seconds = started.elapsed().as_secs_f64();
-    let first = sample(agent_addr, pid)?;
+    let first = sample(agent_addr, pid, sim_pid)?;
     let truth = sim_truth(sim_addr).context("cannot read the simulator's truth")?;
     if truth.rv != preloaded_rv {
         bail!(
@@ -262,7 +265,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
     let base = first.scrape.watch_ops();
     let (before, done) = if args.events == 0 {
         std::thread::sleep(args.idle);
-        (first.clone(), sample(agent_addr, pid)?)
+        (first.clone(), sample(agent_addr, pid, sim_pid)?)
     } else {
         let mut before = first.clone();
         let mut last_progress = (base, Instant::now());
@@ -271,7 +274,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
             if let Some(status) = agent.0.try_wait()? {
                 bail!("the agent exited during the run: {status}");
             }
-            let s = sample(agent_addr, pid)?;
+            let s = sample(agent_addr, pid, sim_pid)?;
             let ops = s.scrape.watch_ops();
             if ops >= base + args.events {
                 break (before, s);
@@ -295,7 +298,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
     let otlp_on = args.sinks.contains(&SinkName::Otlp);
     let drain_until = Instant::now() + Duration::from_secs(15);
     let last = loop {
-        let s = sample(agent_addr, pid)?;
+        let s = sample(agent_addr, pid, sim_pid)?;
         let backlog = s.scrape.sum("herald_queue_backlog", &[]);
         let sent = s.scrape.sum("herald_sink_sent_total", &[("sink", "otlp")]);
         // Every record the pipeline passed on, exported (a batch waiting for its interval is in no backlog).
@@ -330,6 +333,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
         && otlp_sent == otlp_received;
     let duration = done.at.duration_since(before.at).as_secs_f64();
     let cpu_seconds = done.proc.cpu_seconds - before.proc.cpu_seconds;
+    let sim_cpu_seconds = done.sim_cpu - before.sim_cpu;
     let processing = Histogram::delta(&last.scrape, &first.scrape, "herald_processing_seconds");
     let arrivals = receiver.arrival_delays();
     Ok(Summary {
@@ -352,6 +356,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
             0.0
         },
         cpu_seconds,
+        sim_cpu_seconds,
         cpu_seconds_per_100k_events: (args.events > 0)
             .then(|| cpu_seconds * 100_000.0 / args.events as f64),
         cpu_percent_of_core: if duration > 0.0 {
@@ -460,10 +465,12 @@ struct Sample {
     at: Instant,
     scrape: Scrape,
     proc: Proc,
+    sim_cpu: f64,
 }
 
-fn sample(agent: SocketAddr, pid: u32) -> anyhow::Result<Sample> {
+fn sample(agent: SocketAddr, pid: u32, sim_pid: u32) -> anyhow::Result<Sample> {
     let proc = Proc::read(pid).context("cannot read the agent's /proc entry")?;
+    let sim_cpu = Proc::read(sim_pid).map_or(0.0, |p| p.cpu_seconds);
     let at = Instant::now();
     let (status, body) =
         probe::http_get(agent, "/metrics").context("cannot scrape the agent's /metrics")?;
@@ -474,6 +481,7 @@ fn sample(agent: SocketAddr, pid: u32) -> anyhow::Result<Sample> {
         at,
         scrape: Scrape::parse(&body),
         proc,
+        sim_cpu,
     })
 }
 
@@ -491,7 +499,7 @@ fn report(s: &Summary) -> String {
         "herald bench load: {events} events at {rate}, {live} live objects, sinks {sinks}\n\
          counts          {ok}: {watch} watch events, occurrences {counted} of {expected}, OTLP {recv} received of {sent} sent, {drops} dropped, {restarts} watch restarts\n\
          throughput      {eps:.0} events/s over {dur:.2}s (agent ready after {ready:.2}s)\n\
-         cpu             {cpu:.3}s = {per100k} s per 100k events, {pct:.1}% of a core\n\
+         cpu             {cpu:.3}s = {per100k} s per 100k events, {pct:.1}% of a core (simulator: {sim_cpu:.3}s)\n\
          memory          RSS {rss_ready} KiB ready, {rss_end} KiB after, peak {peak} KiB\n\
          processing      p50 {p50}, p99 {p99} (herald_processing_seconds buckets)\n\
          otlp arrival    p50 {a50}, p99 {a99} ({samples} samples, event time to receiver)\n",
@@ -516,6 +524,7 @@ fn report(s: &Summary) -> String {
             .cpu_seconds_per_100k_events
             .map_or("-".to_string(), |v| format!("{v:.2}")),
         pct = s.cpu_percent_of_core,
+        sim_cpu = s.sim_cpu_seconds,
         rss_ready = s.rss_ready_kib,
         rss_end = s.rss_end_kib,
         peak = s.rss_peak_kib,
