@@ -116,6 +116,8 @@ pub struct Summary {
     pub otlp_arrival_samples: usize,
     /// `herald_queue_dropped_total`, all queues.
     pub drops: u64,
+    /// The same by queue (sink name), queues without drops left out.
+    pub drops_by_queue: std::collections::BTreeMap<String, u64>,
     /// `herald_watch_restarts_total`: a relist during the run would blur the numbers.
     pub watch_restarts: u64,
 }
@@ -373,6 +375,18 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
         otlp_arrival_p99_seconds: probe::exact_quantile(&arrivals, 0.99),
         otlp_arrival_samples: arrivals.len(),
         drops: delta("herald_queue_dropped_total", &[]),
+        drops_by_queue: last
+            .scrape
+            .by_label("herald_queue_dropped_total", "queue")
+            .into_iter()
+            .map(|(q, v)| {
+                let before = first
+                    .scrape
+                    .sum("herald_queue_dropped_total", &[("queue", &q)]);
+                (q, (v - before).max(0.0) as u64)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect(),
         watch_restarts: delta("herald_watch_restarts_total", &[]),
     })
 }
@@ -497,7 +511,7 @@ fn report(s: &Summary) -> String {
         .collect();
     format!(
         "herald bench load: {events} events at {rate}, {live} live objects, sinks {sinks}\n\
-         counts          {ok}: {watch} watch events, occurrences {counted} of {expected}, OTLP {recv} received of {sent} sent, {drops} dropped, {restarts} watch restarts\n\
+         counts          {ok}: {watch} watch events, occurrences {counted} of {expected}, OTLP {recv} received of {sent} sent, {drops} dropped{drops_by_queue}, {restarts} watch restarts\n\
          throughput      {eps:.0} events/s over {dur:.2}s (agent ready after {ready:.2}s)\n\
          cpu             {cpu:.3}s = {per100k} s per 100k events, {pct:.1}% of a core (simulator: {sim_cpu:.3}s)\n\
          memory          RSS {rss_ready} KiB ready, {rss_end} KiB after, peak {peak} KiB\n\
@@ -507,6 +521,11 @@ fn report(s: &Summary) -> String {
         live = s.live_objects,
         sinks = sinks.join(","),
         ok = if s.counts_match { "match" } else { "MISMATCH" },
+        drops_by_queue = s
+            .drops_by_queue
+            .iter()
+            .map(|(q, n)| format!(" {q}: {n}"))
+            .collect::<String>(),
         watch = s.watch_events,
         counted = s
             .occurrences_counted

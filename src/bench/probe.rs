@@ -48,6 +48,17 @@ impl Scrape {
         self.matching(name, labels).map(|(_, v)| v).sum()
     }
 
+    /// Values of `name` by the value of one label.
+    pub fn by_label(&self, name: &str, label: &str) -> Vec<(String, f64)> {
+        let prefix = format!("{label}=\"");
+        self.matching(name, &[])
+            .filter_map(|(labels, v)| {
+                let value = labels.split(&prefix).nth(1)?.split('"').next()?;
+                Some((value.to_string(), v))
+            })
+            .collect()
+    }
+
     fn matching<'a>(
         &'a self,
         name: &'a str,
@@ -210,6 +221,8 @@ mod tests {
         let s = Scrape::parse(TEXT);
         assert_eq!(s.watch_ops(), 8);
         assert_eq!(s.sum("herald_processing_seconds_sum", &[]), 1.5);
+        let by_type = s.by_label("herald_watch_events_total", "type");
+        assert_eq!(by_type[1], ("LISTED".to_string(), 3.0));
     }
 
     #[test]
