@@ -31,6 +31,16 @@ enum Command {
     /// Print or check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure herald: the load harness (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Run the simulator and the agent as separate processes, stream Events, report throughput, CPU, memory,
+    /// delays and drops.
+    Load(herald::bench::LoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -120,6 +130,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Some(Command::Bench(BenchCommand::Load(args))) => herald::bench::run_load(args),
         Some(Command::Run(args)) => run(args, None),
         Some(Command::Demo(demo)) => run(demo.run.clone(), Some(demo)),
         None => run(cli.run, None),

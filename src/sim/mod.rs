@@ -62,8 +62,8 @@ pub struct SimArgs {
     /// Seed of the generated scenario.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Generated operations per second (0: no generator).
-    #[arg(long, default_value_t = 20.0)]
+    /// Generated operations per second (0: no generator; max: as fast as the watchers take them).
+    #[arg(long, default_value = "20", value_parser = parse_rate)]
     pub rate: f64,
     /// Namespaces the generator spreads Events over.
     #[arg(long, default_value_t = 5)]
@@ -74,6 +74,9 @@ pub struct SimArgs {
     /// Percentage (0 to 30) of generated operations that delete a random live Event (the rest create or raise counts).
     #[arg(long, default_value_t = 5)]
     pub delete_percent: u32,
+    /// Create this many Events at once when the generator starts, before --start-after (live objects).
+    #[arg(long, default_value_t = 0)]
+    pub preload: u64,
     /// Wait this long before the first generated operation (e.g. 10s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub start_after: Duration,
@@ -165,12 +168,17 @@ impl TryFrom<&SimArgs> for SimOptions {
                 max_events: a.max_events,
                 start_after: a.start_after,
                 delete_percent: a.delete_percent.min(100),
+                preload: a.preload,
                 ..ScenarioOptions::default()
             }),
             faults: a.faults.parse()?,
             load: a.load.clone(),
             replay: a.replay.clone(),
-            replay_rate: if a.rate > 0.0 { a.rate } else { 20.0 },
+            replay_rate: if a.rate > 0.0 && a.rate.is_finite() {
+                a.rate
+            } else {
+                20.0
+            },
             history: a.history,
             bookmark_interval: a.bookmark_interval,
             kubevirt: !a.no_kubevirt,
@@ -182,6 +190,19 @@ impl TryFrom<&SimArgs> for SimOptions {
                 }
             }),
         })
+    }
+}
+
+/// A rate in operations per second, or `max`.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    if s == "max" {
+        return Ok(f64::INFINITY);
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r >= 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!(
+            "expected operations per second or \"max\", got {s:?}"
+        )),
     }
 }
 
@@ -360,4 +381,15 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     }
     sim.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_are_numbers_or_max() {
+        assert_eq!(super::parse_rate("250"), Ok(250.0));
+        assert_eq!(super::parse_rate("max"), Ok(f64::INFINITY));
+        assert!(super::parse_rate("-1").is_err());
+        assert!(super::parse_rate("fast").is_err());
+    }
 }

@@ -13,7 +13,7 @@ use super::store::Store;
 /// How the generator behaves.
 #[derive(Debug, Clone)]
 pub struct ScenarioOptions {
-    /// Operations per second.
+    /// Operations per second; infinite: as fast as the slowest watcher takes them (see [`MAX_BACKLOG`]).
     pub rate: f64,
     pub namespaces: usize,
     /// Stop after this many operations.
@@ -24,6 +24,8 @@ pub struct ScenarioOptions {
     pub delete_percent: u32,
     /// Generated Events older than this are deleted (real clusters keep Events for 1h).
     pub ttl: Duration,
+    /// Events created at once when the generator starts, before `start_after` (live objects for load tests).
+    pub preload: u64,
 }
 
 impl Default for ScenarioOptions {
@@ -35,6 +37,7 @@ impl Default for ScenarioOptions {
             start_after: Duration::ZERO,
             delete_percent: 5,
             ttl: Duration::from_secs(3600),
+            preload: 0,
         }
     }
 }
@@ -206,6 +209,11 @@ const APPS: &[&str] = &[
     "web", "api", "worker", "cache", "db", "frontend", "queue", "auth",
 ];
 
+/// With an infinite rate, the generator waits while the slowest watch stream is this many changes behind
+/// (the store's broadcast keeps 16k), so `--rate max` runs as fast as the agent takes the Events without
+/// ever lagging a watcher into 410 Gone.
+pub const MAX_BACKLOG: usize = 4096;
+
 /// Generates and applies operations to the store at the configured rate.
 pub struct Scenario {
     rng: fastrand::Rng,
@@ -229,9 +237,15 @@ impl Scenario {
         if self.opts.rate <= 0.0 {
             return;
         }
+        for _ in 0..self.opts.preload {
+            self.create(&store);
+        }
         tokio::select! {
             _ = tokio::time::sleep(self.opts.start_after) => {}
             _ = stop.cancelled() => return,
+        }
+        if self.opts.rate.is_infinite() {
+            return self.run_max(store, stop).await;
         }
         // Batched ticks keep high rates accurate without a timer per operation.
         let tick = Duration::from_millis(10);
@@ -255,6 +269,32 @@ impl Scenario {
                 self.step(&store);
                 done += 1;
             }
+        }
+    }
+
+    /// `rate: inf`: chunks of operations, each only once the watchers have caught up to [`MAX_BACKLOG`].
+    async fn run_max(mut self, store: Arc<Store>, stop: CancellationToken) {
+        const CHUNK: u64 = 256;
+        let mut done = 0u64;
+        loop {
+            while store.backlog() > MAX_BACKLOG {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+            self.expire(&store);
+            for _ in 0..CHUNK {
+                if self.opts.max_events.is_some_and(|m| done >= m) {
+                    return;
+                }
+                self.step(&store);
+                done += 1;
+            }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -388,5 +428,41 @@ mod tests {
         assert_ne!(run(7), run(8));
         let (total, objects, _) = run(7);
         assert!(total > objects as u64, "counts grow");
+    }
+
+    #[tokio::test]
+    async fn max_rate_preloads_then_runs_to_max_events() {
+        let store = Arc::new(Store::new(1000));
+        let opts = ScenarioOptions {
+            rate: f64::INFINITY,
+            max_events: Some(1000),
+            preload: 50,
+            ..ScenarioOptions::default()
+        };
+        Scenario::new(3, opts)
+            .run(store.clone(), CancellationToken::new())
+            .await;
+        assert_eq!(store.resource_version(), 1000 + 50 + 1000, "one write each");
+    }
+
+    #[tokio::test]
+    async fn max_rate_waits_for_a_slow_watcher() {
+        let store = Arc::new(Store::new(100_000));
+        let watcher = store.watch_from(None).unwrap();
+        let opts = ScenarioOptions {
+            rate: f64::INFINITY,
+            max_events: Some(6_000),
+            ..ScenarioOptions::default()
+        };
+        let run = tokio::spawn(Scenario::new(3, opts).run(store.clone(), CancellationToken::new()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let written = store.resource_version() - 1000;
+        assert!(
+            written > 0 && written as usize <= MAX_BACKLOG + 256,
+            "{written} writes ahead of a watcher that reads nothing"
+        );
+        drop(watcher);
+        run.await.unwrap();
+        assert_eq!(store.resource_version(), 1000 + 6_000);
     }
 }

@@ -161,6 +161,11 @@ impl Store {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Changes sent but not yet taken by every watch stream (0 when nobody watches).
+    pub fn backlog(&self) -> usize {
+        self.tx.len()
+    }
+
     pub fn resource_version(&self) -> u64 {
         self.lock().rv
     }
