@@ -55,9 +55,10 @@ pub struct LoadArgs {
     /// How long an idle run (--events 0) measures.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub idle: Duration,
-    /// Time between the simulator's preload and its first streamed operation; the agent must be ready by then.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
-    pub warmup: Duration,
+    /// Time between the simulator's preload and its first streamed operation; the agent must be ready by then
+    /// (it lists and counts the live objects first). Default: 3s plus 1s per 10k live objects.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
     /// Give up when the agent takes no Event for this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub stall_timeout: Duration,
@@ -211,7 +212,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
         .args(["--rate", if args.events == 0 { "max" } else { &rate }])
         .args(["--max-events", &args.events.to_string()])
         .args(["--preload", &args.live_objects.to_string()])
-        .args(["--start-after", &format!("{}ms", args.warmup.as_millis())])
+        .args(["--start-after", &format!("{}ms", warmup(args).as_millis())])
         .arg("--write-kubeconfig")
         .arg(&kubeconfig);
     let sim = Guard(spawn(sim_cmd, &dir.join("sim.log")).context("cannot start the simulator")?);
@@ -248,8 +249,9 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
     let mut agent =
         Guard(spawn(agent_cmd, &dir.join("agent.log")).context("cannot start the agent")?);
     let pid = agent.0.id();
-    wait_for(Duration::from_secs(60), "the agent's /readyz", || {
-        (probe::http_get(agent_addr, "/readyz")?.0 == 200).then_some(())
+    wait_for(Duration::from_secs(120), "the agent's /readyz", || {
+        let (status, body) = probe::http_get(agent_addr, "/readyz")?;
+        (status == 200 && events_source_ready(&body)).then_some(())
     })?;
     let ready_seconds = started.elapsed().as_secs_f64();
     let first = sample(agent_addr, pid, sim_pid)?;
@@ -388,6 +390,20 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
             .filter(|(_, n)| *n > 0)
             .collect(),
         watch_restarts: delta("herald_watch_restarts_total", &[]),
+    })
+}
+
+/// `/readyz` also answers 200 in the first milliseconds, before the Events source has registered (and so
+/// before its initial list); the harness waits for the source's own line.
+fn events_source_ready(readyz: &str) -> bool {
+    readyz
+        .lines()
+        .any(|l| l.starts_with("source events") && l.ends_with(": ok"))
+}
+
+fn warmup(args: &LoadArgs) -> Duration {
+    args.warmup.unwrap_or_else(|| {
+        Duration::from_secs(3) + Duration::from_secs(args.live_objects.div_ceil(10_000))
     })
 }
 
@@ -566,6 +582,17 @@ mod tests {
     }
 
     #[test]
+    fn ready_only_with_the_events_source_listed() {
+        assert!(!events_source_ready("pipeline: ok\n"));
+        assert!(!events_source_ready(
+            "pipeline: ok\nsource events: initial list not done\n"
+        ));
+        assert!(events_source_ready(
+            "pipeline: ok\nsource events: ok\nsink json: ok\n"
+        ));
+    }
+
+    #[test]
     fn generated_config_is_valid() {
         let args = LoadArgs {
             events: 10,
@@ -574,7 +601,7 @@ mod tests {
             sinks: vec![SinkName::Metrics, SinkName::Otlp],
             json: true,
             idle: Duration::from_secs(1),
-            warmup: Duration::from_secs(1),
+            warmup: None,
             stall_timeout: Duration::from_secs(1),
             seed: 1,
         };
@@ -587,5 +614,15 @@ mod tests {
         let config = crate::config::Config::from_value(value, "bench").unwrap();
         assert!(!config.sinks.json.enabled);
         assert!(!config.dedup.enabled);
+        assert_eq!(warmup(&args), Duration::from_secs(3));
+        let many = LoadArgs {
+            live_objects: 50_000,
+            ..args
+        };
+        assert_eq!(
+            warmup(&many),
+            Duration::from_secs(8),
+            "1s more per 10k live objects"
+        );
     }
 }
