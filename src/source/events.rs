@@ -83,10 +83,21 @@ pub fn spawn(
         .into_iter()
         .map(|ns| {
             let (ctx, cfg, settings) = (ctx.clone(), cfg.clone(), settings.clone());
+            // Registered before the task runs, so /readyz cannot answer 200 in the moment before it does.
+            let resource = match api {
+                EventsApi::CoreV1 => <decode::CoreV1 as EventsApiMarker>::RESOURCE,
+                EventsApi::EventsV1 => <decode::EventsV1 as EventsApiMarker>::RESOURCE,
+            };
+            let health = ctx.health.source(match &ns {
+                Some(n) => format!("{resource} (namespace {n})"),
+                None => resource.to_string(),
+            });
             match api {
-                EventsApi::CoreV1 => tokio::spawn(run::<decode::CoreV1>(ns, settings, cfg, ctx)),
+                EventsApi::CoreV1 => {
+                    tokio::spawn(run::<decode::CoreV1>(ns, settings, cfg, ctx, health))
+                }
                 EventsApi::EventsV1 => {
-                    tokio::spawn(run::<decode::EventsV1>(ns, settings, cfg, ctx))
+                    tokio::spawn(run::<decode::EventsV1>(ns, settings, cfg, ctx, health))
                 }
             }
         })
@@ -117,16 +128,12 @@ async fn run<A: Normalise>(
     settings: WatchSettings,
     cfg: EventSourceConfig,
     ctx: SourceContext,
+    health: Arc<crate::health::SourceHealth>,
 ) {
     let api: Api<LeanEvent<A>> = match &namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let health_name = match &namespace {
-        Some(ns) => format!("{} (namespace {ns})", A::RESOURCE),
-        None => A::RESOURCE.to_string(),
-    };
-    let health = ctx.health.source(health_name);
     let mut watcher = Watcher::new(
         api,
         settings,
