@@ -9,6 +9,7 @@ use crate::pipeline::ring::Ring;
 use crate::record::EventRecord;
 use crate::telemetry::{self, Telemetry};
 
+pub mod https;
 pub mod json;
 pub mod metrics_sink;
 pub mod otlp;

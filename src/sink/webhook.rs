@@ -16,14 +16,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use metrics::Counter;
 use sha2::Sha256;
 use tokio::sync::watch;
 
 use super::Shared;
+use super::https::{self, HttpsClient, SendError};
 use super::json::write_object;
 use super::shape::Identity;
 use crate::config::{Config, WebhookConfig};
@@ -49,31 +48,9 @@ pub enum Error {
     Tls {
         index: usize,
         #[source]
-        source: super::otlp::transport::Error,
+        source: https::TlsError,
     },
 }
-
-/// A failed POST.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SendError {
-    /// 5xx, 429, a timeout or a connection error: worth another try.
-    pub retryable: bool,
-    /// The server's `Retry-After` (seconds form), when it sent one.
-    pub retry_after: Option<Duration>,
-    pub message: String,
-}
-
-impl SendError {
-    fn new(retryable: bool, message: impl Into<String>) -> SendError {
-        SendError {
-            retryable,
-            retry_after: None,
-            message: message.into(),
-        }
-    }
-}
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The metric label and queue name of webhook `index`: `webhook:<index>`.
 ///
@@ -116,13 +93,7 @@ impl WebhookSink {
                     index,
                     reason: e.to_string(),
                 })?;
-        let tls = super::otlp::transport::tls_config(None)
-            .map_err(|source| Error::Tls { index, source })?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let client = https::client(None).map_err(|source| Error::Tls { index, source })?;
         let labels = [("sink", name)];
         Ok(WebhookSink {
             name,
@@ -130,7 +101,7 @@ impl WebhookSink {
             uri,
             filter: Filter::new(&settings.filter),
             settings,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client,
             identity,
             sent: telemetry.counter(telemetry::SINK_SENT, &labels),
             failures: telemetry.counter(telemetry::SINK_FAILURES, &labels),
@@ -329,27 +300,12 @@ pub fn payload(batch: &[Shared], id: &Identity) -> Vec<u8> {
 }
 
 async fn send(client: &HttpsClient, req: http::Request<Full<Bytes>>) -> Result<(), SendError> {
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| SendError::new(true, format!("cannot reach the webhook: {e}")))?;
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    // Read the body so the connection can be reused; its content does not matter.
-    let _ = resp.into_body().collect().await;
-    if status.is_success() {
-        return Ok(());
-    }
-    Err(SendError {
-        retryable: status.is_server_error() || status.as_u16() == 429,
-        retry_after,
-        message: format!("HTTP {status}"),
+    // 5xx and 429 are worth another try; any other 4xx will not get better.
+    https::send(client, req, "webhook", |s| {
+        s.is_server_error() || s.as_u16() == 429
     })
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]

@@ -1,13 +1,10 @@
 //! Sending one export request over OTLP/gRPC (tonic) or OTLP/HTTP with protobuf bodies (hyper), and
 //! telling retryable failures from final ones the way the OTLP specification does.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -22,6 +19,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::settings::Settings;
 use crate::config::OtlpProtocol;
+pub use crate::sink::https::SendError;
+use crate::sink::https::{self, HttpsClient};
 
 /// Why the transport could not be built (only TLS set-up can fail, after settings were checked).
 #[derive(Debug, thiserror::Error)]
@@ -31,28 +30,6 @@ pub enum Error {
     #[error("sinks.otlp.endpoint: {0}")]
     Endpoint(String),
 }
-
-/// A failed export.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SendError {
-    /// Worth retrying: the collector is unavailable, overloaded or timed out.
-    pub retryable: bool,
-    /// The server's `Retry-After`, when it sent one.
-    pub retry_after: Option<Duration>,
-    pub message: String,
-}
-
-impl SendError {
-    fn new(retryable: bool, message: impl Into<String>) -> SendError {
-        SendError {
-            retryable,
-            retry_after: None,
-            message: message.into(),
-        }
-    }
-}
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub enum Transport {
     Grpc(Box<GrpcTransport>),
@@ -127,13 +104,8 @@ impl Transport {
                 })))
             }
             OtlpProtocol::HttpProtobuf => {
-                let tls = tls_config(s.ca_pem.as_deref())?;
-                let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(tls)
-                    .https_or_http()
-                    .enable_http1()
-                    .build();
-                let client = Client::builder(TokioExecutor::new()).build(connector);
+                let client =
+                    https::client(s.ca_pem.as_deref()).map_err(|e| Error::Tls(e.to_string()))?;
                 let mut headers = http::HeaderMap::new();
                 for (name, value) in &s.headers {
                     if let (Ok(k), Ok(v)) = (
@@ -254,49 +226,9 @@ async fn send_http(
         .map_err(|e| SendError::new(false, e.to_string()))?;
     req.headers_mut()
         .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| SendError::new(true, format!("cannot reach the collector: {e}")))?;
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| SendError::new(true, format!("response body: {e}")))?
-        .to_bytes();
-    if status.is_success() {
-        return Ok(bytes);
-    }
-    Err(SendError {
-        retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
-        retry_after,
-        message: format!("HTTP {status}"),
+    // Retryable per the OTLP specification.
+    https::send(client, req, "collector", |s| {
+        matches!(s.as_u16(), 429 | 502 | 503 | 504)
     })
-}
-
-pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(pem) = ca_pem {
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| Error::Tls(e.to_string()))?;
-            roots.add(cert).map_err(|e| Error::Tls(e.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    .await
 }
