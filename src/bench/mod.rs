@@ -8,7 +8,7 @@
 //! judges the numbers (no thresholds); BENCHMARKS.md does that.
 
 mod otlp;
-mod probe;
+pub mod probe;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
