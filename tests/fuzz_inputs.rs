@@ -14,9 +14,12 @@
 //! failure is shrunk and persisted in
 //! `proptest-regressions/fuzz_inputs.txt`, which is replayed first on every later run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use common::{fixture_objects, fixtures};
 use herald::config::{Config, DEFAULT_CONFIG_YAML};
 use herald::record::{EventApi, Interner};
 use herald::source::decode::{CoreV1, EventsV1, LeanEvent};
@@ -58,35 +61,6 @@ fn config(cases: u32) -> ProptestConfig {
 
 // ---------------------------------------------------------------------------------------------------------
 // Seeds
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("HERALD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "fixture seeds skipped: fixtures folder {} not found (set HERALD_FIXTURES); using built-in seeds only",
-            dir.display()
-        );
-        None
-    }
-}
-
-/// Every object in a JSON or YAML file; lists are expanded.
-fn objects(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let value: Value = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).unwrap()
-    } else {
-        serde_saphyr::from_str(&text).unwrap()
-    };
-    match value.get("items") {
-        Some(Value::Array(items)) => items.clone(),
-        _ => vec![value],
-    }
-}
 
 fn files(dir: &Path, sub: &str, ext: &[&str]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
@@ -131,11 +105,11 @@ fn seeds() -> &'static Seeds {
         if let Some(dir) = fixtures() {
             for sub in ["events", "events-v1"] {
                 for f in files(&dir, sub, &["json", "yaml"]) {
-                    events.extend(objects(&f));
+                    events.extend(fixture_objects(&f));
                 }
             }
             for f in files(&dir, "kubevirt", &["json", "yaml"]) {
-                kubevirt.extend(objects(&f));
+                kubevirt.extend(fixture_objects(&f));
             }
             for f in files(&dir, "watch", &["jsonl"]) {
                 let text = std::fs::read_to_string(&f).unwrap();

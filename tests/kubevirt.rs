@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -264,38 +263,12 @@ async fn a_cluster_without_kubevirt_is_reported_not_fatal() {
     sim.shutdown().await;
 }
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("HERALD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir.join("kubevirt"))
-    } else {
-        eprintln!(
-            "skipped: fixtures folder {} not found (set HERALD_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
-}
-
-fn items(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let v: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).unwrap()
-    } else {
-        serde_saphyr::from_str(&text).unwrap()
-    };
-    match v.get("items").and_then(|i| i.as_array()) {
-        Some(items) => items.clone(),
-        None => vec![v],
-    }
-}
-
 /// Real objects decode, and the Harvester migration yields the expected transitions and duration.
 #[test]
 fn real_kubevirt_objects_decode_and_derive() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures().map(|d| d.join("kubevirt")) else {
+        return;
+    };
     for (file, resource) in [
         (
             "harvester-v1.2.1-vm-list-after-migration.yaml",
@@ -318,13 +291,13 @@ fn real_kubevirt_objects_decode_and_derive() {
             VmResource::Vmi,
         ),
     ] {
-        for obj in items(&dir.join(file)) {
+        for obj in fixture_objects(&dir.join(file)) {
             vm_lifecycle::read(resource, &obj).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }
     let vmi = vm_lifecycle::read(
         VmResource::Vmi,
-        &items(&dir.join("harvester-v1.2.1-vmi-list-after-migration.yaml"))[0],
+        &fixture_objects(&dir.join("harvester-v1.2.1-vmi-list-after-migration.yaml"))[0],
     )
     .unwrap();
     assert_eq!(
@@ -358,7 +331,7 @@ fn real_kubevirt_objects_decode_and_derive() {
 
     let vmim = vm_lifecycle::read(
         VmResource::Vmim,
-        &items(&dir.join("harvester-v1.2.1-vmim-list-succeeded.yaml"))[0],
+        &fixture_objects(&dir.join("harvester-v1.2.1-vmim-list-succeeded.yaml"))[0],
     )
     .unwrap();
     let mut running = vmim.clone();
@@ -373,7 +346,9 @@ fn real_kubevirt_objects_decode_and_derive() {
 /// Real objects loaded into the simulator are herald's baseline: the gauge shows them, nothing is a transition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_objects_in_the_cluster_are_the_baseline() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures().map(|d| d.join("kubevirt")) else {
+        return;
+    };
     let sim = RunningSim::start(
         SimOptions {
             kubevirt: true,

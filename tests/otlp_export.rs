@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,21 +13,6 @@ use common::*;
 use herald::sim::{RunningSim, SimOptions};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, PostParams};
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("HERALD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: fixtures folder {} not found (set HERALD_FIXTURES to run this test)",
-            dir.display()
-        );
-        None
-    }
-}
 
 /// herald's configuration for these tests; `extra` is more `sinks.otlp` keys (batch_interval defaults to 50ms).
 fn otlp_config(endpoint: &str, protocol: &str, extra: &str) -> String {

@@ -2,42 +2,15 @@
 //! The fixtures are read at run time (override the folder with `HERALD_FIXTURES`); without them these tests
 //! say they were skipped and pass.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{fixture_objects, fixtures};
 
 use herald::config::StartupPolicy;
 use herald::record::{EventApi, EventRecord, Interner};
 use herald::source::accounting::Accounting;
 use herald::source::decode::{CoreV1, EventsV1, LeanEvent};
 use herald::source::events::normalise;
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("HERALD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: fixtures folder {} not found (set HERALD_FIXTURES to run these tests)",
-            dir.display()
-        );
-        None
-    }
-}
-
-/// Every object in a JSON or YAML file; `List`/`EventList` are expanded.
-fn objects(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).unwrap()
-    } else {
-        serde_saphyr::from_str(&text).unwrap()
-    };
-    match value.get("items") {
-        Some(serde_json::Value::Array(items)) => items.clone(),
-        _ => vec![value],
-    }
-}
 
 fn record(value: serde_json::Value) -> EventRecord {
     let mut interner = Interner::new(100);
@@ -53,7 +26,10 @@ fn record(value: serde_json::Value) -> EventRecord {
 }
 
 fn load(dir: &std::path::Path, file: &str) -> Vec<EventRecord> {
-    objects(&dir.join(file)).into_iter().map(record).collect()
+    fixture_objects(&dir.join(file))
+        .into_iter()
+        .map(record)
+        .collect()
 }
 
 #[test]
@@ -63,7 +39,7 @@ fn every_fixture_event_normalises() {
     for sub in ["events", "events-v1"] {
         for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
             let path = entry.unwrap().path();
-            for obj in objects(&path) {
+            for obj in fixture_objects(&path) {
                 let r = record(obj);
                 assert!(!r.name.is_empty(), "{}", path.display());
                 assert!(r.count >= 1, "{}", path.display());

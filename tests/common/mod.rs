@@ -206,3 +206,34 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 pub fn herald_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herald"))
 }
+
+/// The shared fixtures folder (`HERALD_FIXTURES`, else `../shared/fixtures`), or `None` with a note that the
+/// tests using it are skipped.
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("HERALD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: fixtures folder {} not found (set HERALD_FIXTURES to run the fixture tests)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// Every object in a JSON or YAML fixture file; a `List` (`kubectl get -o yaml`) is expanded.
+pub fn fixture_objects(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).unwrap()
+    } else {
+        serde_saphyr::from_str(&text).unwrap()
+    };
+    match value.get("items").and_then(|i| i.as_array()) {
+        Some(items) => items.clone(),
+        None => vec![value],
+    }
+}
