@@ -104,11 +104,7 @@ impl Filter {
     /// `Ok` keeps the record; `Err` names the filter that dropped it. Needs `record.severity` set.
     /// A record without any timestamp is never too old.
     pub fn check(&self, record: &EventRecord, now: Timestamp) -> Result<(), Filtered> {
-        // VM lifecycle records are herald's own too, but they describe the cluster, not herald.
-        if self.exclude_own_events
-            && record.vm.is_none()
-            && &*record.component == crate::self_events::CONTROLLER
-        {
+        if self.exclude_own_events && &*record.component == crate::self_events::CONTROLLER {
             return Err(Filtered::OwnEvent);
         }
         if !self.types.admits(&record.type_) {

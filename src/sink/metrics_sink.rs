@@ -81,7 +81,9 @@ impl MetricsSink {
             // Lifecycle transitions have their own metrics, kept by the KubeVirt source.
             return;
         }
+        // Quota refusals are Warnings; skip the message search for everything else.
         if r.delta > 0
+            && &*r.type_ == "Warning"
             && let Some(resources) = quota_resources(&r.message)
         {
             for resource in resources {

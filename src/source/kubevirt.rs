@@ -21,6 +21,9 @@ use crate::config::KubevirtSourceConfig;
 use crate::record::{Change, EventApi, EventRecord, ObjectRef, Severity, VmDetails};
 use crate::telemetry::{self, Telemetry};
 
+/// `k8s.event.reporting_controller` of VM lifecycle records.
+pub const COMPONENT: &str = "herald-kubevirt";
+
 /// Metric handles, resolved once per label set.
 struct VmMetrics {
     telemetry: Arc<Telemetry>,
@@ -585,7 +588,8 @@ pub fn record(t: Transition) -> EventRecord {
         uid: t.uid.clone().into(),
         ..ObjectRef::default()
     };
-    r.component = "herald".into();
+    // Not `herald` (herald's own Events, which the pipeline may exclude): these describe the cluster.
+    r.component = COMPONENT.into();
     r.host = t.node.clone().into();
     r.message = message;
     r.count = 1;
