@@ -91,6 +91,51 @@ impl Agent {
             .gauge(telemetry::CONFIG_HASH, &[])
             .set(crate::reload::hash_value(&config_hash));
 
+        let state_dir =
+            (!config.state_dir.is_empty()).then(|| std::path::PathBuf::from(&config.state_dir));
+        let event_watches = match config.mode {
+            Mode::Sidecar => {
+                let mut cfg = config.source.events.clone();
+                cfg.scope = Scope::Own;
+                cfg
+            }
+            _ => config.source.events.clone(),
+        };
+        // Event checkpoints need the metrics sink (it writes them, with its counters). In daemonset mode the
+        // leader's watches start from a list: another agent may have counted since this one last saved.
+        let event_checkpoints = state_dir
+            .as_ref()
+            .filter(|_| config.sinks.metrics.enabled && config.mode != Mode::Daemonset)
+            .map(|dir| {
+                let path = dir.join(crate::checkpoint::EVENTS_FILE);
+                let keys = events::watch_keys(&event_watches, &own_namespace);
+                let restored = crate::checkpoint::load::<crate::checkpoint::EventsFile>(&path)
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(%error, "Event checkpoint ignored; counting starts afresh");
+                        None
+                    });
+                let acks = Arc::new(crate::checkpoint::Acks::new(keys.len()));
+                let checkpoints = events::Checkpoints {
+                    every: Some(config.checkpoint_interval.0),
+                    restored: restored
+                        .iter()
+                        .flat_map(|f| f.watches.iter().map(|w| w.watch.clone()))
+                        .collect(),
+                    acks: acks.clone(),
+                };
+                let persist = crate::sink::metrics_sink::Persist {
+                    path,
+                    keys,
+                    restored,
+                    acks,
+                };
+                (checkpoints, persist)
+            });
+        let (event_checkpoints, persist) = match event_checkpoints {
+            Some((c, p)) => (c, Some(p)),
+            None => (events::Checkpoints::default(), None),
+        };
+
         let mut queues = Vec::new();
         let mut sink_tasks: Vec<JoinHandle<()>> = Vec::new();
         if config.sinks.metrics.enabled {
@@ -99,8 +144,13 @@ impl Agent {
                 config.sinks.metrics.queue_capacity,
                 true,
                 &telemetry,
-            );
-            let sink = MetricsSink::new(telemetry.clone(), config.metrics.max_series_per_metric);
+            )
+            .taking_checkpoints();
+            let mut sink =
+                MetricsSink::new(telemetry.clone(), config.metrics.max_series_per_metric);
+            if let Some(persist) = persist {
+                sink = sink.with_checkpoints(persist);
+            }
             sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
             queues.push(q);
         }
@@ -157,8 +207,6 @@ impl Agent {
             shutdown: stop_sources.clone(),
         };
         let leader_gauge = telemetry.gauge(telemetry::LEADER, &[]);
-        let state_dir =
-            (!config.state_dir.is_empty()).then(|| std::path::PathBuf::from(&config.state_dir));
         let started: String;
         let lease = &config.leader_election.lease_name;
         let sources = match config.mode {
@@ -166,7 +214,8 @@ impl Agent {
                 leader_gauge.set(1.0);
                 health.set_role("single");
                 started = "single mode: watches the cluster's Events".into();
-                let mut tasks = events::spawn(&config.source.events, &own_namespace, &ctx);
+                let mut tasks =
+                    events::spawn(&event_watches, &own_namespace, &ctx, &event_checkpoints);
                 tasks.extend(kubevirt::spawn(
                     &config.source.kubevirt,
                     kubevirt::Scope {
@@ -181,9 +230,8 @@ impl Agent {
                 leader_gauge.set(1.0);
                 health.set_role("sidecar");
                 started = format!("sidecar mode: watches namespace {own_namespace}");
-                let mut cfg = config.source.events.clone();
-                cfg.scope = Scope::Own;
-                let mut tasks = events::spawn(&cfg, &own_namespace, &ctx);
+                let mut tasks =
+                    events::spawn(&event_watches, &own_namespace, &ctx, &event_checkpoints);
                 tasks.extend(kubevirt::spawn(
                     &config.source.kubevirt,
                     kubevirt::Scope {
@@ -359,7 +407,12 @@ async fn lead_terms(
             shutdown: term.clone(),
             ..ctx.clone()
         };
-        let mut watches = events::spawn(&cfg.events, &own_namespace, &term_ctx);
+        let mut watches = events::spawn(
+            &cfg.events,
+            &own_namespace,
+            &term_ctx,
+            &events::Checkpoints::default(),
+        );
         watches.extend(kubevirt::spawn(
             &cfg.kubevirt,
             kubevirt::Scope {

@@ -126,9 +126,12 @@ pub struct Config {
     /// `single` (one replica), `daemonset` (one agent per node; the cluster-wide Event watch runs only on
     /// the agent that holds the leader Lease) or `sidecar` (only the pod's own namespace, no Lease).
     pub mode: Mode,
-    /// A directory for checkpoints (KubeVirt watch positions and object states), so a restarted agent
-    /// resumes where it stopped instead of taking a new baseline. Empty: no checkpoints.
+    /// A directory for checkpoints (watch positions, per-object counts and states, Event counter totals), so
+    /// a restarted agent resumes where it stopped instead of taking a new baseline. Empty: no checkpoints.
     pub state_dir: String,
+    /// How often checkpoints are written while something changed (and always on shutdown). With
+    /// `state_dir`, Event counters show only saved values, so they move in steps of this interval.
+    pub checkpoint_interval: Duration,
     pub leader_election: LeaderElectionConfig,
     pub source: SourceConfig,
     pub pipeline: PipelineConfig,
@@ -150,6 +153,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             mode: Mode::Single,
             state_dir: String::new(),
+            checkpoint_interval: Duration::from_secs(2),
             leader_election: LeaderElectionConfig::default(),
             source: SourceConfig::default(),
             pipeline: PipelineConfig::default(),
@@ -822,6 +826,12 @@ impl Config {
         if self.self_events.refill_interval.is_zero() {
             return Err(ConfigError::new(
                 "self_events.refill_interval",
+                "must be greater than 0",
+            ));
+        }
+        if self.checkpoint_interval.is_zero() {
+            return Err(ConfigError::new(
+                "checkpoint_interval",
                 "must be greater than 0",
             ));
         }

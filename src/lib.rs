@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod health;
 pub mod leader;

@@ -159,6 +159,12 @@ pub struct EventRecord {
     /// Set when the record stands for a KubeVirt lifecycle transition rather than a Kubernetes Event: log
     /// sinks write it (with VM attributes, and a span when it has a duration); the Event metrics skip it.
     pub vm: Option<Box<VmDetails>>,
+    /// Which Event watch emitted it (an index into `events::watch_keys`), so the metrics sink can keep each
+    /// watch's totals apart for its checkpoint.
+    pub watch: u16,
+    /// Not an Event but a checkpoint barrier: the watch's state at the moment it was sent, behind every
+    /// record it emitted before. The pipeline passes it to the metrics sink only, which saves it.
+    pub checkpoint: Option<Arc<crate::checkpoint::EventWatch>>,
 }
 
 /// A KubeVirt lifecycle transition, as log sinks write it.
@@ -196,6 +202,19 @@ impl EventRecord {
     }
 
     /// A minimal record for tests and benches; every string empty except those given.
+    /// A checkpoint barrier of Event watch `watch` (see [`EventRecord::checkpoint`]).
+    pub fn checkpoint_barrier(
+        watch: u16,
+        state: Arc<crate::checkpoint::EventWatch>,
+    ) -> EventRecord {
+        let mut r = EventRecord::for_test("", "", "", "", "");
+        r.delta = 0;
+        r.new_object = false;
+        r.watch = watch;
+        r.checkpoint = Some(state);
+        r
+    }
+
     pub fn for_test(
         namespace: &str,
         kind: &str,
@@ -242,6 +261,8 @@ impl EventRecord {
             duplicate: false,
             fingerprint: 0,
             vm: None,
+            watch: 0,
+            checkpoint: None,
         }
     }
 }

@@ -83,6 +83,8 @@ catalogue! {
     VM_MIGRATION_DURATION = "herald_vm_migration_duration_seconds", "histogram", "namespace, outcome",
         "VMI migrationState startTimestamp to endTimestamp, by outcome.";
     VMIS = "herald_vmis", "gauge", "namespace, phase", "VirtualMachineInstances by status.phase, exact across relists.";
+    CHECKPOINT_FAILURES = "herald_checkpoint_failures_total", "counter", "checkpoint",
+        "Checkpoint writes that failed (state_dir unwritable or full); until one succeeds, a crash repeats counts.";
     QUOTA_EXCEEDED = "herald_quota_exceeded_total", "counter", "namespace, resource",
         "Occurrences of Events saying a ResourceQuota was exceeded (exceeded quota: ..., requested: RESOURCE=...), per resource.";
     SOURCE_UP = "herald_source_up", "gauge", "source",

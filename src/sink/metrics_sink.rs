@@ -1,14 +1,22 @@
 //! The metrics sink: Event objects and occurrences as Prometheus counters by namespace, kind, reason and type.
 //!
-//! Handles are resolved once per label set and cached, so a record costs a hash look-up and two atomic adds.
+//! Handles are resolved once per label set and cached, so a record costs a hash look-up and an add.
 //! The cardinality guard caps the label sets; past the cap, updates go to one `__other__` set and are counted
 //! in `herald_metric_series_overflow_total`, so totals stay exact even when labels do not.
+//!
+//! With `state_dir`, the sink also writes the Event checkpoint (see [`crate::checkpoint`]) and the counters
+//! it exports only ever show saved values: each Event watch's share of every series is kept apart, copied
+//! when the watch's checkpoint barrier arrives, and published (`Counter::absolute`) once the file is on disk.
+//! So a scrape never shows a count that a crash could take back, and a restarted agent continues its counters
+//! from the file instead of from zero. The price is that counters move in steps of the checkpoint interval.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use metrics::Counter;
 
 use super::Shared;
+use crate::checkpoint::{self, Acks, EventWatch, EventsFile, SavedCounter, SavedWatch};
 use crate::pipeline::ring::Ring;
 use crate::record::{EventRecord, Sym};
 use crate::telemetry::{self, Telemetry};
@@ -16,21 +24,117 @@ use crate::telemetry::{self, Telemetry};
 /// Name of the label set that absorbs overflow.
 pub const OTHER: &str = "__other__";
 
-struct Handles {
-    events: Counter,
-    occurrences: Counter,
+/// Labels of the Event counters: namespace, kind, reason, type.
+type EventLabels = (Sym, Sym, Sym, Sym);
+
+/// One counter series the sink owns, as it is saved in the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Series {
+    Events(EventLabels),
+    Occurrences(EventLabels),
+    /// namespace, resource
+    Quota(Sym, Sym),
+}
+
+impl Series {
+    fn metric(&self) -> &'static str {
+        match self {
+            Series::Events(_) => telemetry::EVENTS,
+            Series::Occurrences(_) => telemetry::OCCURRENCES,
+            Series::Quota(..) => telemetry::QUOTA_EXCEEDED,
+        }
+    }
+
+    fn labels(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Series::Events(l) | Series::Occurrences(l) => vec![
+                ("namespace", &*l.0),
+                ("kind", &*l.1),
+                ("reason", &*l.2),
+                ("type", &*l.3),
+            ],
+            Series::Quota(ns, resource) => vec![("namespace", &**ns), ("resource", &**resource)],
+        }
+    }
+
+    /// The series a saved counter stands for; `None` for one this version does not know.
+    fn from_saved(c: &SavedCounter) -> Option<Series> {
+        let get = |name: &str| -> Option<Sym> {
+            c.labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| Sym::from(v.as_str()))
+        };
+        let event_labels = || {
+            Some((
+                get("namespace")?,
+                get("kind")?,
+                get("reason")?,
+                get("type")?,
+            ))
+        };
+        match c.metric.as_str() {
+            telemetry::EVENTS => Some(Series::Events(event_labels()?)),
+            telemetry::OCCURRENCES => Some(Series::Occurrences(event_labels()?)),
+            telemetry::QUOTA_EXCEEDED => Some(Series::Quota(get("namespace")?, get("resource")?)),
+            _ => None,
+        }
+    }
+}
+
+/// A counter and, with checkpoints, each Event watch's share of it: `live` as records arrive, `saved` as of
+/// the watch's last barrier.
+struct Tally {
+    series: Series,
+    counter: Counter,
+    live: Vec<u64>,
+    saved: Vec<u64>,
+}
+
+impl Tally {
+    fn add(&mut self, watch: u16, n: u64) {
+        match self.live.get_mut(usize::from(watch)) {
+            Some(v) => *v += n,
+            None => self.counter.increment(n),
+        }
+    }
+}
+
+/// Where and for which watches the sink keeps the Event checkpoint.
+pub struct Persist {
+    pub path: PathBuf,
+    /// `events::watch_keys`: a record's `watch` indexes it.
+    pub keys: Vec<String>,
+    /// What the last run saved, if anything.
+    pub restored: Option<EventsFile>,
+    pub acks: Arc<Acks>,
+}
+
+/// The checkpoint state while running.
+struct Saving {
+    path: PathBuf,
+    keys: Vec<String>,
+    /// Each watch's last barrier.
+    watches: Vec<Option<Arc<EventWatch>>>,
+    acks: Arc<Acks>,
+    failures: Counter,
+    failing: bool,
 }
 
 pub struct MetricsSink {
     telemetry: Arc<Telemetry>,
-    cache: ahash::HashMap<(Sym, Sym, Sym, Sym), Handles>,
+    tallies: Vec<Tally>,
+    by_series: ahash::HashMap<Series, usize>,
+    /// (events, occurrences) tallies by label set.
+    cache: ahash::HashMap<EventLabels, (usize, usize)>,
     max_series: usize,
-    other: Handles,
+    other: (usize, usize),
     overflow: Counter,
     sent: Counter,
-    /// `herald_quota_exceeded_total` handles by (namespace, resource).
-    quota: ahash::HashMap<(Sym, Sym), Counter>,
+    /// `herald_quota_exceeded_total` tallies by (namespace, resource).
+    quota: ahash::HashMap<(Sym, Sym), usize>,
     overflow_quota: Counter,
+    saving: Option<Saving>,
 }
 
 /// The resources named by a quota refusal, as the API server words it:
@@ -49,17 +153,7 @@ pub fn quota_resources(message: &str) -> Option<impl Iterator<Item = &str>> {
 
 impl MetricsSink {
     pub fn new(telemetry: Arc<Telemetry>, max_series: usize) -> MetricsSink {
-        let other_labels = [
-            ("namespace", OTHER),
-            ("kind", OTHER),
-            ("reason", OTHER),
-            ("type", OTHER),
-        ];
-        MetricsSink {
-            other: Handles {
-                events: telemetry.counter(telemetry::EVENTS, &other_labels),
-                occurrences: telemetry.counter(telemetry::OCCURRENCES, &other_labels),
-            },
+        let mut sink = MetricsSink {
             overflow: telemetry.counter(
                 telemetry::SERIES_OVERFLOW,
                 &[("metric", telemetry::OCCURRENCES)],
@@ -70,14 +164,89 @@ impl MetricsSink {
                 telemetry::SERIES_OVERFLOW,
                 &[("metric", telemetry::QUOTA_EXCEEDED)],
             ),
+            tallies: Vec::new(),
+            by_series: ahash::HashMap::default(),
             cache: ahash::HashMap::default(),
+            other: (0, 0),
             max_series,
             telemetry,
+            saving: None,
+        };
+        sink.other = sink.event_tallies(&(OTHER.into(), OTHER.into(), OTHER.into(), OTHER.into()));
+        sink
+    }
+
+    /// Keep the Event checkpoint in `persist.path`, and continue the counters of `persist.restored`.
+    pub fn with_checkpoints(mut self, persist: Persist) -> MetricsSink {
+        let watches = persist.keys.len();
+        for t in &mut self.tallies {
+            t.live = vec![0; watches];
+            t.saved = vec![0; watches];
         }
+        let keys = persist.keys;
+        let mut watches = vec![None; keys.len()];
+        let mut restored = Vec::new();
+        for saved in persist.restored.map(|f| f.watches).unwrap_or_default() {
+            match keys.iter().position(|k| *k == saved.watch.key) {
+                Some(i) => {
+                    watches[i] = Some(saved.watch.clone());
+                    restored.push((i, saved.counters));
+                }
+                None => {
+                    tracing::info!(watch = %saved.watch.key, "the checkpoint has a watch the configuration no longer has; its counts start over")
+                }
+            }
+        }
+        self.saving = Some(Saving {
+            path: persist.path,
+            keys,
+            watches,
+            acks: persist.acks,
+            failures: self
+                .telemetry
+                .counter(telemetry::CHECKPOINT_FAILURES, &[("checkpoint", "events")]),
+            failing: false,
+        });
+        for (i, counters) in restored {
+            for c in &counters {
+                if let Some(series) = Series::from_saved(c) {
+                    let t = self.tally(series);
+                    let t = &mut self.tallies[t];
+                    t.live[i] = c.value;
+                    t.saved[i] = c.value;
+                }
+            }
+        }
+        self.publish();
+        self
+    }
+
+    /// The tally of a series, created (and registered) on first use.
+    fn tally(&mut self, series: Series) -> usize {
+        if let Some(i) = self.by_series.get(&series) {
+            return *i;
+        }
+        let counter = self.telemetry.counter(series.metric(), &series.labels());
+        let watches = self.saving.as_ref().map_or(0, |s| s.keys.len());
+        self.tallies.push(Tally {
+            series: series.clone(),
+            counter,
+            live: vec![0; watches],
+            saved: vec![0; watches],
+        });
+        self.by_series.insert(series, self.tallies.len() - 1);
+        self.tallies.len() - 1
+    }
+
+    fn event_tallies(&mut self, labels: &EventLabels) -> (usize, usize) {
+        (
+            self.tally(Series::Events(labels.clone())),
+            self.tally(Series::Occurrences(labels.clone())),
+        )
     }
 
     pub fn record(&mut self, r: &EventRecord) {
-        if r.vm.is_some() {
+        if r.vm.is_some() || r.checkpoint.is_some() {
             // Lifecycle transitions have their own metrics, kept by the KubeVirt source.
             return;
         }
@@ -87,8 +256,8 @@ impl MetricsSink {
             && let Some(resources) = quota_resources(&r.message)
         {
             for resource in resources {
-                self.quota(&r.namespace, resource)
-                    .increment(u64::from(r.delta));
+                let t = self.quota(&r.namespace, resource);
+                self.tallies[t].add(r.watch, u64::from(r.delta));
             }
         }
         let key = (
@@ -97,50 +266,133 @@ impl MetricsSink {
             r.reason.clone(),
             r.type_.clone(),
         );
-        let handles = if let Some(h) = self.cache.get(&key) {
-            h
+        let (events, occurrences) = if let Some(h) = self.cache.get(&key) {
+            *h
         } else if self.cache.len() < self.max_series {
-            let labels = [
-                ("namespace", &*key.0),
-                ("kind", &*key.1),
-                ("reason", &*key.2),
-                ("type", &*key.3),
-            ];
-            let h = Handles {
-                events: self.telemetry.counter(telemetry::EVENTS, &labels),
-                occurrences: self.telemetry.counter(telemetry::OCCURRENCES, &labels),
-            };
-            self.cache.entry(key).or_insert(h)
+            let h = self.event_tallies(&key);
+            self.cache.insert(key, h);
+            h
         } else {
             self.overflow.increment(1);
-            &self.other
+            self.other
         };
         if r.new_object {
-            handles.events.increment(1);
+            self.tallies[events].add(r.watch, 1);
         }
-        handles.occurrences.increment(u64::from(r.delta));
+        self.tallies[occurrences].add(r.watch, u64::from(r.delta));
         self.sent.increment(1);
     }
 
-    fn quota(&mut self, namespace: &Sym, resource: &str) -> &Counter {
+    fn quota(&mut self, namespace: &Sym, resource: &str) -> usize {
         let key = (namespace.clone(), Sym::from(resource));
-        if !self.quota.contains_key(&key) {
-            let labels = if self.quota.len() < self.max_series {
-                [("namespace", &*key.0), ("resource", &*key.1)]
-            } else {
-                self.overflow_quota.increment(1);
-                [("namespace", OTHER), ("resource", OTHER)]
-            };
-            let c = self.telemetry.counter(telemetry::QUOTA_EXCEEDED, &labels);
-            self.quota.insert(key.clone(), c);
+        if let Some(t) = self.quota.get(&key) {
+            return *t;
         }
-        &self.quota[&key]
+        let series = if self.quota.len() < self.max_series {
+            Series::Quota(key.0.clone(), key.1.clone())
+        } else {
+            self.overflow_quota.increment(1);
+            Series::Quota(OTHER.into(), OTHER.into())
+        };
+        let t = self.tally(series);
+        self.quota.insert(key, t);
+        t
+    }
+
+    /// A watch's barrier: its share of every series as of now goes with its state into the file; once the
+    /// file is written, the counters show it.
+    async fn checkpoint(&mut self, watch: u16, state: &Arc<EventWatch>) {
+        let Some(saving) = &mut self.saving else {
+            return;
+        };
+        let i = usize::from(watch);
+        if i >= saving.watches.len() {
+            return;
+        }
+        for t in &mut self.tallies {
+            t.saved[i] = t.live[i];
+        }
+        saving.watches[i] = Some(state.clone());
+        let file = self.file();
+        let Some(saving) = &mut self.saving else {
+            return;
+        };
+        let path = saving.path.clone();
+        let written = tokio::task::spawn_blocking(move || checkpoint::save(&path, &file))
+            .await
+            .unwrap_or_else(|e| {
+                Err(checkpoint::Error::Io {
+                    path: saving.path.clone(),
+                    source: std::io::Error::other(e),
+                })
+            });
+        match written {
+            Ok(()) => {
+                if saving.failing {
+                    tracing::info!(path = %saving.path.display(), "the Event checkpoint is written again");
+                    saving.failing = false;
+                }
+            }
+            Err(error) => {
+                // Counters still move (metrics that stop would hide more than they protect), but a crash
+                // now restarts them from the last file: alert on herald_checkpoint_failures_total.
+                saving.failures.increment(1);
+                if !saving.failing {
+                    tracing::error!(%error, "cannot write the Event checkpoint; counters may repeat after a crash");
+                    saving.failing = true;
+                }
+            }
+        }
+        saving.acks.ack(watch, state.sequence);
+        self.publish();
+    }
+
+    /// The checkpoint document: each watch's last barrier and its saved share of every series.
+    fn file(&self) -> EventsFile {
+        let Some(saving) = &self.saving else {
+            return EventsFile::default();
+        };
+        let watches = saving
+            .watches
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let watch = w.clone()?;
+                let counters = self
+                    .tallies
+                    .iter()
+                    .filter(|t| t.saved[i] > 0)
+                    .map(|t| SavedCounter {
+                        metric: t.series.metric().to_string(),
+                        labels: t
+                            .series
+                            .labels()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        value: t.saved[i],
+                    })
+                    .collect();
+                Some(SavedWatch { watch, counters })
+            })
+            .collect();
+        EventsFile { watches }
+    }
+
+    /// Show the saved totals.
+    fn publish(&self) {
+        for t in &self.tallies {
+            t.counter.absolute(t.saved.iter().sum());
+        }
     }
 
     /// Drain the ring until it is closed and empty.
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
         while let Some(r) = ring.pop().await {
-            self.record(&r);
+            match &r.checkpoint {
+                Some(state) => self.checkpoint(r.watch, state).await,
+                None => self.record(&r),
+            }
         }
     }
 }
@@ -204,5 +456,51 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn with_checkpoints_counters_show_only_saved_values_and_continue_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.json");
+        let persist = |restored| Persist {
+            path: path.clone(),
+            keys: vec!["events namespace=*".into()],
+            restored,
+            acks: Arc::new(Acks::new(1)),
+        };
+        let occurrences = |t: &Telemetry| {
+            crate::bench::probe::Scrape::parse(&t.render()).sum(telemetry::OCCURRENCES, &[])
+        };
+        let state = |sequence| {
+            Arc::new(EventWatch {
+                key: "events namespace=*".into(),
+                resource_version: "42".into(),
+                sequence,
+                last_event_time: None,
+                objects: vec![(Arc::from("uid-1"), 5)],
+            })
+        };
+
+        let t = Arc::new(Telemetry::new(&MetricsConfig::default()));
+        let mut sink = MetricsSink::new(t.clone(), 100).with_checkpoints(persist(None));
+        let mut r = EventRecord::for_test("default", "Pod", "p", "BackOff", "Warning");
+        r.delta = 5;
+        sink.record(&r);
+        assert_eq!(occurrences(&t), 0.0, "not saved yet, so not shown");
+        sink.checkpoint(0, &state(1)).await;
+        assert_eq!(occurrences(&t), 5.0);
+        r.delta = 2;
+        sink.record(&r);
+        assert_eq!(occurrences(&t), 5.0, "a crash now would take the 2 back");
+
+        // A restart: the new process shows the saved totals at once and counts on from them.
+        let saved: EventsFile = checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(saved.watches[0].watch.objects, state(1).objects);
+        let t = Arc::new(Telemetry::new(&MetricsConfig::default()));
+        let mut sink = MetricsSink::new(t.clone(), 100).with_checkpoints(persist(Some(saved)));
+        assert_eq!(occurrences(&t), 5.0);
+        sink.record(&r);
+        sink.checkpoint(0, &state(1)).await;
+        assert_eq!(occurrences(&t), 7.0);
     }
 }

@@ -25,6 +25,8 @@ pub struct SinkQueue {
     pub ring: Arc<Ring<Shared>>,
     /// Log-like sinks skip records the dedup step marked as duplicates; counting sinks take them.
     pub accepts_duplicates: bool,
+    /// The metrics sink also takes the Event watches' checkpoint barriers (it writes the checkpoint).
+    pub takes_checkpoints: bool,
     pub dropped: Counter,
 }
 
@@ -42,12 +44,27 @@ impl SinkQueue {
             name,
             ring: Arc::new(Ring::new(name, capacity)),
             accepts_duplicates,
+            takes_checkpoints: false,
             dropped: telemetry.counter(telemetry::QUEUE_DROPPED, &[("queue", name)]),
         }
     }
 
-    /// Hand a record to the sink without waiting; a full ring drops it for this sink only.
+    /// This sink takes checkpoint barriers.
+    pub fn taking_checkpoints(mut self) -> SinkQueue {
+        self.takes_checkpoints = true;
+        self
+    }
+
+    /// Hand a record to the sink without waiting; a full ring drops it for this sink only. A checkpoint
+    /// barrier goes only to the sink that takes them, and a full ring refuses it without counting a drop
+    /// (the watch sends another on its next tick, as the barrier was not acknowledged).
     pub fn offer(&self, record: &Shared) {
+        if record.checkpoint.is_some() {
+            if self.takes_checkpoints {
+                let _ = self.ring.try_push(record.clone());
+            }
+            return;
+        }
         if record.duplicate && !self.accepts_duplicates {
             return;
         }

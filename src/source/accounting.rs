@@ -106,6 +106,45 @@ impl Accounting {
         }
     }
 
+    /// Continue from a checkpoint: `objects` (UID and last counted count) are known, and the start's first
+    /// list compares with them instead of being a baseline, so only what happened since counts.
+    pub fn restore(&mut self, objects: impl IntoIterator<Item = (Arc<str>, u32)>) {
+        for (key, count) in objects {
+            if self
+                .known
+                .insert(
+                    key.clone(),
+                    Tracked {
+                        count,
+                        generation: self.generation,
+                    },
+                )
+                .is_none()
+            {
+                self.order.push_back(key);
+            }
+        }
+        self.evict_over_bound();
+        self.listed = true;
+    }
+
+    /// The per-object counts to checkpoint, oldest first (so a restore keeps the eviction order).
+    pub fn snapshot(&self) -> Vec<(Arc<str>, u32)> {
+        let mut seen = ahash::HashSet::default();
+        self.order
+            .iter()
+            .filter_map(|k| {
+                let t = self.known.get(k)?;
+                seen.insert(k.clone()).then(|| (k.clone(), t.count))
+            })
+            .collect()
+    }
+
+    /// A list has completed since the start or the restore: the counts are worth a checkpoint.
+    pub fn is_listed(&self) -> bool {
+        self.listed
+    }
+
     /// An object was deleted.
     pub fn forget(&mut self, key: &str) {
         self.known.remove(key);
@@ -229,6 +268,32 @@ mod tests {
         assert_eq!(a.observe("x", 5), obs(true, 5));
         assert_eq!(a.observe("x", 4), obs(false, 0));
         assert_eq!(a.observe("x", 6), obs(false, 1));
+    }
+
+    #[test]
+    fn a_restored_state_counts_only_what_happened_since() {
+        let mut before = Accounting::new(StartupPolicy::SkipExisting, 100);
+        before.list_start();
+        before.observe("a", 3);
+        before.list_done();
+        before.observe("b", 2);
+        let saved = before.snapshot();
+        assert_eq!(saved, [(Arc::from("a"), 3), (Arc::from("b"), 2)]);
+
+        let mut after = Accounting::new(StartupPolicy::SkipExisting, 100);
+        after.restore(saved);
+        after.list_start();
+        assert_eq!(
+            after.observe("a", 5),
+            obs(false, 2),
+            "no baseline after a restore"
+        );
+        assert_eq!(
+            after.observe("c", 1),
+            obs(true, 1),
+            "created while herald was down"
+        );
+        assert_eq!(after.list_done(), 1, "b was deleted while herald was down");
     }
 
     #[test]

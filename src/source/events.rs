@@ -7,7 +7,7 @@
 //! in `herald_invalid_objects_total`, logged once per kind of problem with its namespace/name, and skipped.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::Client;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::accounting::Accounting;
 use super::decode::{self, EventsApiMarker, Field, LeanEvent, LeanObjectRef};
 use super::watch::{Step, WatchSettings, Watcher};
+use crate::checkpoint::{Acks, EventWatch};
 use crate::config::{EventSourceConfig, EventsApi, Scope};
 use crate::health::Health;
 use crate::pipeline::ring::Ring;
@@ -45,17 +46,61 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
 }
 
+/// How the Event watches checkpoint: with `state_dir` and the metrics sink, which writes the file.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoints {
+    /// Send a checkpoint barrier this often while something changed (and at shutdown); `None`: never.
+    pub every: Option<Duration>,
+    /// What the last run saved; each watch takes the entry with its key.
+    pub restored: Vec<Arc<EventWatch>>,
+    /// Which barriers the metrics sink saved.
+    pub acks: Arc<Acks>,
+}
+
+/// The namespaces the configured Event watches cover: one watch per entry, `None` for all namespaces.
+fn targets(cfg: &EventSourceConfig, own_namespace: &str) -> Vec<Option<String>> {
+    match cfg.scope {
+        Scope::All => vec![None],
+        Scope::Namespaces => cfg.namespaces.iter().cloned().map(Some).collect(),
+        Scope::Own => vec![Some(own_namespace.to_string())],
+    }
+}
+
+/// The identity of each configured Event watch, in the order of [`spawn`] (a record's `watch` indexes it):
+/// what a checkpoint is saved under, so a checkpoint is only used by the same watch.
+pub fn watch_keys(cfg: &EventSourceConfig, own_namespace: &str) -> Vec<String> {
+    if !cfg.enabled {
+        return Vec::new();
+    }
+    let resource = match cfg.api {
+        EventsApi::CoreV1 => <decode::CoreV1 as EventsApiMarker>::RESOURCE,
+        EventsApi::EventsV1 => <decode::EventsV1 as EventsApiMarker>::RESOURCE,
+    };
+    targets(cfg, own_namespace)
+        .iter()
+        .map(|ns| {
+            format!(
+                "{resource} namespace={} labels={} fields={}",
+                ns.as_deref().unwrap_or("*"),
+                cfg.label_selector,
+                cfg.field_selector
+            )
+        })
+        .collect()
+}
+
 /// Start the configured Event watches; each runs until shutdown. `own_namespace` is used by `scope: own`.
 pub fn spawn(
     cfg: &EventSourceConfig,
     own_namespace: &str,
     ctx: &SourceContext,
+    checkpoints: &Checkpoints,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let EventSourceConfig {
         enabled,
         api,
-        scope,
-        namespaces,
+        scope: _,
+        namespaces: _,
         label_selector,
         field_selector,
         page_size,
@@ -67,11 +112,7 @@ pub fn spawn(
     if !enabled {
         return Vec::new();
     }
-    let targets: Vec<Option<String>> = match scope {
-        Scope::All => vec![None],
-        Scope::Namespaces => namespaces.iter().cloned().map(Some).collect(),
-        Scope::Own => vec![Some(own_namespace.to_string())],
-    };
+    let keys = watch_keys(cfg, own_namespace);
     let settings = WatchSettings {
         label_selector: label_selector.clone(),
         field_selector: field_selector.clone(),
@@ -79,10 +120,20 @@ pub fn spawn(
         stall_after: stall_timeout.0,
         ..WatchSettings::default()
     };
-    targets
+    targets(cfg, own_namespace)
         .into_iter()
-        .map(|ns| {
+        .zip(keys)
+        .enumerate()
+        .map(|(index, (ns, key))| {
             let (ctx, cfg, settings) = (ctx.clone(), cfg.clone(), settings.clone());
+            let restored = checkpoints.restored.iter().find(|w| w.key == key).cloned();
+            let checkpoint = WatchCheckpoint {
+                index: u16::try_from(index).unwrap_or(u16::MAX),
+                key,
+                every: checkpoints.every,
+                restored,
+                acks: checkpoints.acks.clone(),
+            };
             // Registered before the task runs, so /readyz cannot answer 200 in the moment before it does.
             let resource = match api {
                 EventsApi::CoreV1 => <decode::CoreV1 as EventsApiMarker>::RESOURCE,
@@ -93,12 +144,12 @@ pub fn spawn(
                 None => resource.to_string(),
             });
             match api {
-                EventsApi::CoreV1 => {
-                    tokio::spawn(run::<decode::CoreV1>(ns, settings, cfg, ctx, health))
-                }
-                EventsApi::EventsV1 => {
-                    tokio::spawn(run::<decode::EventsV1>(ns, settings, cfg, ctx, health))
-                }
+                EventsApi::CoreV1 => tokio::spawn(run::<decode::CoreV1>(
+                    ns, settings, cfg, ctx, health, checkpoint,
+                )),
+                EventsApi::EventsV1 => tokio::spawn(run::<decode::EventsV1>(
+                    ns, settings, cfg, ctx, health, checkpoint,
+                )),
             }
         })
         .collect()
@@ -123,12 +174,22 @@ struct SourceMetrics {
     truncated: Counter,
 }
 
+/// One watch's part of [`Checkpoints`].
+struct WatchCheckpoint {
+    index: u16,
+    key: String,
+    every: Option<Duration>,
+    restored: Option<Arc<EventWatch>>,
+    acks: Arc<Acks>,
+}
+
 async fn run<A: Normalise>(
     namespace: Option<String>,
     settings: WatchSettings,
     cfg: EventSourceConfig,
     ctx: SourceContext,
     health: Arc<crate::health::SourceHealth>,
+    checkpoint: WatchCheckpoint,
 ) {
     let api: Api<LeanEvent<A>> = match &namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
@@ -160,9 +221,56 @@ async fn run<A: Normalise>(
     let mut accounting = Accounting::new(cfg.startup, cfg.max_tracked_objects);
     let mut interner = Interner::new(50_000);
     let mut reported_evictions = 0;
+    let mut last_event_time = None;
+    if let Some(saved) = &checkpoint.restored {
+        tracing::info!(
+            resource,
+            objects = saved.objects.len(),
+            resource_version = %saved.resource_version,
+            "resuming Event counts from the checkpoint"
+        );
+        accounting.restore(saved.objects.iter().cloned());
+        last_event_time = saved.last_event_time;
+        if !saved.resource_version.is_empty() {
+            watcher = watcher.resume_from(saved.resource_version.clone());
+        }
+    }
+    if let Some(every) = checkpoint.every {
+        watcher = watcher.with_tick(every);
+    }
+    let mut changed = false;
+    let mut sequence = 0;
 
-    while let Some(step) = watcher.next().await {
+    loop {
+        let step = watcher.next().await;
+        // On a tick or at the end, every step handed out so far is accounted for: the watch position and
+        // the counts agree, and the barrier follows every record they include down the pipeline.
+        if matches!(step, None | Some(Step::Tick))
+            && checkpoint.every.is_some()
+            && (changed || checkpoint.acks.saved(checkpoint.index) < sequence)
+            && accounting.is_listed()
+            && let Some(resource_version) = watcher.checkpoint()
+        {
+            sequence += 1;
+            let state = EventWatch {
+                key: checkpoint.key.clone(),
+                sequence,
+                resource_version: resource_version.to_string(),
+                last_event_time,
+                objects: accounting.snapshot(),
+            };
+            let barrier = EventRecord::checkpoint_barrier(checkpoint.index, Arc::new(state));
+            if ctx.ingest.push(Arc::new(barrier)).await.is_err() {
+                break;
+            }
+            changed = false;
+        }
+        let Some(step) = step else { break };
+        if !matches!(step, Step::Tick) {
+            changed = true;
+        }
         let (object, change) = match step {
+            Step::Tick => continue,
             Step::ListStart => {
                 accounting.list_start();
                 continue;
@@ -216,6 +324,8 @@ async fn run<A: Normalise>(
         record.delta = observation.delta;
         record.new_object = observation.new_object;
         record.change = change;
+        record.watch = checkpoint.index;
+        last_event_time = last_event_time.max(record.timestamp());
         if ctx.ingest.push(Arc::new(record)).await.is_err() {
             break;
         }
@@ -401,6 +511,8 @@ pub fn normalise<A>(
         duplicate: false,
         fingerprint: 0,
         vm: None,
+        watch: 0,
+        checkpoint: None,
     })
 }
 

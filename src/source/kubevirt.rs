@@ -171,35 +171,13 @@ struct Checkpoint {
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn load_checkpoint(path: &std::path::Path) -> Option<Checkpoint> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+    match crate::checkpoint::load::<Checkpoint>(path) {
+        Ok(c) => c.filter(|c| !c.resource_version.is_empty()),
         Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "cannot read the checkpoint; starting from a new list");
-            return None;
-        }
-    };
-    match serde_json::from_slice::<Checkpoint>(&text) {
-        Ok(c) if !c.resource_version.is_empty() => Some(c),
-        Ok(_) => None,
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "corrupt checkpoint ignored; starting from a new list");
+            tracing::warn!(%error, "checkpoint ignored; starting from a new list");
             None
         }
     }
-}
-
-/// Write atomically: a temporary file, fsync, rename over the old one.
-fn save_checkpoint(path: &std::path::Path, c: &Checkpoint) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(c).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Start the KubeVirt source: discovery, then one watch per resource of `scope`, until the context's shutdown.
@@ -347,6 +325,9 @@ async fn watch(
         baseline_done = true;
         watcher = watcher.resume_from(c.resource_version);
     }
+    if checkpoint_path.is_some() {
+        watcher = watcher.with_tick(CHECKPOINT_EVERY);
+    }
     let mut last_checkpoint = std::time::Instant::now();
     let save = |watcher: &Watcher<DynamicObject>, states: &ahash::HashMap<String, VmState>| {
         let (Some(path), Some(rv)) = (checkpoint_path.as_deref(), watcher.checkpoint()) else {
@@ -356,8 +337,8 @@ async fn watch(
             resource_version: rv.to_string(),
             states: states.values().cloned().collect(),
         };
-        if let Err(error) = save_checkpoint(path, &c) {
-            tracing::warn!(path = %path.display(), %error, "cannot write the checkpoint");
+        if let Err(error) = crate::checkpoint::save(path, &c) {
+            tracing::warn!(%error, "cannot write the checkpoint");
         }
     };
 
@@ -372,6 +353,8 @@ async fn watch(
             return;
         };
         let (object, listed) = match step {
+            // The checkpoint above also runs on a quiet stream.
+            Step::Tick => continue,
             Step::ListStart => {
                 listing = Some(HashSet::new());
                 continue;

@@ -39,6 +39,9 @@ pub enum Step<K> {
     Added(K),
     Modified(K),
     Deleted(K),
+    /// Time passed (see [`Watcher::with_tick`]): a chance for the consumer to do periodic work, such as a
+    /// checkpoint, on a stream that has gone quiet.
+    Tick,
 }
 
 /// Settings for one watch.
@@ -77,6 +80,8 @@ enum State<K> {
         stream: LineStream<K>,
         opened: Instant,
         delivered: bool,
+        /// When the last line (object, bookmark or anything else) arrived: the stall timer runs from here.
+        last_line: Instant,
     },
 }
 
@@ -152,6 +157,9 @@ pub struct Watcher<K: Resource + Clone + DeserializeOwned + Debug + Send + 'stat
     metrics: WatchMetrics,
     backoff: Backoff,
     lists: u64,
+    /// Hand out [`Step::Tick`] at most this often, and at least this often while waiting.
+    tick: Option<Duration>,
+    next_tick: Instant,
     shutdown: CancellationToken,
 }
 
@@ -179,6 +187,8 @@ where
             metrics: WatchMetrics::new(telemetry, resource),
             backoff: Backoff::default(),
             lists: 0,
+            tick: None,
+            next_tick: Instant::now(),
             shutdown,
         }
     }
@@ -188,6 +198,13 @@ where
     pub fn resume_from(mut self, resource_version: String) -> Watcher<K> {
         self.state = State::Open { resource_version };
         self.health.set_listed(true);
+        self
+    }
+
+    /// Also hand out [`Step::Tick`] every `every`, even while the stream is quiet or the API unreachable.
+    pub fn with_tick(mut self, every: Duration) -> Watcher<K> {
+        self.tick = Some(every);
+        self.next_tick = Instant::now() + every;
         self
     }
 
@@ -215,6 +232,12 @@ where
             if self.shutdown.is_cancelled() {
                 return None;
             }
+            if let Some(every) = self.tick
+                && Instant::now() >= self.next_tick
+            {
+                self.next_tick = Instant::now() + every;
+                return Some(Step::Tick);
+            }
             match std::mem::replace(
                 &mut self.state,
                 State::List {
@@ -228,9 +251,10 @@ where
                     stream,
                     opened,
                     delivered,
+                    last_line,
                 } => {
                     if let Some(step) = self
-                        .watch_one(resource_version, stream, opened, delivered)
+                        .watch_one(resource_version, stream, opened, delivered, last_line)
                         .await
                     {
                         return Some(step);
@@ -320,6 +344,7 @@ where
                     stream,
                     opened: Instant::now(),
                     delivered: false,
+                    last_line: Instant::now(),
                 };
             }
             Err(error) => {
@@ -346,9 +371,17 @@ where
         mut stream: LineStream<K>,
         opened: Instant,
         mut delivered: bool,
+        last_line: Instant,
     ) -> Option<Step<K>> {
+        let stall_at = tokio::time::Instant::from_std(last_line + self.settings.stall_after);
+        let tick_at = tokio::time::Instant::from_std(self.next_tick);
         let item = tokio::select! {
-            item = tokio::time::timeout(self.settings.stall_after, stream.next()) => item,
+            item = tokio::time::timeout_at(stall_at, stream.next()) => item,
+            // Reading a line is cancel-safe: the stream stays as it was, for the next call.
+            _ = tokio::time::sleep_until(tick_at), if self.tick.is_some() => {
+                self.state = State::Watching { resource_version, stream, opened, delivered, last_line };
+                return None;
+            }
             _ = self.shutdown.cancelled() => {
                 // Keep the position, so a checkpoint taken at shutdown can resume from it.
                 self.state = State::Open { resource_version };
@@ -476,6 +509,7 @@ where
             stream,
             opened,
             delivered,
+            last_line: Instant::now(),
         };
         step
     }

@@ -11,6 +11,7 @@ use herald::sim::{RunningSim, SimOptions};
 
 pub mod ops;
 pub mod otlp;
+pub mod truth;
 pub mod webhook;
 
 /// A free loopback port (bound and released; good enough for tests).
@@ -151,6 +152,12 @@ impl Herald {
             "{name}{labels:?}: wanted {want}, last saw {last}\n{}",
             self.metrics()
         );
+    }
+
+    /// SIGKILL: a crash, with no chance to save or flush anything.
+    pub fn crash(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// SIGTERM and wait for the exit status.
