@@ -101,40 +101,58 @@ impl Agent {
             }
             _ => config.source.events.clone(),
         };
-        // Event checkpoints need the metrics sink (it writes them, with its counters). In daemonset mode the
-        // leader's watches start from a list: another agent may have counted since this one last saved.
-        let event_checkpoints = state_dir
+        // Event checkpoints need the metrics sink (it writes them, with its counters): a file of this agent's
+        // own, or in daemonset mode a ConfigMap all agents share, so a new leader continues the counting.
+        let writer = pod_name();
+        let (leading_tx, leading_rx) = watch::channel(false);
+        let event_store = state_dir
             .as_ref()
-            .filter(|_| config.sinks.metrics.enabled && config.mode != Mode::Daemonset)
-            .map(|dir| {
-                let path = dir.join(crate::checkpoint::EVENTS_FILE);
-                let keys = events::watch_keys(&event_watches, &own_namespace);
-                let restored = crate::checkpoint::load::<crate::checkpoint::EventsFile>(&path)
-                    .unwrap_or_else(|error| {
-                        tracing::warn!(%error, "Event checkpoint ignored; counting starts afresh");
-                        None
-                    });
-                let acks = Arc::new(crate::checkpoint::Acks::new(keys.len()));
-                let checkpoints = events::Checkpoints {
-                    every: Some(config.checkpoint_interval.0),
-                    restored: restored
-                        .iter()
-                        .flat_map(|f| f.watches.iter().map(|w| w.watch.clone()))
-                        .collect(),
-                    acks: acks.clone(),
-                };
-                let persist = crate::sink::metrics_sink::Persist {
-                    path,
-                    keys,
-                    restored,
-                    acks,
-                };
-                (checkpoints, persist)
+            .filter(|_| config.sinks.metrics.enabled)
+            .map(|dir| match config.mode {
+                Mode::Daemonset => crate::checkpoint::Store::ConfigMap(Box::new(
+                    crate::checkpoint::ConfigMapStore::new(
+                        Api::namespaced(client.clone(), &own_namespace),
+                        format!("{}-state", config.leader_election.lease_name),
+                        leading_rx.clone(),
+                    ),
+                )),
+                _ => crate::checkpoint::Store::File(dir.join(crate::checkpoint::EVENTS_FILE)),
             });
-        let (event_checkpoints, persist) = match event_checkpoints {
-            Some((c, p)) => (c, Some(p)),
-            None => (events::Checkpoints::default(), None),
+        let keys = events::watch_keys(&event_watches, &own_namespace);
+        let acks = Arc::new(crate::checkpoint::Acks::new(keys.len()));
+        let restored = match &event_store {
+            Some(store) => store.load().await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "Event checkpoint ignored; counting starts afresh");
+                None
+            }),
+            None => None,
         };
+        let event_checkpoints = events::Checkpoints {
+            every: event_store
+                .is_some()
+                .then_some(config.checkpoint_interval.0),
+            // A leader reads the shared checkpoint anew at the start of each term (see lead_terms).
+            restored: match config.mode {
+                Mode::Daemonset => Vec::new(),
+                _ => restored
+                    .iter()
+                    .flat_map(|f| f.watches.iter().map(|w| w.watch.clone()))
+                    .collect(),
+            },
+            acks: acks.clone(),
+        };
+        let term_store = match &event_store {
+            Some(crate::checkpoint::Store::ConfigMap(c)) => Some((**c).clone()),
+            _ => None,
+        };
+        let persist = event_store.map(|store| crate::sink::metrics_sink::Persist {
+            store,
+            keys,
+            // In daemonset mode counters continue only from a checkpoint this agent wrote itself.
+            restored: restored.filter(|f| config.mode != Mode::Daemonset || f.writer == writer),
+            writer,
+            acks,
+        });
 
         let mut queues = Vec::new();
         let mut sink_tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -249,7 +267,7 @@ impl Agent {
                 started = format!(
                     "daemonset mode, follower: campaigning for Lease {own_namespace}/{lease}"
                 );
-                let (tx, rx) = watch::channel(false);
+                let (tx, rx) = (leading_tx, leading_rx);
                 let leadership = tokio::spawn(self_events::record_leadership(
                     rx.clone(),
                     self_events.clone(),
@@ -295,6 +313,7 @@ impl Agent {
                     leader_vm_resources,
                     own_namespace.clone(),
                     ctx.clone(),
+                    term_store.map(|store| (store, event_checkpoints.clone())),
                 ));
                 let mut tasks = vec![campaign, terms, leadership];
                 tasks.extend(node_vmis);
@@ -374,8 +393,8 @@ impl Agent {
     }
 }
 
-/// This agent's name in the Lease: the pod name (downward API), else the host name, else a random one.
-fn identity_for_lease() -> String {
+/// This agent's pod name (downward API `POD_NAME`), else the host name, else empty.
+fn pod_name() -> String {
     std::env::var("POD_NAME")
         .ok()
         .filter(|s| !s.is_empty())
@@ -384,18 +403,29 @@ fn identity_for_lease() -> String {
                 .ok()
                 .map(|s| s.trim().to_string())
         })
-        .map(|s| format!("{s}-{}", std::process::id()))
-        .unwrap_or_else(|| format!("herald-{}", fastrand::u64(..)))
+        .unwrap_or_default()
+}
+
+/// This agent's name in the Lease: the pod name and the process, else a random one.
+fn identity_for_lease() -> String {
+    match pod_name() {
+        pod if !pod.is_empty() => format!("{pod}-{}", std::process::id()),
+        _ => format!("herald-{}", fastrand::u64(..)),
+    }
 }
 
 /// Run the cluster-wide Event watches for each leadership term: start them when this agent becomes the
 /// leader, stop them the moment it is not, until the context's shutdown.
+///
+/// With a shared checkpoint, each term's Event watches continue from what the last leader saved (this agent
+/// or another), so a fail-over counts what happened since, once.
 async fn lead_terms(
     mut leading: watch::Receiver<bool>,
     cfg: SourceConfig,
     vm_resources: Vec<VmResource>,
     own_namespace: String,
     ctx: events::SourceContext,
+    checkpoints: Option<(crate::checkpoint::ConfigMapStore, events::Checkpoints)>,
 ) {
     loop {
         if leading.wait_for(|l| *l).await.is_err() || ctx.shutdown.is_cancelled() {
@@ -407,12 +437,23 @@ async fn lead_terms(
             shutdown: term.clone(),
             ..ctx.clone()
         };
-        let mut watches = events::spawn(
-            &cfg.events,
-            &own_namespace,
-            &term_ctx,
-            &events::Checkpoints::default(),
-        );
+        let term_checkpoints = match &checkpoints {
+            Some((store, template)) => {
+                let saved = store.load().await.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "cannot read the last leader's Event checkpoint; this term starts from the startup policy");
+                    None
+                });
+                events::Checkpoints {
+                    restored: saved
+                        .iter()
+                        .flat_map(|f| f.watches.iter().map(|w| w.watch.clone()))
+                        .collect(),
+                    ..template.clone()
+                }
+            }
+            None => events::Checkpoints::default(),
+        };
+        let mut watches = events::spawn(&cfg.events, &own_namespace, &term_ctx, &term_checkpoints);
         watches.extend(kubevirt::spawn(
             &cfg.kubevirt,
             kubevirt::Scope {

@@ -32,6 +32,16 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("checkpoint ConfigMap {name}: {source}")]
+    Api {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("checkpoint ConfigMap {name} is corrupt: {reason}")]
+    CorruptConfigMap { name: String, reason: String },
+    #[error("checkpoint ConfigMap {name} not written: this agent no longer leads")]
+    NotLeading { name: String },
 }
 
 /// The name of the Event checkpoint in `state_dir`.
@@ -54,6 +64,17 @@ pub struct EventWatch {
     pub objects: Vec<(Arc<str>, u32)>,
 }
 
+/// What an Event watch tells the metrics sink, in order with its records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Barrier {
+    /// The watch starts (at start-up, or a new leadership term): what it counted in an earlier run beyond
+    /// its last saved checkpoint will be counted again from that checkpoint (by this run or by the agent that
+    /// led meanwhile), so the sink forgets it.
+    Start,
+    /// Save this state with the totals of the records before it.
+    Save(Arc<EventWatch>),
+}
+
 /// One counter series' value, as the metrics sink saved it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SavedCounter {
@@ -72,7 +93,186 @@ pub struct SavedWatch {
 /// `events.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct EventsFile {
+    /// The agent that wrote it (its pod name): in daemonset mode a restarted agent continues its counters
+    /// only from a checkpoint it wrote itself; a successor continues the counting, not the counters.
+    #[serde(default)]
+    pub writer: String,
     pub watches: Vec<SavedWatch>,
+}
+
+/// Where the Event checkpoint is kept.
+pub enum Store {
+    /// `state_dir/events.json`: one agent's own restarts (single and sidecar mode).
+    File(PathBuf),
+    /// A ConfigMap in herald's namespace, shared by a daemonset's agents, so a new leader continues from what
+    /// the old one saved (daemonset mode).
+    ConfigMap(Box<ConfigMapStore>),
+}
+
+impl Store {
+    /// Read the checkpoint; `Ok(None)` when there is none yet.
+    pub async fn load(&self) -> Result<Option<EventsFile>, Error> {
+        match self {
+            Store::File(path) => load(path),
+            Store::ConfigMap(c) => c.load().await,
+        }
+    }
+
+    /// Write the checkpoint durably; only then may counters show what it holds.
+    pub async fn save(&self, file: EventsFile) -> Result<(), Error> {
+        match self {
+            Store::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || save(&path, &file))
+                    .await
+                    .map_err(|e| Error::Io {
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(e),
+                    })?
+            }
+            Store::ConfigMap(c) => c.save(&file).await,
+        }
+    }
+
+    /// Where, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::File(path) => path.display().to_string(),
+            Store::ConfigMap(c) => format!("ConfigMap {}", c.name),
+        }
+    }
+}
+
+/// The daemonset leader's Event checkpoint in a ConfigMap (gzip-compressed JSON in `binaryData`, as the
+/// per-Event counts of a large cluster would not fit in 1 MiB of plain JSON). Only the Lease holder writes
+/// it: an agent that stopped leading gets [`Error::NotLeading`], so it can never overwrite its successor's
+/// state with an older one.
+#[derive(Clone)]
+pub struct ConfigMapStore {
+    api: kube::Api<k8s_openapi::api::core::v1::ConfigMap>,
+    name: String,
+    leading: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The key in the ConfigMap's `binaryData`.
+const CONFIG_MAP_KEY: &str = "events.json.gz";
+
+/// The API server refuses ConfigMaps over 1 MiB; stay clear of it.
+const CONFIG_MAP_MAX_BYTES: usize = 1000 * 1000;
+
+impl ConfigMapStore {
+    pub fn new(
+        api: kube::Api<k8s_openapi::api::core::v1::ConfigMap>,
+        name: String,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> ConfigMapStore {
+        ConfigMapStore { api, name, leading }
+    }
+
+    fn api_error(&self, source: kube::Error) -> Error {
+        Error::Api {
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    pub async fn load(&self) -> Result<Option<EventsFile>, Error> {
+        let Some(cm) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.api_error(e))?
+        else {
+            return Ok(None);
+        };
+        let Some(bytes) = cm.binary_data.as_ref().and_then(|d| d.get(CONFIG_MAP_KEY)) else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| Error::CorruptConfigMap {
+            name: self.name.clone(),
+            reason,
+        };
+        let mut json = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes.0[..]), &mut json)
+            .map_err(|e| corrupt(e.to_string()))?;
+        serde_json::from_slice(&json)
+            .map(Some)
+            .map_err(|e| corrupt(e.to_string()))
+    }
+
+    async fn save(&self, file: &EventsFile) -> Result<(), Error> {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::{ObjectMeta, PostParams};
+
+        let not_leading = || Error::NotLeading {
+            name: self.name.clone(),
+        };
+        if !*self.leading.borrow() {
+            return Err(not_leading());
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        serde_json::to_writer(&mut gz, file)
+            .map_err(|e| self.api_error(kube::Error::SerdeError(e)))?;
+        let mut bytes = gz.finish().map_err(|e| Error::Io {
+            path: PathBuf::from(&self.name),
+            source: e,
+        })?;
+        if bytes.len() > CONFIG_MAP_MAX_BYTES {
+            // Too many Events to hand over: say so, and leave a checkpoint without watches (a successor
+            // then starts from its startup policy) rather than an old one it would count from twice.
+            warn_too_large(&self.name, bytes.len());
+            let empty = EventsFile {
+                writer: file.writer.clone(),
+                watches: Vec::new(),
+            };
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            serde_json::to_writer(&mut gz, &empty)
+                .map_err(|e| self.api_error(kube::Error::SerdeError(e)))?;
+            bytes = gz.finish().map_err(|e| Error::Io {
+                path: PathBuf::from(&self.name),
+                source: e,
+            })?;
+        }
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some([("app.kubernetes.io/name".to_string(), "herald".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some([(CONFIG_MAP_KEY.to_string(), ByteString(bytes))].into()),
+            ..ConfigMap::default()
+        };
+        let pp = PostParams::default();
+        // Replace without a resourceVersion: the Lease already says who may write, and a successor must
+        // not be refused because of what its predecessor wrote last.
+        match self.api.replace(&self.name, &pp, &cm).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => match self.api.create(&pp, &cm).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(self.api_error(e)),
+            },
+            Err(e) => Err(self.api_error(e)),
+        }?;
+        if *self.leading.borrow() {
+            Ok(())
+        } else {
+            // Written, but the lead was lost meanwhile: the successor may have read the older state, so
+            // what this agent counted since must not be shown.
+            Err(not_leading())
+        }
+    }
+}
+
+fn warn_too_large(name: &str, bytes: usize) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            configmap = name,
+            bytes,
+            "the Event checkpoint is too large for a ConfigMap: after a fail-over the new leader starts from its startup policy (lower source.events.max_tracked_objects to fit)"
+        )
+    });
 }
 
 /// The last barrier the metrics sink saved, per Event watch: a watch whose last barrier was not saved (it

@@ -162,9 +162,9 @@ pub struct EventRecord {
     /// Which Event watch emitted it (an index into `events::watch_keys`), so the metrics sink can keep each
     /// watch's totals apart for its checkpoint.
     pub watch: u16,
-    /// Not an Event but a checkpoint barrier: the watch's state at the moment it was sent, behind every
-    /// record it emitted before. The pipeline passes it to the metrics sink only, which saves it.
-    pub checkpoint: Option<Arc<crate::checkpoint::EventWatch>>,
+    /// Not an Event but a checkpoint barrier, behind every record its watch emitted before. The pipeline
+    /// passes it to the metrics sink only.
+    pub checkpoint: Option<crate::checkpoint::Barrier>,
 }
 
 /// A KubeVirt lifecycle transition, as log sinks write it.
@@ -203,15 +203,12 @@ impl EventRecord {
 
     /// A minimal record for tests and benches; every string empty except those given.
     /// A checkpoint barrier of Event watch `watch` (see [`EventRecord::checkpoint`]).
-    pub fn checkpoint_barrier(
-        watch: u16,
-        state: Arc<crate::checkpoint::EventWatch>,
-    ) -> EventRecord {
+    pub fn checkpoint_barrier(watch: u16, barrier: crate::checkpoint::Barrier) -> EventRecord {
         let mut r = EventRecord::for_test("", "", "", "", "");
         r.delta = 0;
         r.new_object = false;
         r.watch = watch;
-        r.checkpoint = Some(state);
+        r.checkpoint = Some(barrier);
         r
     }
 

@@ -128,3 +128,144 @@ async fn one_leader_emits_and_a_successor_takes_over() {
     });
     sim.shutdown().await;
 }
+
+/// Fail-overs without loss or double counting: the leader saves its Event checkpoint in a ConfigMap, and a
+/// successor continues the counting from it. The leader is killed (SIGKILL) mid-scenario, then its successor
+/// is stopped (SIGTERM); the total over all agents (each agent's last saved and shown value) must equal the
+/// simulator's truth minus the baseline that existed before the first leader listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_overs_continue_the_counting_from_the_shared_checkpoint() {
+    use herald::sim::{RunningSim, ScenarioOptions, SimOptions};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rate = 250.0;
+    let max_events = 4_500;
+    let start_after = Duration::from_secs(4);
+    let opts = SimOptions {
+        seed: 21,
+        scenario: Some(ScenarioOptions {
+            rate,
+            max_events: Some(max_events),
+            start_after,
+            ..ScenarioOptions::default()
+        }),
+        load: vec![common::truth::baseline_file(dir.path(), 100)],
+        history: 1_000_000,
+        bookmark_interval: Duration::from_millis(300),
+        ..SimOptions::quiet()
+    };
+    let sim = RunningSim::start(opts, free_addr()).await.unwrap();
+    let started = Instant::now();
+    let baseline = sim.truth();
+    let version = |sim: &RunningSim| -> u64 { sim.truth().resource_version.parse().unwrap() };
+    let v0 = version(&sim);
+
+    // Every checkpoint the leaders write, as the last total each writer saved (what it showed last).
+    let saved: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let (leading, _) = tokio::sync::watch::channel(true);
+    let store = herald::checkpoint::ConfigMapStore::new(
+        Api::namespaced(client(&sim), "default"),
+        "herald-leader-state".into(),
+        leading.subscribe(),
+    );
+    let poller = {
+        let saved = saved.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(file)) = store.load().await {
+                    let total: u64 = file
+                        .watches
+                        .iter()
+                        .flat_map(|w| &w.counters)
+                        .filter(|c| c.metric == OCC)
+                        .map(|c| c.value)
+                        .sum();
+                    let mut saved = saved.lock().unwrap();
+                    let last = saved.entry(file.writer).or_default();
+                    *last = (*last).max(total);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let config = |i: usize| {
+        format!(
+            "{CONFIG}state_dir: {}\ncheckpoint_interval: 300ms\n",
+            dir.path().join(format!("state-{i}")).display()
+        )
+    };
+    let mut agents: Vec<(String, Herald)> = (0..3)
+        .map(|i| {
+            let pod = format!("herald-{i}");
+            let h = start_herald_with(
+                &sim.url(),
+                &config(i),
+                Stdio::null(),
+                &[],
+                &[("POD_NAME", &pod)],
+            );
+            (pod, h)
+        })
+        .collect();
+    tokio::task::block_in_place(|| {
+        for (_, a) in &agents {
+            a.wait_ready();
+        }
+        let refs: Vec<&Herald> = agents.iter().map(|(_, h)| h).collect();
+        let first = one_leader(&refs, Duration::from_secs(10));
+        assert_eq!(
+            sim.truth().occurrences_total,
+            baseline.occurrences_total,
+            "the first leader must list before the generator starts"
+        );
+        wait_until(Duration::from_secs(60), "a third of the scenario", || {
+            version(&sim) >= v0 + max_events / 3
+        });
+        let (killed, dead) = agents.remove(first);
+        drop(dead); // SIGKILL, the Lease is not released
+
+        let refs: Vec<&Herald> = agents.iter().map(|(_, h)| h).collect();
+        let second = one_leader(&refs, Duration::from_secs(10));
+        wait_until(
+            Duration::from_secs(60),
+            "two thirds of the scenario",
+            || version(&sim) >= v0 + 2 * max_events / 3,
+        );
+        let (stopped, mut leaving) = agents.remove(second);
+        assert!(leaving.terminate(Duration::from_secs(10)).success());
+
+        let refs: Vec<&Herald> = agents.iter().map(|(_, h)| h).collect();
+        one_leader(&refs, Duration::from_secs(10));
+        tokio::runtime::Handle::current().block_on(async {
+            let generating = Duration::from_secs_f64(max_events as f64 / rate) + start_after;
+            common::truth::wait_generator_done(&sim, started, generating).await;
+        });
+        let want = sim.truth().occurrences_total - baseline.occurrences_total;
+        let (last, survivor) = &agents[0];
+        let mut seen = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let saved = saved.lock().unwrap().clone();
+            let before = saved.get(&killed).copied().unwrap_or(0)
+                + saved.get(&stopped).copied().unwrap_or(0);
+            seen = (before, survivor.metric(OCC, &[]) as u64);
+            if seen.0 + seen.1 == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "{killed} and {stopped} saved {}, {last} counted {}; truth {want}; checkpoints {:?}",
+            seen.0,
+            seen.1,
+            saved.lock().unwrap()
+        );
+        assert!(seen.0 > 0, "the first two leaders counted nothing");
+        assert_eq!(seen.0 + seen.1, want, "total over the three leaders");
+    });
+    poller.abort();
+    sim.shutdown().await;
+}

@@ -45,12 +45,6 @@ const AHEAD: &[(&str, &str, &str, &str)] = &[
         "*",
         "the KubeVirt source (get/list/watch)",
     ),
-    (
-        "coordination.k8s.io",
-        "leases",
-        "*",
-        "leader election in DaemonSet mode (get/create/update)",
-    ),
     ("", "events", "create", "herald's own Events about itself"),
     (
         "",
@@ -270,7 +264,8 @@ fn observe(
         env,
     );
     herald.wait_ready();
-    std::thread::sleep(Duration::from_secs(2));
+    // Long enough for a daemonset leader's first checkpoint (checkpoint_interval: 2s).
+    std::thread::sleep(Duration::from_secs(3));
     let status = herald.terminate(Duration::from_secs(15));
     assert!(status.success(), "herald exited with {status}");
     let calls = calls.lock().unwrap().clone();
@@ -301,10 +296,21 @@ async fn rbac_grants_exactly_the_api_calls_the_agent_makes() {
         );
     }
 
-    // DaemonSet / single: cluster-wide, both Events APIs.
+    // Single: cluster-wide, both Events APIs; DaemonSet: also the Lease and the leader's checkpoint
+    // ConfigMap in herald's own namespace.
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let daemonset = ["--mode", "daemonset", "--state-dir", state];
     let mut used: BTreeSet<Grant> = BTreeSet::new();
-    for args in [&[][..], &["--events-api", "events.k8s.io/v1"][..]] {
-        for (grant, namespace) in observe(sim.addr(), args, &[]) {
+    for (args, env) in [
+        (&[][..], &[][..]),
+        (&["--events-api", "events.k8s.io/v1"][..], &[][..]),
+        (
+            &daemonset[..],
+            &[("POD_NAMESPACE", "herald"), ("POD_NAME", "herald-0")][..],
+        ),
+    ] {
+        for (grant, namespace) in observe(sim.addr(), args, env) {
             let allowed = cluster.contains(&grant)
                 || (namespace.as_deref() == Some("herald") && role.contains(&grant));
             assert!(

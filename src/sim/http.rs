@@ -30,7 +30,8 @@ pub struct Shared {
     pub vm_stores: [Arc<Store>; 3],
     pub kubevirt: bool,
     pub vm_truth: Arc<Mutex<super::vm_scenario::VmTruth>>,
-    pub leases: super::lease::Leases,
+    pub leases: super::objects::Objects,
+    pub config_maps: super::objects::Objects,
     pub faults: Mutex<FaultSpec>,
     /// Faults injected so far, by kind.
     pub injected: FaultCounts,
@@ -311,38 +312,9 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
                 "leases",
                 rest @ ..,
             ],
-        ) => {
-            let method = method.clone();
-            let result = match (&method, rest) {
-                (&Method::GET, [name]) => shared.leases.get(ns, name),
-                (&Method::POST, []) => {
-                    let body = read_body(req).await;
-                    match serde_json::from_slice(&body) {
-                        Ok(v) => shared.leases.create(ns, v),
-                        Err(e) => return error(400, "BadRequest", &e.to_string()),
-                    }
-                }
-                (&Method::PUT, [name]) => {
-                    let name = name.to_string();
-                    let body = read_body(req).await;
-                    match serde_json::from_slice(&body) {
-                        Ok(v) => shared.leases.update(ns, &name, v),
-                        Err(e) => return error(400, "BadRequest", &e.to_string()),
-                    }
-                }
-                _ => {
-                    return error(
-                        405,
-                        "MethodNotAllowed",
-                        "leases: get, create and update only",
-                    );
-                }
-            };
-            match result {
-                Ok(v) if method == Method::POST => json_response(StatusCode::CREATED, &v),
-                Ok(v) => json_response(StatusCode::OK, &v),
-                Err(r) => error(r.code, r.reason, &r.message),
-            }
+        ) => small_object(&shared.leases, method.clone(), ns, rest, req).await,
+        (method, ["api", "v1", "namespaces", ns, "configmaps", rest @ ..]) => {
+            small_object(&shared.config_maps, method.clone(), ns, rest, req).await
         }
         _ => match target(&segments) {
             Some(t) => resource(req, t, &query, shared).await,
@@ -395,6 +367,36 @@ fn resource_list(group_version: &str, core: bool) -> Value {
         events["shortNames"] = json!(["ev"]);
     }
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [events]})
+}
+
+/// Get, create (POST) and update (PUT) of a Lease or ConfigMap.
+async fn small_object(
+    store: &super::objects::Objects,
+    method: Method,
+    ns: &str,
+    rest: &[&str],
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let result = match (&method, rest) {
+        (&Method::GET, [name]) => store.get(ns, name),
+        (&Method::POST, []) => match serde_json::from_slice(&read_body(req).await) {
+            Ok(v) => store.create(ns, v),
+            Err(e) => return error(400, "BadRequest", &e.to_string()),
+        },
+        (&Method::PUT, [name]) => {
+            let name = name.to_string();
+            match serde_json::from_slice(&read_body(req).await) {
+                Ok(v) => store.update(ns, &name, v),
+                Err(e) => return error(400, "BadRequest", &e.to_string()),
+            }
+        }
+        _ => return error(405, "MethodNotAllowed", "get, create and update only"),
+    };
+    match result {
+        Ok(v) if method == Method::POST => json_response(StatusCode::CREATED, &v),
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(r) => error(r.code, r.reason, &r.message),
+    }
 }
 
 async fn read_body(req: Request<Incoming>) -> Bytes {

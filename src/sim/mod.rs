@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub mod convert;
 pub mod faults;
 pub mod http;
-pub mod lease;
 pub mod load;
+pub mod objects;
 pub mod scenario;
 pub mod select;
 pub mod store;
@@ -243,7 +243,8 @@ impl RunningSim {
         let vm_truth = Arc::new(Mutex::new(vm_scenario::VmTruth::default()));
         load::load_vm_files(&vm_stores, &opts.load)?;
         let shared = Arc::new(http::Shared {
-            leases: lease::Leases::default(),
+            leases: objects::Objects::new(objects::LEASE),
+            config_maps: objects::Objects::new(objects::CONFIG_MAP),
             vm_stores: vm_stores.clone(),
             kubevirt: opts.kubevirt || opts.vm_scenario.is_some(),
             vm_truth: vm_truth.clone(),

@@ -6,17 +6,17 @@
 //!
 //! With `state_dir`, the sink also writes the Event checkpoint (see [`crate::checkpoint`]) and the counters
 //! it exports only ever show saved values: each Event watch's share of every series is kept apart, copied
-//! when the watch's checkpoint barrier arrives, and published (`Counter::absolute`) once the file is on disk.
-//! So a scrape never shows a count that a crash could take back, and a restarted agent continues its counters
-//! from the file instead of from zero. The price is that counters move in steps of the checkpoint interval.
+//! when the watch's checkpoint barrier arrives, and published (`Counter::absolute`) once the checkpoint is
+//! written. So a scrape never shows a count that a crash (or a fail-over) could take back, and a restarted
+//! agent continues its counters from the checkpoint instead of from zero. The price is that counters move in
+//! steps of the checkpoint interval, and stand still while the checkpoint cannot be written.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use metrics::Counter;
 
 use super::Shared;
-use crate::checkpoint::{self, Acks, EventWatch, EventsFile, SavedCounter, SavedWatch};
+use crate::checkpoint::{self, Acks, Barrier, EventWatch, EventsFile, SavedCounter, SavedWatch};
 use crate::pipeline::ring::Ring;
 use crate::record::{EventRecord, Sym};
 use crate::telemetry::{self, Telemetry};
@@ -102,18 +102,21 @@ impl Tally {
 
 /// Where and for which watches the sink keeps the Event checkpoint.
 pub struct Persist {
-    pub path: PathBuf,
+    pub store: checkpoint::Store,
     /// `events::watch_keys`: a record's `watch` indexes it.
     pub keys: Vec<String>,
-    /// What the last run saved, if anything.
+    /// The checkpoint's counters to continue from, if any.
     pub restored: Option<EventsFile>,
+    /// This agent, as the checkpoint's writer.
+    pub writer: String,
     pub acks: Arc<Acks>,
 }
 
 /// The checkpoint state while running.
 struct Saving {
-    path: PathBuf,
+    store: checkpoint::Store,
     keys: Vec<String>,
+    writer: String,
     /// Each watch's last barrier.
     watches: Vec<Option<Arc<EventWatch>>>,
     acks: Arc<Acks>,
@@ -198,7 +201,8 @@ impl MetricsSink {
             }
         }
         self.saving = Some(Saving {
-            path: persist.path,
+            store: persist.store,
+            writer: persist.writer,
             keys,
             watches,
             acks: persist.acks,
@@ -299,9 +303,8 @@ impl MetricsSink {
         t
     }
 
-    /// A watch's barrier: its share of every series as of now goes with its state into the file; once the
-    /// file is written, the counters show it.
-    async fn checkpoint(&mut self, watch: u16, state: &Arc<EventWatch>) {
+    /// A watch's barrier, in order with its records.
+    async fn barrier(&mut self, watch: u16, barrier: &Barrier) {
         let Some(saving) = &mut self.saving else {
             return;
         };
@@ -309,42 +312,56 @@ impl MetricsSink {
         if i >= saving.watches.len() {
             return;
         }
-        for t in &mut self.tallies {
-            t.saved[i] = t.live[i];
+        let state = match barrier {
+            Barrier::Start => {
+                // Unsaved counts of an earlier run of this watch were never shown and will be counted again
+                // from the saved state: forget them.
+                for t in &mut self.tallies {
+                    t.live[i] = t.saved[i];
+                }
+                return;
+            }
+            Barrier::Save(state) => state,
+        };
+        // The watch's share of every series as of now goes with its state into the checkpoint; the counters
+        // show it once the checkpoint is written, never before.
+        let candidate: Vec<u64> = self.tallies.iter().map(|t| t.live[i]).collect();
+        let before: Vec<u64> = self.tallies.iter().map(|t| t.saved[i]).collect();
+        let previous = saving.watches[i].replace(state.clone());
+        for (t, v) in self.tallies.iter_mut().zip(&candidate) {
+            t.saved[i] = *v;
         }
-        saving.watches[i] = Some(state.clone());
         let file = self.file();
         let Some(saving) = &mut self.saving else {
             return;
         };
-        let path = saving.path.clone();
-        let written = tokio::task::spawn_blocking(move || checkpoint::save(&path, &file))
-            .await
-            .unwrap_or_else(|e| {
-                Err(checkpoint::Error::Io {
-                    path: saving.path.clone(),
-                    source: std::io::Error::other(e),
-                })
-            });
-        match written {
+        match saving.store.save(file).await {
             Ok(()) => {
                 if saving.failing {
-                    tracing::info!(path = %saving.path.display(), "the Event checkpoint is written again");
+                    tracing::info!(to = %saving.store.describe(), "the Event checkpoint is written again");
                     saving.failing = false;
                 }
+                saving.acks.ack(watch, state.sequence);
+                self.publish();
             }
             Err(error) => {
-                // Counters still move (metrics that stop would hide more than they protect), but a crash
-                // now restarts them from the last file: alert on herald_checkpoint_failures_total.
+                // Not shown until saved: counters stand still (alert on herald_checkpoint_failures_total),
+                // and the watch sends another barrier on its next tick.
+                saving.watches[i] = previous;
+                for (t, v) in self.tallies.iter_mut().zip(&before) {
+                    t.saved[i] = *v;
+                }
+                if matches!(error, checkpoint::Error::NotLeading { .. }) {
+                    tracing::debug!(%error, "Event checkpoint not written");
+                    return;
+                }
                 saving.failures.increment(1);
                 if !saving.failing {
-                    tracing::error!(%error, "cannot write the Event checkpoint; counters may repeat after a crash");
+                    tracing::error!(%error, "cannot write the Event checkpoint; Event counters stand still until it can");
                     saving.failing = true;
                 }
             }
         }
-        saving.acks.ack(watch, state.sequence);
-        self.publish();
     }
 
     /// The checkpoint document: each watch's last barrier and its saved share of every series.
@@ -376,7 +393,10 @@ impl MetricsSink {
                 Some(SavedWatch { watch, counters })
             })
             .collect();
-        EventsFile { watches }
+        EventsFile {
+            writer: saving.writer.clone(),
+            watches,
+        }
     }
 
     /// Show the saved totals.
@@ -390,7 +410,7 @@ impl MetricsSink {
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
         while let Some(r) = ring.pop().await {
             match &r.checkpoint {
-                Some(state) => self.checkpoint(r.watch, state).await,
+                Some(barrier) => self.barrier(r.watch, barrier).await,
                 None => self.record(&r),
             }
         }
@@ -463,9 +483,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.json");
         let persist = |restored| Persist {
-            path: path.clone(),
+            store: checkpoint::Store::File(path.clone()),
             keys: vec!["events namespace=*".into()],
             restored,
+            writer: "herald-0".into(),
             acks: Arc::new(Acks::new(1)),
         };
         let occurrences = |t: &Telemetry| {
@@ -487,20 +508,25 @@ mod tests {
         r.delta = 5;
         sink.record(&r);
         assert_eq!(occurrences(&t), 0.0, "not saved yet, so not shown");
-        sink.checkpoint(0, &state(1)).await;
+        sink.barrier(0, &Barrier::Save(state(1))).await;
         assert_eq!(occurrences(&t), 5.0);
         r.delta = 2;
         sink.record(&r);
         assert_eq!(occurrences(&t), 5.0, "a crash now would take the 2 back");
+        // The watch starts again (a new leadership term): the unsaved 2 will be counted from the checkpoint.
+        sink.barrier(0, &Barrier::Start).await;
+        sink.barrier(0, &Barrier::Save(state(2))).await;
+        assert_eq!(occurrences(&t), 5.0, "the unsaved 2 were forgotten");
 
         // A restart: the new process shows the saved totals at once and counts on from them.
         let saved: EventsFile = checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(saved.writer, "herald-0");
         assert_eq!(saved.watches[0].watch.objects, state(1).objects);
         let t = Arc::new(Telemetry::new(&MetricsConfig::default()));
         let mut sink = MetricsSink::new(t.clone(), 100).with_checkpoints(persist(Some(saved)));
         assert_eq!(occurrences(&t), 5.0);
         sink.record(&r);
-        sink.checkpoint(0, &state(1)).await;
+        sink.barrier(0, &Barrier::Save(state(3))).await;
         assert_eq!(occurrences(&t), 7.0);
     }
 }

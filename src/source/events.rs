@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::accounting::Accounting;
 use super::decode::{self, EventsApiMarker, Field, LeanEvent, LeanObjectRef};
 use super::watch::{Step, WatchSettings, Watcher};
-use crate::checkpoint::{Acks, EventWatch};
+use crate::checkpoint::{Acks, Barrier, EventWatch};
 use crate::config::{EventSourceConfig, EventsApi, Scope};
 use crate::health::Health;
 use crate::pipeline::ring::Ring;
@@ -239,7 +239,13 @@ async fn run<A: Normalise>(
         watcher = watcher.with_tick(every);
     }
     let mut changed = false;
-    let mut sequence = 0;
+    let mut sequence = checkpoint.acks.saved(checkpoint.index);
+    if checkpoint.every.is_some() {
+        let start = EventRecord::checkpoint_barrier(checkpoint.index, Barrier::Start);
+        if ctx.ingest.push(Arc::new(start)).await.is_err() {
+            return;
+        }
+    }
 
     loop {
         let step = watcher.next().await;
@@ -259,7 +265,8 @@ async fn run<A: Normalise>(
                 last_event_time,
                 objects: accounting.snapshot(),
             };
-            let barrier = EventRecord::checkpoint_barrier(checkpoint.index, Arc::new(state));
+            let barrier =
+                EventRecord::checkpoint_barrier(checkpoint.index, Barrier::Save(Arc::new(state)));
             if ctx.ingest.push(Arc::new(barrier)).await.is_err() {
                 break;
             }
