@@ -134,6 +134,20 @@ fn populated(label_sets: usize) -> Arc<Telemetry> {
     telemetry
 }
 
+/// `VmRSS` and `VmHWM` of this process in KiB (0 where `/proc` is not there), to see what one render
+/// allocates on top of the registry.
+fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 fn render(c: &mut Criterion) {
     let mut g = c.benchmark_group("render");
     for (name, label_sets) in [
@@ -142,7 +156,9 @@ fn render(c: &mut Criterion) {
         ("10k_label_sets", 10_000),
     ] {
         let telemetry = populated(label_sets);
+        let before = memory();
         let text = telemetry.render();
+        let after = memory();
         let series = |metric: &str| {
             text.lines()
                 .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
@@ -155,6 +171,10 @@ fn render(c: &mut Criterion) {
             text.lines().count(),
             telemetry::EVENTS,
             telemetry::OCCURRENCES,
+        );
+        eprintln!(
+            "render/{name}: VmRSS {} -> {} KiB, VmHWM {} -> {} KiB around the first render",
+            before.0, after.0, before.1, after.1
         );
         // The sink also registers its `__other__` set up front, so each metric has one series more.
         assert_eq!(events, label_sets + 1, "label sets lost: {text:.2000}");
