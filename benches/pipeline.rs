@@ -129,7 +129,8 @@ fn pipeline(c: &mut Criterion) {
 }
 
 /// OTLP: build one `ExportLogsServiceRequest` for a batch of 512 records (grouped per involved object, full
-/// attribute mapping) and encode it to protobuf, per record; and the same for the JSON line sink.
+/// attribute mapping) and encode it to protobuf, per record; the same written straight to protobuf bytes
+/// (`otlp_wire_512`, what the sink does); and the same records as JSON lines.
 fn otlp(c: &mut Criterion) {
     use herald::sink::otlp::encode;
     use herald::sink::shape::Identity;
@@ -154,6 +155,11 @@ fn otlp(c: &mut Criterion) {
             let request = encode::export_request(batch.iter(), &id);
             std::hint::black_box(request.encode_to_vec())
         })
+    });
+    g.bench_function("otlp_wire_512", |b| {
+        let refs: Vec<&EventRecord> = batch.iter().collect();
+        let mut encoder = herald::sink::otlp::wire::Encoder::default();
+        b.iter(|| std::hint::black_box(encoder.logs(&refs, &id)))
     });
     g.bench_function("json_lines_512", |b| {
         let mut out = Vec::with_capacity(512 * 1024);

@@ -197,7 +197,7 @@ impl DiagnosticsQueue {
         let _ = self
             .dropped
             .set(telemetry.counter(telemetry::QUEUE_DROPPED, &[("queue", "diagnostics")]));
-        let mut transport = match Transport::new(&settings) {
+        let transport = match Transport::new(&settings) {
             Ok(t) => t,
             Err(_) => return,
         };
@@ -217,6 +217,7 @@ impl DiagnosticsQueue {
             }
             let n = batch.len() as u64;
             let req = request(std::mem::take(&mut batch), &settings.identity);
+            let req = prost::Message::encode_to_vec(&req).into();
             match transport.send(Export::Logs(req)).await {
                 Ok(_) => sent.increment(n),
                 Err(_) => failures.increment(n),

@@ -18,12 +18,14 @@ use metrics::Counter;
 use super::Shared;
 use crate::health::SinkHealth;
 use crate::pipeline::ring::Ring;
+use crate::record::EventRecord;
 use crate::telemetry::{self, Telemetry};
 
 pub mod diagnostics;
 pub mod encode;
 pub mod settings;
 pub mod transport;
+pub mod wire;
 
 pub use settings::Settings;
 pub use transport::{Export, Transport};
@@ -31,7 +33,19 @@ pub use transport::{Export, Transport};
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Export requests in flight at once: while one waits for the collector (or backs off before a retry), the
+/// next batches still go out, so one slow round trip does not make the ring fill and drop.
+pub const IN_FLIGHT: usize = 4;
+
 pub struct OtlpSink {
+    batch_size: usize,
+    batch_interval: Duration,
+    exporter: Arc<Exporter>,
+    encoder: wire::Encoder,
+}
+
+/// What a delivery needs, shared by the exports in flight.
+struct Exporter {
     settings: Settings,
     transport: Transport,
     logs: Delivery,
@@ -64,25 +78,31 @@ impl OtlpSink {
         health: Arc<SinkHealth>,
     ) -> Result<OtlpSink, transport::Error> {
         Ok(OtlpSink {
-            transport: Transport::new(&settings)?,
-            settings,
-            logs: Delivery::new(telemetry, "otlp"),
-            spans: Delivery::new(telemetry, "otlp_spans"),
-            health,
+            batch_size: settings.batch_size,
+            batch_interval: settings.batch_interval,
+            encoder: wire::Encoder::default(),
+            exporter: Arc::new(Exporter {
+                transport: Transport::new(&settings)?,
+                settings,
+                logs: Delivery::new(telemetry, "otlp"),
+                spans: Delivery::new(telemetry, "otlp_spans"),
+                health,
+            }),
         })
     }
 
-    /// Drain the ring until it is closed and empty, exporting in batches.
+    /// Drain the ring until it is closed and empty, exporting in batches, then wait for the exports.
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
-        let size = self.settings.batch_size;
+        let size = self.batch_size;
         let mut batch: Vec<Shared> = Vec::with_capacity(size);
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut open = true;
         while open {
             match ring.pop().await {
                 Some(first) => batch.push(first),
                 None => break,
             }
-            let deadline = tokio::time::Instant::now() + self.settings.batch_interval;
+            let deadline = tokio::time::Instant::now() + self.batch_interval;
             while batch.len() < size {
                 if let Some(r) = ring.try_pop() {
                     batch.push(r);
@@ -96,29 +116,42 @@ impl OtlpSink {
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            self.export(&batch).await;
+            while in_flight.len() >= IN_FLIGHT {
+                in_flight.join_next().await;
+            }
+            for (export, n) in self.encode(&batch) {
+                in_flight.spawn(self.exporter.clone().deliver(export, n));
+            }
             batch.clear();
         }
+        while in_flight.join_next().await.is_some() {}
     }
 
-    async fn export(&mut self, batch: &[Shared]) {
-        let id = &self.settings.identity;
-        let logs = encode::export_request(batch.iter().map(|r| &**r), id);
-        let spans = encode::trace_request(batch.iter().map(|r| &**r), id);
-        self.deliver(Export::Logs(logs), batch.len() as u64).await;
-        if let Some(spans) = spans {
+    /// The batch's log records, and its spans if it has any, each with its item count.
+    fn encode(&mut self, batch: &[Shared]) -> Vec<(Export, u64)> {
+        let id = &self.exporter.settings.identity;
+        let records: Vec<&EventRecord> = batch.iter().map(|r| &**r).collect();
+        let logs = self.encoder.logs(&records, id);
+        let mut out = vec![(Export::Logs(logs.into()), batch.len() as u64)];
+        if let Some(spans) = encode::trace_request(records.iter().copied(), id) {
             let n = spans
                 .resource_spans
                 .iter()
                 .flat_map(|r| &r.scope_spans)
                 .map(|s| s.spans.len() as u64)
                 .sum();
-            self.deliver(Export::Traces(spans), n).await;
+            out.push((
+                Export::Traces(prost::Message::encode_to_vec(&spans).into()),
+                n,
+            ));
         }
+        out
     }
+}
 
+impl Exporter {
     /// Send `n` items, retrying retryable failures with backoff, and count the outcome.
-    async fn deliver(&mut self, export: Export, n: u64) {
+    async fn deliver(self: Arc<Exporter>, export: Export, n: u64) {
         let counters = match export {
             Export::Logs(_) => &self.logs,
             Export::Traces(_) => &self.spans,

@@ -3,18 +3,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes};
 use http_body_util::Full;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::settings::Settings;
@@ -36,17 +30,67 @@ pub enum Transport {
     Http(Box<HttpTransport>),
 }
 
-/// One export: logs, or spans.
+/// One export, encoded once (a retry resends the same bytes): an `ExportLogsServiceRequest` or an
+/// `ExportTraceServiceRequest`.
 #[derive(Debug, Clone)]
 pub enum Export {
-    Logs(ExportLogsServiceRequest),
-    Traces(ExportTraceServiceRequest),
+    Logs(Bytes),
+    Traces(Bytes),
 }
 
 pub struct GrpcTransport {
-    client: LogsServiceClient<Channel>,
-    traces: TraceServiceClient<Channel>,
+    grpc: tonic::client::Grpc<Channel>,
     metadata: tonic::metadata::MetadataMap,
+}
+
+/// gRPC codec for requests that are already protobuf bytes; responses decode with prost.
+struct Encoded<R>(std::marker::PhantomData<R>);
+
+impl<R> Default for Encoded<R> {
+    fn default() -> Self {
+        Encoded(std::marker::PhantomData)
+    }
+}
+
+impl<R: Message + Default + Send + 'static> Codec for Encoded<R> {
+    type Encode = Bytes;
+    type Decode = R;
+    type Encoder = BytesEncoder;
+    type Decoder = ResponseDecoder<R>;
+
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder<R> {
+        ResponseDecoder(std::marker::PhantomData)
+    }
+}
+
+struct BytesEncoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+struct ResponseDecoder<R>(std::marker::PhantomData<R>);
+
+impl<R: Message + Default> Decoder for ResponseDecoder<R> {
+    type Item = R;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, tonic::Status> {
+        let len = src.remaining();
+        R::decode(src.copy_to_bytes(len))
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
 }
 
 pub struct HttpTransport {
@@ -76,14 +120,9 @@ impl Transport {
                         .tls_config(tls)
                         .map_err(|e| Error::Tls(e.to_string()))?;
                 }
-                let channel = endpoint.connect_lazy();
-                let mut client = LogsServiceClient::new(channel.clone());
-                let mut traces = TraceServiceClient::new(channel);
+                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
                 if s.gzip {
-                    client = client
-                        .send_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Gzip);
-                    traces = traces
+                    grpc = grpc
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
@@ -97,11 +136,7 @@ impl Transport {
                         metadata.insert(k, v);
                     }
                 }
-                Ok(Transport::Grpc(Box::new(GrpcTransport {
-                    client,
-                    traces,
-                    metadata,
-                })))
+                Ok(Transport::Grpc(Box::new(GrpcTransport { grpc, metadata })))
             }
             OtlpProtocol::HttpProtobuf => {
                 let client =
@@ -134,28 +169,47 @@ impl Transport {
     }
 
     /// Send one request. `Ok(n)`: accepted, except `n` items the collector rejected (partial success).
-    pub async fn send(&mut self, export: Export) -> Result<u64, SendError> {
+    /// Several sends may run at once.
+    pub async fn send(&self, export: Export) -> Result<u64, SendError> {
         match self {
-            Transport::Grpc(g) => match export {
-                Export::Logs(request) => {
-                    let mut req = tonic::Request::new(request);
+            Transport::Grpc(g) => {
+                // A clone shares the channel (and its connection); it only makes the call's own handle.
+                let mut grpc = g.grpc.clone();
+                grpc.ready()
+                    .await
+                    .map_err(|e| SendError::new(true, format!("not connected: {e}")))?;
+                let request = |bytes: Bytes| {
+                    let mut req = tonic::Request::new(bytes);
                     *req.metadata_mut() = g.metadata.clone();
-                    let resp = g.client.export(req).await.map_err(grpc_error)?.into_inner();
-                    Ok(rejected(
-                        resp.partial_success.map(|p| p.rejected_log_records),
-                    ))
+                    req
+                };
+                match export {
+                    Export::Logs(bytes) => {
+                        let path = http::uri::PathAndQuery::from_static(
+                            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                        );
+                        let codec = Encoded::<ExportLogsServiceResponse>::default();
+                        let resp = grpc.unary(request(bytes), path, codec).await;
+                        let resp = resp.map_err(grpc_error)?.into_inner();
+                        Ok(rejected(
+                            resp.partial_success.map(|p| p.rejected_log_records),
+                        ))
+                    }
+                    Export::Traces(bytes) => {
+                        let path = http::uri::PathAndQuery::from_static(
+                            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                        );
+                        let codec = Encoded::<ExportTraceServiceResponse>::default();
+                        let resp = grpc.unary(request(bytes), path, codec).await;
+                        let resp = resp.map_err(grpc_error)?.into_inner();
+                        Ok(rejected(resp.partial_success.map(|p| p.rejected_spans)))
+                    }
                 }
-                Export::Traces(request) => {
-                    let mut req = tonic::Request::new(request);
-                    *req.metadata_mut() = g.metadata.clone();
-                    let resp = g.traces.export(req).await.map_err(grpc_error)?.into_inner();
-                    Ok(rejected(resp.partial_success.map(|p| p.rejected_spans)))
-                }
-            },
+            }
             Transport::Http(h) => {
                 let (uri, body) = match &export {
-                    Export::Logs(r) => (&h.uri, r.encode_to_vec()),
-                    Export::Traces(r) => (&h.traces_uri, r.encode_to_vec()),
+                    Export::Logs(b) => (&h.uri, b.clone()),
+                    Export::Traces(b) => (&h.traces_uri, b.clone()),
                 };
                 let fut = send_http(&h.client, uri, &h.headers, h.gzip, body);
                 let bytes = tokio::time::timeout(h.timeout, fut)
@@ -209,7 +263,7 @@ async fn send_http(
     uri: &http::Uri,
     headers: &http::HeaderMap,
     gzip: bool,
-    mut body: Vec<u8>,
+    mut body: Bytes,
 ) -> Result<Bytes, SendError> {
     let mut builder = http::Request::post(uri.clone())
         .header(http::header::CONTENT_TYPE, "application/x-protobuf");
@@ -218,11 +272,11 @@ async fn send_http(
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         // Writing into a Vec cannot fail.
         let _ = encoder.write_all(&body);
-        body = encoder.finish().unwrap_or_default();
+        body = Bytes::from(encoder.finish().unwrap_or_default());
         builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
     }
     let mut req = builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .map_err(|e| SendError::new(false, e.to_string()))?;
     req.headers_mut()
         .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
