@@ -609,6 +609,8 @@ fn list<'a>(
         let id = snapshot_id.unwrap_or_else(|| store.keep_snapshot(rv, items.clone()));
         metadata["continue"] = format!("{id}-{end}").into();
         metadata["remainingItemCount"] = (items.len() - end).into();
+    } else if let Some(id) = snapshot_id {
+        store.drop_snapshot(id);
     }
     if table {
         return json_response(StatusCode::OK, &event_table(&page, metadata));

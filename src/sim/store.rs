@@ -360,25 +360,42 @@ impl Store {
         (inner.rv, items)
     }
 
-    /// Keep a list snapshot for `continue`; returns its id. The oldest of more than 64 is dropped.
+    /// Keep a list snapshot for `continue`; returns its id. A snapshot goes when its list has served its last
+    /// page ([`Store::drop_snapshot`]), when its resourceVersion leaves the history window (its continue token
+    /// is then expired, as after an etcd compaction), or as the oldest of more than 64. Without that, every
+    /// abandoned or finished paged list would keep a copy of the whole list.
     pub fn keep_snapshot(&self, rv: u64, items: Snapshot) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.snapshots.push_back((id, rv, items));
+        Self::expire_snapshots(&mut inner);
         while inner.snapshots.len() > 64 {
             inner.snapshots.pop_front();
         }
         id
     }
 
+    /// The snapshot of a continue token; None if it is unknown or expired.
     pub fn find_snapshot(&self, id: u64) -> Option<(u64, Snapshot)> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        Self::expire_snapshots(&mut inner);
         inner
             .snapshots
             .iter()
             .find(|(i, _, _)| *i == id)
             .map(|(_, rv, items)| (*rv, items.clone()))
+    }
+
+    /// The list of this snapshot is complete.
+    pub fn drop_snapshot(&self, id: u64) {
+        self.lock().snapshots.retain(|(i, _, _)| *i != id);
+    }
+
+    /// Snapshots older than the history window (a watch from their resourceVersion would get 410 too).
+    fn expire_snapshots(inner: &mut Inner) {
+        let compacted = inner.compacted;
+        inner.snapshots.retain(|(_, rv, _)| *rv >= compacted);
     }
 
     /// Subscribe to changes after `from`, with what to send first: for `None` ("now") every current object,
@@ -501,6 +518,31 @@ mod tests {
             [1003, 1004]
         );
         assert!(s.watch_from(Some(1001)).is_err());
+    }
+
+    #[test]
+    fn snapshots_go_when_done_or_compacted() {
+        let s = Store::new(2);
+        s.create("ns", ev("a", 1)).unwrap();
+        let (rv, items) = s.snapshot(None);
+        let done = s.keep_snapshot(rv, Arc::new(items));
+        let (rv, items) = s.snapshot(None);
+        let old = s.keep_snapshot(rv, Arc::new(items));
+        assert!(s.find_snapshot(done).is_some());
+        s.drop_snapshot(done);
+        assert!(
+            s.find_snapshot(done).is_none(),
+            "its list served the last page"
+        );
+        assert!(s.find_snapshot(old).is_some());
+        for i in 0..3 {
+            s.create("ns", ev(&format!("e{i}"), 1)).unwrap();
+        }
+        assert!(
+            s.find_snapshot(old).is_none(),
+            "its resourceVersion left the history window"
+        );
+        assert!(s.lock().snapshots.is_empty());
     }
 
     #[test]
