@@ -5,10 +5,14 @@
 //! reports throughput, CPU per Event, memory, processing and OTLP arrival delays and drops.
 //!
 //! It is a measuring tool, not part of the agent: nothing in herald's data path knows it exists, and it never
-//! judges the numbers (no thresholds); BENCHMARKS.md does that.
+//! judges the numbers (no thresholds); BENCHMARKS.md does that. `herald bench soak` ([`soak`]) runs the same
+//! two processes for a long time with faults and samples them; the pieces both use live here.
 
 mod otlp;
 pub mod probe;
+mod soak;
+
+pub use soak::{SoakArgs, run_soak};
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -513,8 +517,10 @@ struct SimTruth {
     rv: u64,
     occurrences: u64,
     /// Events alive in the simulated API.
-    #[allow(dead_code)]
     objects: u64,
+    /// Faults injected so far, all kinds, and by kind.
+    faults: u64,
+    faults_by_kind: std::collections::BTreeMap<String, u64>,
 }
 
 fn sim_truth(addr: SocketAddr) -> Option<SimTruth> {
@@ -527,6 +533,8 @@ fn sim_truth(addr: SocketAddr) -> Option<SimTruth> {
         rv: v["resourceVersion"].as_str()?.parse().ok()?,
         occurrences: v["occurrences_total"].as_u64()?,
         objects: v["objects"].as_u64()?,
+        faults: v["faults_injected_total"].as_u64().unwrap_or(0),
+        faults_by_kind: serde_json::from_value(v["faults_injected"].clone()).unwrap_or_default(),
     })
 }
 
