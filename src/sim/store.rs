@@ -77,6 +77,9 @@ pub struct TruthRow {
 
 type Key = (String, String);
 
+/// Paged lists in progress (or abandoned) whose snapshots are kept for `continue`.
+pub const MAX_SNAPSHOTS: usize = 8;
+
 /// The items of one paged list, as of its first page.
 pub type Snapshot = Arc<Vec<Arc<Value>>>;
 
@@ -361,25 +364,23 @@ impl Store {
     }
 
     /// Keep a list snapshot for `continue`; returns its id. A snapshot goes when its list has served its last
-    /// page ([`Store::drop_snapshot`]), when its resourceVersion leaves the history window (its continue token
-    /// is then expired, as after an etcd compaction), or as the oldest of more than 64. Without that, every
-    /// abandoned or finished paged list would keep a copy of the whole list.
+    /// page ([`Store::drop_snapshot`]); of the lists abandoned before that (a failed page restarts a client's
+    /// list), the oldest go beyond [`MAX_SNAPSHOTS`]. Each snapshot pins the objects it listed, even once they
+    /// are deleted, so abandoned ones must not pile up.
     pub fn keep_snapshot(&self, rv: u64, items: Snapshot) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.snapshots.push_back((id, rv, items));
-        Self::expire_snapshots(&mut inner);
-        while inner.snapshots.len() > 64 {
+        while inner.snapshots.len() > MAX_SNAPSHOTS {
             inner.snapshots.pop_front();
         }
         id
     }
 
-    /// The snapshot of a continue token; None if it is unknown or expired.
+    /// The snapshot of a continue token; None if it is unknown or was dropped.
     pub fn find_snapshot(&self, id: u64) -> Option<(u64, Snapshot)> {
-        let mut inner = self.lock();
-        Self::expire_snapshots(&mut inner);
+        let inner = self.lock();
         inner
             .snapshots
             .iter()
@@ -390,12 +391,6 @@ impl Store {
     /// The list of this snapshot is complete.
     pub fn drop_snapshot(&self, id: u64) {
         self.lock().snapshots.retain(|(i, _, _)| *i != id);
-    }
-
-    /// Snapshots older than the history window (a watch from their resourceVersion would get 410 too).
-    fn expire_snapshots(inner: &mut Inner) {
-        let compacted = inner.compacted;
-        inner.snapshots.retain(|(_, rv, _)| *rv >= compacted);
     }
 
     /// Subscribe to changes after `from`, with what to send first: for `None` ("now") every current object,
@@ -521,28 +516,32 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_go_when_done_or_compacted() {
+    fn snapshots_go_when_done_or_abandoned_for_newer_ones() {
         let s = Store::new(2);
         s.create("ns", ev("a", 1)).unwrap();
-        let (rv, items) = s.snapshot(None);
-        let done = s.keep_snapshot(rv, Arc::new(items));
-        let (rv, items) = s.snapshot(None);
-        let old = s.keep_snapshot(rv, Arc::new(items));
+        let keep = || {
+            let (rv, items) = s.snapshot(None);
+            s.keep_snapshot(rv, Arc::new(items))
+        };
+        let done = keep();
+        let abandoned = keep();
         assert!(s.find_snapshot(done).is_some());
         s.drop_snapshot(done);
         assert!(
             s.find_snapshot(done).is_none(),
             "its list served the last page"
         );
-        assert!(s.find_snapshot(old).is_some());
-        for i in 0..3 {
-            s.create("ns", ev(&format!("e{i}"), 1)).unwrap();
+        for _ in 0..4 {
+            s.create("ns", ev(&format!("e{}", s.resource_version()), 1))
+                .unwrap();
         }
         assert!(
-            s.find_snapshot(old).is_none(),
-            "its resourceVersion left the history window"
+            s.find_snapshot(abandoned).is_some(),
+            "a continue token outlives the watch history, as on an API server until compaction"
         );
-        assert!(s.lock().snapshots.is_empty());
+        let newer: Vec<u64> = (0..MAX_SNAPSHOTS).map(|_| keep()).collect();
+        assert!(s.find_snapshot(abandoned).is_none(), "the oldest goes");
+        assert!(newer.iter().all(|id| s.find_snapshot(*id).is_some()));
     }
 
     #[test]
