@@ -214,6 +214,16 @@ impl Setup<'_> {
         Ok((s, truth))
     }
 
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.agent.0.try_wait()? {
+            bail!("the agent exited during the soak: {status}");
+        }
+        if let Some(status) = self.sim.0.try_wait()? {
+            bail!("the simulator exited during the soak: {status}");
+        }
+        Ok(())
+    }
+
     fn row(&self, elapsed: f64, s: &Sample, truth: &SimTruth) -> Row {
         Row::new(elapsed, s, truth, self.receiver.records())
     }
@@ -290,26 +300,29 @@ fn run(args: &SoakArgs, phases: &[String], exe: &Path, out: &Path) -> anyhow::Re
     let mut last_in_window = first.clone();
     loop {
         let now = Instant::now();
+        // A failed request (a timeout on a loaded machine) skips one phase switch or sample, not the run;
+        // only a process that exited ends it.
         if now >= next_phase && phases.len() > 1 {
             phase = (phase + 1) % phases.len();
-            setup.set_faults(&phases[phase])?;
+            if let Err(e) = setup.set_faults(&phases[phase]) {
+                eprintln!("herald bench soak: fault phase {phase} not applied: {e:#}");
+            }
             next_phase += args.fault_phase;
         }
         if now >= next_sample {
-            if let Some(status) = setup.agent.0.try_wait()? {
-                bail!("the agent exited during the soak: {status}");
+            setup.check_running()?;
+            match setup.look() {
+                Ok((s, truth)) => {
+                    let row = setup.row(s.at.duration_since(t0).as_secs_f64(), &s, &truth);
+                    if now >= next_progress {
+                        eprintln!("herald bench soak: {}", progress(&row, args.duration));
+                        next_progress += Duration::from_secs(60);
+                    }
+                    record(row, &mut csv)?;
+                    last_in_window = s;
+                }
+                Err(e) => eprintln!("herald bench soak: sample skipped: {e:#}"),
             }
-            if let Some(status) = setup.sim.0.try_wait()? {
-                bail!("the simulator exited during the soak: {status}");
-            }
-            let (s, truth) = setup.look()?;
-            let row = setup.row(s.at.duration_since(t0).as_secs_f64(), &s, &truth);
-            if now >= next_progress {
-                eprintln!("herald bench soak: {}", progress(&row, args.duration));
-                next_progress += Duration::from_secs(60);
-            }
-            record(row, &mut csv)?;
-            last_in_window = s;
             next_sample += args.interval;
         }
         if next_sample > end {
@@ -322,14 +335,27 @@ fn run(args: &SoakArgs, phases: &[String], exe: &Path, out: &Path) -> anyhow::Re
     // Catch-up: the generator stops after its --max-events; faults off so the last reconnects go through;
     // then wait until the agent has counted everything and its sinks have drained, or until it has done
     // nothing for a while once the generator stopped (what is lost does not come later).
-    setup.set_faults("")?;
+    while let Err(e) = setup.set_faults("") {
+        setup.check_running()?;
+        eprintln!("herald bench soak: retrying to turn the faults off: {e:#}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let catch_up_from = Instant::now();
     let until = catch_up_from + args.catch_up_timeout;
     let stable_for = Duration::from_secs_f64((3.0 / args.rate).max(1.0));
     let mut sim_moved = (0, Instant::now());
     let mut agent_moved = ((0, 0, 0.0, 0.0), Instant::now());
     let (last, truth) = loop {
-        let (s, truth) = setup.look()?;
+        let (s, truth) = match setup.look() {
+            Ok(look) => look,
+            Err(e) if Instant::now() <= until => {
+                setup.check_running()?;
+                eprintln!("herald bench soak: catch-up sample skipped: {e:#}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if truth.rv != sim_moved.0 {
             sim_moved = (truth.rv, Instant::now());
         }
