@@ -41,6 +41,9 @@ enum BenchCommand {
     /// Run the simulator and the agent as separate processes, stream Events, report throughput, CPU, memory,
     /// delays and drops.
     Load(herald::bench::LoadArgs),
+    /// Run the simulator and the agent for a long time with watch faults; sample RSS, CPU, counters and the
+    /// ground truth to a CSV and a PNG plot; report RSS flatness and whether every occurrence was counted once.
+    Soak(herald::bench::SoakArgs),
 }
 
 #[derive(Subcommand)]
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
             })
         }
         Some(Command::Bench(BenchCommand::Load(args))) => herald::bench::run_load(args),
+        Some(Command::Bench(BenchCommand::Soak(args))) => herald::bench::run_soak(args),
         Some(Command::Run(args)) => run(args, None),
         Some(Command::Demo(demo)) => run(demo.run.clone(), Some(demo)),
         None => run(cli.run, None),

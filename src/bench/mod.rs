@@ -5,10 +5,14 @@
 //! reports throughput, CPU per Event, memory, processing and OTLP arrival delays and drops.
 //!
 //! It is a measuring tool, not part of the agent: nothing in herald's data path knows it exists, and it never
-//! judges the numbers (no thresholds); BENCHMARKS.md does that.
+//! judges the numbers (no thresholds); BENCHMARKS.md does that. `herald bench soak` ([`soak`]) runs the same
+//! two processes for a long time with faults and samples them; the pieces both use live here.
 
 mod otlp;
 pub mod probe;
+mod soak;
+
+pub use soak::{SoakArgs, run_soak};
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -125,9 +129,18 @@ pub struct Summary {
 
 /// `herald bench load`: run, print, exit 0; on failure say why (and where the logs are) and exit 1.
 pub fn run_load(args: LoadArgs) -> ExitCode {
-    match load(&args) {
+    print_result(load(&args), args.json, report)
+}
+
+/// Print a summary (one JSON line with `json`, else the report) and exit 0; on failure say why and exit 1.
+fn print_result<S: Serialize>(
+    result: anyhow::Result<S>,
+    json: bool,
+    report: impl Fn(&S) -> String,
+) -> ExitCode {
+    match result {
         Ok(summary) => {
-            if args.json {
+            if json {
                 match serde_json::to_string(&summary) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
@@ -196,7 +209,6 @@ fn load(args: &LoadArgs) -> anyhow::Result<Summary> {
 
 fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
     let receiver = otlp::Receiver::start().context("cannot start the OTLP receiver")?;
-    let kubeconfig = dir.join("kubeconfig");
 
     // The simulator: preload the live objects, wait `warmup`, stream `events` operations.
     let rate = if args.rate.is_finite() {
@@ -204,56 +216,27 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
     } else {
         "max".to_string()
     };
-    let mut sim_cmd = Command::new(exe);
-    sim_cmd
-        .arg("sim")
-        .args(["--listen", "127.0.0.1:0", "--no-kubevirt", "--vm-rate", "0"])
-        .args(["--seed", &args.seed.to_string()])
-        .args(["--rate", if args.events == 0 { "max" } else { &rate }])
-        .args(["--max-events", &args.events.to_string()])
-        .args(["--preload", &args.live_objects.to_string()])
-        .args(["--start-after", &format!("{}ms", warmup(args).as_millis())])
-        .arg("--write-kubeconfig")
-        .arg(&kubeconfig);
-    let sim = Guard(spawn(sim_cmd, &dir.join("sim.log")).context("cannot start the simulator")?);
-    let sim_pid = sim.0.id();
-    let sim_addr = wait_for(
-        Duration::from_secs(30),
-        "the simulator's kubeconfig",
-        || {
-            let text = std::fs::read_to_string(&kubeconfig).ok()?;
-            text.contains("current-context")
-                .then(|| server_addr(&text))
-                .flatten()
-        },
+    let (sim, sim_addr) = start_sim(
+        exe,
+        dir,
+        &[
+            format!("--seed={}", args.seed),
+            format!("--rate={}", if args.events == 0 { "max" } else { &rate }),
+            format!("--max-events={}", args.events),
+            format!("--preload={}", args.live_objects),
+            format!("--start-after={}ms", warmup(args).as_millis()),
+        ],
     )?;
+    let sim_pid = sim.0.id();
     // Preloaded before the agent starts, so the agent's list sees all of them.
     let preloaded_rv = SIM_FIRST_RV + args.live_objects;
     wait_for(Duration::from_secs(600), "the simulator's preload", || {
         sim_truth(sim_addr).filter(|t| t.rv >= preloaded_rv)
     })?;
 
-    // The agent.
-    let agent_addr = free_addr()?;
-    let config = dir.join("herald.yaml");
-    std::fs::write(&config, agent_config(args, agent_addr, receiver.addr()))
-        .context("cannot write the agent's configuration")?;
-    let mut agent_cmd = Command::new(exe);
-    agent_cmd
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig);
-    let started = Instant::now();
-    let mut agent =
-        Guard(spawn(agent_cmd, &dir.join("agent.log")).context("cannot start the agent")?);
+    let (mut agent, agent_addr, ready_seconds) =
+        start_agent(exe, dir, &args.sinks, receiver.addr())?;
     let pid = agent.0.id();
-    wait_for(Duration::from_secs(120), "the agent's /readyz", || {
-        let (status, body) = probe::http_get(agent_addr, "/readyz")?;
-        (status == 200 && events_source_ready(&body)).then_some(())
-    })?;
-    let ready_seconds = started.elapsed().as_secs_f64();
     let first = sample(agent_addr, pid, sim_pid)?;
     let truth = sim_truth(sim_addr).context("cannot read the simulator's truth")?;
     if truth.rv != preloaded_rv {
@@ -303,15 +286,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
     let drain_until = Instant::now() + Duration::from_secs(15);
     let last = loop {
         let s = sample(agent_addr, pid, sim_pid)?;
-        let backlog = s.scrape.sum("herald_queue_backlog", &[]);
-        let sent = s.scrape.sum("herald_sink_sent_total", &[("sink", "otlp")]);
-        // Every record the pipeline passed on, exported (a batch waiting for its interval is in no backlog).
-        let passed = s.scrape.sum("herald_pipeline_received_total", &[])
-            - s.scrape.sum("herald_pipeline_filtered_total", &[])
-            - s.scrape.sum("herald_pipeline_deduplicated_total", &[]);
-        let drained =
-            backlog == 0.0 && (!otlp_on || (sent >= passed && sent as u64 == receiver.records()));
-        if drained || Instant::now() > drain_until {
+        if drained(&s.scrape, &receiver, otlp_on) || Instant::now() > drain_until {
             break s;
         }
         std::thread::sleep(SAMPLE_EVERY);
@@ -337,7 +312,7 @@ fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
         && otlp_sent == otlp_received;
     let duration = done.at.duration_since(before.at).as_secs_f64();
     let cpu_seconds = done.proc.cpu_seconds - before.proc.cpu_seconds;
-    let sim_cpu_seconds = done.sim_cpu - before.sim_cpu;
+    let sim_cpu_seconds = done.sim.cpu_seconds - before.sim.cpu_seconds;
     let processing = Histogram::delta(&last.scrape, &first.scrape, "herald_processing_seconds");
     let arrivals = receiver.arrival_delays();
     Ok(Summary {
@@ -407,10 +382,74 @@ fn warmup(args: &LoadArgs) -> Duration {
     })
 }
 
+/// Every record the pipeline passed on has left the agent: no backlog in any queue and, with the OTLP sink
+/// on, every record it passed exported and received (a batch waiting for its interval is in no backlog).
+fn drained(scrape: &Scrape, receiver: &otlp::Receiver, otlp_on: bool) -> bool {
+    let backlog = scrape.sum("herald_queue_backlog", &[]);
+    let sent = scrape.sum("herald_sink_sent_total", &[("sink", "otlp")]);
+    let passed = scrape.sum("herald_pipeline_received_total", &[])
+        - scrape.sum("herald_pipeline_filtered_total", &[])
+        - scrape.sum("herald_pipeline_deduplicated_total", &[]);
+    backlog == 0.0 && (!otlp_on || (sent >= passed && sent as u64 == receiver.records()))
+}
+
+/// The simulator as a child process: `herald sim` on a free loopback port without KubeVirt, with `args`, its
+/// kubeconfig written to `dir/kubeconfig` and its log to `dir/sim.log`. Returns once it serves.
+fn start_sim(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(Guard, SocketAddr)> {
+    let kubeconfig = dir.join("kubeconfig");
+    let _ = std::fs::remove_file(&kubeconfig);
+    let mut cmd = Command::new(exe);
+    cmd.arg("sim")
+        .args(["--listen", "127.0.0.1:0", "--no-kubevirt", "--vm-rate", "0"])
+        .args(args)
+        .arg("--write-kubeconfig")
+        .arg(&kubeconfig);
+    let sim = Guard(spawn(cmd, &dir.join("sim.log")).context("cannot start the simulator")?);
+    let addr = wait_for(
+        Duration::from_secs(30),
+        "the simulator's kubeconfig",
+        || {
+            let text = std::fs::read_to_string(&kubeconfig).ok()?;
+            text.contains("current-context")
+                .then(|| server_addr(&text))
+                .flatten()
+        },
+    )?;
+    Ok((sim, addr))
+}
+
+/// The agent as a child process (`herald run`) against the simulator of `dir/kubeconfig`, with the
+/// configuration of [`agent_config`] in `dir/herald.yaml` and its log in `dir/agent.log`. Returns once its
+/// Events source is ready, with its address and the seconds that took.
+fn start_agent(
+    exe: &Path,
+    dir: &Path,
+    sinks: &[SinkName],
+    otlp: SocketAddr,
+) -> anyhow::Result<(Guard, SocketAddr, f64)> {
+    let addr = free_addr()?;
+    let config = dir.join("herald.yaml");
+    std::fs::write(&config, agent_config(sinks, addr, otlp))
+        .context("cannot write the agent's configuration")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"));
+    let started = Instant::now();
+    let agent = Guard(spawn(cmd, &dir.join("agent.log")).context("cannot start the agent")?);
+    wait_for(Duration::from_secs(120), "the agent's /readyz", || {
+        let (status, body) = probe::http_get(addr, "/readyz")?;
+        (status == 200 && events_source_ready(&body)).then_some(())
+    })?;
+    Ok((agent, addr, started.elapsed().as_secs_f64()))
+}
+
 /// The agent's configuration: the chosen sinks, live objects counted at startup (`replay`, so the truth
 /// compares one to one), dedup off so every record reaches every log sink (the worst case), no KubeVirt.
-fn agent_config(args: &LoadArgs, listen: SocketAddr, otlp: SocketAddr) -> String {
-    let on = |s| args.sinks.contains(&s);
+fn agent_config(sinks: &[SinkName], listen: SocketAddr, otlp: SocketAddr) -> String {
+    let on = |s| sinks.contains(&s);
     let endpoint = if on(SinkName::Otlp) {
         format!("http://{otlp}")
     } else {
@@ -473,9 +512,15 @@ fn server_addr(kubeconfig: &str) -> Option<SocketAddr> {
         .and_then(|a| a.trim().parse().ok())
 }
 
+/// What the harnesses read from the simulator's `/sim/truth`.
 struct SimTruth {
     rv: u64,
     occurrences: u64,
+    /// Events alive in the simulated API.
+    objects: u64,
+    /// Faults injected so far, all kinds, and by kind.
+    faults: u64,
+    faults_by_kind: std::collections::BTreeMap<String, u64>,
 }
 
 fn sim_truth(addr: SocketAddr) -> Option<SimTruth> {
@@ -487,20 +532,25 @@ fn sim_truth(addr: SocketAddr) -> Option<SimTruth> {
     Some(SimTruth {
         rv: v["resourceVersion"].as_str()?.parse().ok()?,
         occurrences: v["occurrences_total"].as_u64()?,
+        objects: v["objects"].as_u64()?,
+        faults: v["faults_injected_total"].as_u64().unwrap_or(0),
+        faults_by_kind: serde_json::from_value(v["faults_injected"].clone()).unwrap_or_default(),
     })
 }
 
+/// One look at the agent (`/metrics`, `/proc`) and the simulator's `/proc`.
 #[derive(Clone)]
 struct Sample {
     at: Instant,
     scrape: Scrape,
     proc: Proc,
-    sim_cpu: f64,
+    /// The simulator's; zeros if it could not be read.
+    sim: Proc,
 }
 
 fn sample(agent: SocketAddr, pid: u32, sim_pid: u32) -> anyhow::Result<Sample> {
     let proc = Proc::read(pid).context("cannot read the agent's /proc entry")?;
-    let sim_cpu = Proc::read(sim_pid).map_or(0.0, |p| p.cpu_seconds);
+    let sim = Proc::read(sim_pid).unwrap_or_default();
     let at = Instant::now();
     let (status, body) =
         probe::http_get(agent, "/metrics").context("cannot scrape the agent's /metrics")?;
@@ -511,7 +561,7 @@ fn sample(agent: SocketAddr, pid: u32, sim_pid: u32) -> anyhow::Result<Sample> {
         at,
         scrape: Scrape::parse(&body),
         proc,
-        sim_cpu,
+        sim,
     })
 }
 
@@ -606,7 +656,7 @@ mod tests {
             seed: 1,
         };
         let text = agent_config(
-            &args,
+            &args.sinks,
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
         );

@@ -9,11 +9,21 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 /// A minimal HTTP/1.1 GET: herald and the simulator answer with a Content-Length, and we ask them to close.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, "")
+}
+
+/// The same for a PUT with a text body (the simulator's `PUT /sim/faults`).
+pub fn http_put(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
+    http_request(addr, "PUT", path, body)
+}
+
+fn http_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut raw = String::new();

@@ -562,6 +562,18 @@ impl Filter {
         let served = self.api.serve(stored);
         self.fields.matches_fields(&served).then_some(served)
     }
+
+    /// Whether the object matches, without building what would be served when no field selector needs it.
+    fn matches(&self, stored: &Value) -> bool {
+        if self.fields.is_empty() {
+            self.namespace
+                .as_ref()
+                .is_none_or(|ns| stored["metadata"]["namespace"].as_str() == Some(ns))
+                && self.labels.matches_labels(stored)
+        } else {
+            self.apply(stored).is_some()
+        }
+    }
 }
 
 fn list<'a>(
@@ -595,9 +607,13 @@ fn list<'a>(
         }
         None => {
             let (rv, all) = store.snapshot(filter.namespace.as_deref());
+            // Core objects are served as stored: the snapshot shares them instead of copying each one.
             let items: Vec<Arc<Value>> = all
                 .into_iter()
-                .filter_map(|o| filter.apply(&o).map(Arc::new))
+                .filter_map(|o| match filter.api {
+                    Api::Core | Api::Kubevirt(_) => filter.matches(&o).then_some(o),
+                    Api::V1 => filter.apply(&o).map(Arc::new),
+                })
                 .collect();
             (rv, Arc::new(items), 0, None)
         }
@@ -609,6 +625,8 @@ fn list<'a>(
         let id = snapshot_id.unwrap_or_else(|| store.keep_snapshot(rv, items.clone()));
         metadata["continue"] = format!("{id}-{end}").into();
         metadata["remainingItemCount"] = (items.len() - end).into();
+    } else if let Some(id) = snapshot_id {
+        store.drop_snapshot(id);
     }
     if table {
         return json_response(StatusCode::OK, &event_table(&page, metadata));
@@ -804,7 +822,7 @@ async fn run_watch(
         .snapshot(filter.namespace.as_deref())
         .1
         .iter()
-        .filter(|o| filter.apply(o).is_some())
+        .filter(|o| filter.matches(o))
         .map(|o| object_key(o))
         .collect();
     let mut initial_done = !options.send_initial;

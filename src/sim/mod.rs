@@ -74,6 +74,9 @@ pub struct SimArgs {
     /// Percentage (0 to 30) of generated operations that delete a random live Event (the rest create or raise counts).
     #[arg(long, default_value_t = 5)]
     pub delete_percent: u32,
+    /// Generated Events are deleted this long after their last write, like the API server's --event-ttl.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub event_ttl: Duration,
     /// Create this many Events at once when the generator starts, before --start-after (live objects).
     #[arg(long, default_value_t = 0)]
     pub preload: u64,
@@ -168,8 +171,8 @@ impl TryFrom<&SimArgs> for SimOptions {
                 max_events: a.max_events,
                 start_after: a.start_after,
                 delete_percent: a.delete_percent.min(100),
+                ttl: a.event_ttl,
                 preload: a.preload,
-                ..ScenarioOptions::default()
             }),
             faults: a.faults.parse()?,
             load: a.load.clone(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::store::Store;
@@ -22,7 +23,9 @@ pub struct ScenarioOptions {
     pub start_after: Duration,
     /// Percentage of operations that delete a random live Event (0 to 30; the rest create or raise counts).
     pub delete_percent: u32,
-    /// Generated Events older than this are deleted (real clusters keep Events for 1h).
+    /// Generated Events are deleted this long after their last write, as the API server's `--event-ttl`
+    /// (1h by default) restarts on every write. Deletion is checked once per `ttl` per Event, so an Event
+    /// written again lives between `ttl` and twice that after its last write, never less.
     pub ttl: Duration,
     /// Events created at once when the generator starts, before `start_after` (live objects for load tests).
     pub preload: u64,
@@ -218,9 +221,21 @@ pub const MAX_BACKLOG: usize = 4096;
 pub struct Scenario {
     rng: fastrand::Rng,
     opts: ScenarioOptions,
-    /// Generated Events still alive: (namespace, name, count, created at).
-    live: VecDeque<(String, String, i64, tokio::time::Instant)>,
+    /// Generated Events still alive, in the order they are due for the TTL check.
+    live: VecDeque<Live>,
     serial: u64,
+}
+
+/// A generated Event the scenario may raise or delete.
+#[derive(Debug)]
+struct Live {
+    namespace: String,
+    name: String,
+    count: i64,
+    /// When it entered the TTL queue (created, or put back because it was written since).
+    queued: Instant,
+    /// Its last write.
+    written: Instant,
 }
 
 impl Scenario {
@@ -259,7 +274,7 @@ impl Scenario {
                 _ = interval.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            self.expire(&store);
+            self.expire(&store, Instant::now());
             budget += per_tick;
             while budget >= 1.0 {
                 budget -= 1.0;
@@ -286,7 +301,7 @@ impl Scenario {
             if stop.is_cancelled() {
                 return;
             }
-            self.expire(&store);
+            self.expire(&store, Instant::now());
             for _ in 0..CHUNK {
                 if self.opts.max_events.is_some_and(|m| done >= m) {
                     return;
@@ -298,14 +313,22 @@ impl Scenario {
         }
     }
 
-    fn expire(&mut self, store: &Store) {
-        let now = tokio::time::Instant::now();
-        while let Some((ns, name, _, created)) = self.live.front() {
-            if now.duration_since(*created) < self.opts.ttl {
+    /// Delete the Events whose last write is `ttl` old. The queue is in order of `queued`; an Event written
+    /// since it was queued goes to the back instead, to be checked again one `ttl` later.
+    fn expire(&mut self, store: &Store, now: Instant) {
+        while let Some(front) = self.live.front() {
+            if now.duration_since(front.queued) < self.opts.ttl {
                 break;
             }
-            let _ = store.delete(ns, name);
-            self.live.pop_front();
+            let Some(mut e) = self.live.pop_front() else {
+                break;
+            };
+            if now.duration_since(e.written) < self.opts.ttl {
+                e.queued = now;
+                self.live.push_back(e);
+            } else {
+                let _ = store.delete(&e.namespace, &e.name);
+            }
         }
     }
 
@@ -317,14 +340,15 @@ impl Scenario {
         } else if roll < 100 - self.opts.delete_percent.min(30) {
             let i = self.rng.usize(0..self.live.len());
             let by = self.rng.i64(1..=3);
-            let (ns, name, count, _) = &mut self.live[i];
-            *count += by;
-            let patch = json!({"count": *count, "lastTimestamp": now()});
-            let _ = store.patch(ns, name, &patch);
+            let e = &mut self.live[i];
+            e.count += by;
+            e.written = Instant::now();
+            let patch = json!({"count": e.count, "lastTimestamp": now()});
+            let _ = store.patch(&e.namespace, &e.name, &patch);
         } else {
             let i = self.rng.usize(0..self.live.len());
-            if let Some((ns, name, _, _)) = self.live.remove(i) {
-                let _ = store.delete(&ns, &name);
+            if let Some(e) = self.live.remove(i) {
+                let _ = store.delete(&e.namespace, &e.name);
             }
         }
     }
@@ -380,12 +404,14 @@ impl Scenario {
             } else {
                 count
             };
-            self.live.push_back((
-                event_ns.to_string(),
+            let at = Instant::now();
+            self.live.push_back(Live {
+                namespace: event_ns.to_string(),
                 name,
-                tracked,
-                tokio::time::Instant::now(),
-            ));
+                count: tracked,
+                queued: at,
+                written: at,
+            });
         }
     }
 }
@@ -428,6 +454,47 @@ mod tests {
         assert_ne!(run(7), run(8));
         let (total, objects, _) = run(7);
         assert!(total > objects as u64, "counts grow");
+    }
+
+    #[test]
+    fn ttl_counts_from_the_last_write() {
+        let store = Store::new(1000);
+        let opts = ScenarioOptions {
+            ttl: Duration::from_secs(10),
+            ..ScenarioOptions::default()
+        };
+        let mut s = Scenario::new(1, opts);
+        for _ in 0..3 {
+            s.create(&store);
+        }
+        let t0 = Instant::now();
+        for e in &mut s.live {
+            (e.queued, e.written) = (t0, t0);
+        }
+        s.live[1].written = t0 + Duration::from_secs(6);
+        let raised = s.live[1].name.clone();
+        let at = |secs| t0 + Duration::from_secs(secs);
+
+        s.expire(&store, at(9));
+        assert_eq!(store.truth().objects, 3, "nothing is 10s old yet");
+        s.expire(&store, at(11));
+        assert_eq!(store.truth().objects, 1, "the two written only at creation");
+        assert_eq!(s.live.len(), 1);
+        assert_eq!(s.live[0].name, raised, "written 5s ago: kept");
+        s.expire(&store, at(20));
+        assert_eq!(
+            store.truth().objects,
+            1,
+            "checked again 10s after it was put back"
+        );
+        s.expire(&store, at(21));
+        assert_eq!(store.truth().objects, 0);
+        assert!(s.live.is_empty());
+        assert_eq!(
+            store.truth().occurrences_total,
+            3,
+            "the truth keeps what happened"
+        );
     }
 
     #[tokio::test]

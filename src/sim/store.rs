@@ -77,6 +77,9 @@ pub struct TruthRow {
 
 type Key = (String, String);
 
+/// Paged lists in progress (or abandoned) whose snapshots are kept for `continue`.
+pub const MAX_SNAPSHOTS: usize = 8;
+
 /// The items of one paged list, as of its first page.
 pub type Snapshot = Arc<Vec<Arc<Value>>>;
 
@@ -360,18 +363,22 @@ impl Store {
         (inner.rv, items)
     }
 
-    /// Keep a list snapshot for `continue`; returns its id. The oldest of more than 64 is dropped.
+    /// Keep a list snapshot for `continue`; returns its id. A snapshot goes when its list has served its last
+    /// page ([`Store::drop_snapshot`]); of the lists abandoned before that (a failed page restarts a client's
+    /// list), the oldest go beyond [`MAX_SNAPSHOTS`]. Each snapshot pins the objects it listed, even once they
+    /// are deleted, so abandoned ones must not pile up.
     pub fn keep_snapshot(&self, rv: u64, items: Snapshot) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.snapshots.push_back((id, rv, items));
-        while inner.snapshots.len() > 64 {
+        while inner.snapshots.len() > MAX_SNAPSHOTS {
             inner.snapshots.pop_front();
         }
         id
     }
 
+    /// The snapshot of a continue token; None if it is unknown or was dropped.
     pub fn find_snapshot(&self, id: u64) -> Option<(u64, Snapshot)> {
         let inner = self.lock();
         inner
@@ -379,6 +386,11 @@ impl Store {
             .iter()
             .find(|(i, _, _)| *i == id)
             .map(|(_, rv, items)| (*rv, items.clone()))
+    }
+
+    /// The list of this snapshot is complete.
+    pub fn drop_snapshot(&self, id: u64) {
+        self.lock().snapshots.retain(|(i, _, _)| *i != id);
     }
 
     /// Subscribe to changes after `from`, with what to send first: for `None` ("now") every current object,
@@ -501,6 +513,35 @@ mod tests {
             [1003, 1004]
         );
         assert!(s.watch_from(Some(1001)).is_err());
+    }
+
+    #[test]
+    fn snapshots_go_when_done_or_abandoned_for_newer_ones() {
+        let s = Store::new(2);
+        s.create("ns", ev("a", 1)).unwrap();
+        let keep = || {
+            let (rv, items) = s.snapshot(None);
+            s.keep_snapshot(rv, Arc::new(items))
+        };
+        let done = keep();
+        let abandoned = keep();
+        assert!(s.find_snapshot(done).is_some());
+        s.drop_snapshot(done);
+        assert!(
+            s.find_snapshot(done).is_none(),
+            "its list served the last page"
+        );
+        for _ in 0..4 {
+            s.create("ns", ev(&format!("e{}", s.resource_version()), 1))
+                .unwrap();
+        }
+        assert!(
+            s.find_snapshot(abandoned).is_some(),
+            "a continue token outlives the watch history, as on an API server until compaction"
+        );
+        let newer: Vec<u64> = (0..MAX_SNAPSHOTS).map(|_| keep()).collect();
+        assert!(s.find_snapshot(abandoned).is_none(), "the oldest goes");
+        assert!(newer.iter().all(|id| s.find_snapshot(*id).is_some()));
     }
 
     #[test]
