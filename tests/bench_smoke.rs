@@ -55,7 +55,7 @@ fn bench_soak_smoke_run_writes_samples_and_plot_and_counts_every_occurrence() {
             "1s",
             "--json",
         ])
-        .args(["--rate", "400", "--live-objects", "800", "--out", out_text])
+        .args(["--rate", "400", "--live-objects", "4000", "--out", out_text])
         // Both kinds of watch fault within the few seconds: disconnects, then 410 Gone (a relist).
         .args([
             "--faults",

@@ -503,7 +503,7 @@ async fn a_restart_mid_scenario_resumes_from_the_checkpoint() {
             vm_scenario: Some(VmScenarioOptions {
                 rate: 100.0,
                 max_steps: Some(STEPS),
-                start_after: Duration::from_secs(2),
+                start_after: Duration::from_secs(5),
                 ..VmScenarioOptions::default()
             }),
             history: 1_000_000,

@@ -137,7 +137,7 @@ async fn resumed_watches_keep_occurrences_equal_to_truth() {
     sim.shutdown().await;
 }
 
-/// 410 Gone on the watch (every relist starts over, with failing list pages) and disconnects. A relist
+/// 410 Gone on the watch (every relist starts over, with failing list pages asked for again) and disconnects. A relist
 /// cannot see an Event that was created or raised and then deleted between the 410 and the list (a limit of
 /// list+watch, stated in the README), so this scenario does not delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -250,7 +250,7 @@ mod tests {
         let mut a = Accounting::new(StartupPolicy::SkipExisting, 100);
         a.list_start();
         assert_eq!(a.observe("p1", 4), obs(false, 0));
-        // Page 2 failed: the list starts over.
+        // Page 2's continue token expired: the list starts over.
         a.list_start();
         assert_eq!(a.observe("p1", 4), obs(false, 0));
         assert_eq!(

@@ -286,6 +286,8 @@ where
                     self.pending.push_back(Step::ListStart);
                 }
                 self.metrics.listed.increment(page.items.len() as u64);
+                // Each page that arrives is progress: the next failure backs off from the start.
+                self.backoff.reset();
                 self.pending
                     .extend(page.items.into_iter().map(Step::Listed));
                 match page.metadata.continue_.filter(|t| !t.is_empty()) {
@@ -298,7 +300,6 @@ where
                         self.pending.push_back(Step::ListDone);
                         self.health.set_listed(true);
                         self.metrics.activity();
-                        self.backoff.reset();
                         let rv = page.metadata.resource_version.unwrap_or_default();
                         self.state = State::Open {
                             resource_version: rv,
@@ -310,9 +311,13 @@ where
                 self.metrics.list_errors.increment(1);
                 self.health.set_watching(false);
                 tracing::warn!(resource = self.metrics.resource, %error, "list failed, retrying");
-                // A page that failed (an expired continue token included) restarts the whole list.
+                // A failed page is asked for again with the same continue token (valid for minutes), so a
+                // large list under an error rate does not start over on every failure and fall behind the
+                // Event TTL (found by the soak harness: 40 pages at 5 % errors completed one try in eight).
+                // An expired token (410) restarts the whole list.
+                let expired = matches!(&error, kube::Error::Api(s) if s.code == 410);
                 self.state = State::List {
-                    continue_token: None,
+                    continue_token: if expired { None } else { continue_token },
                 };
                 self.sleep_backoff_at_least(retry_after(&error)).await;
             }
