@@ -135,7 +135,6 @@ async fn one_leader_emits_and_a_successor_takes_over() {
 /// simulator's truth minus the baseline that existed before the first leader listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_overs_continue_the_counting_from_the_shared_checkpoint() {
-    use herald::sim::{RunningSim, ScenarioOptions, SimOptions};
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
 
@@ -143,23 +142,10 @@ async fn fail_overs_continue_the_counting_from_the_shared_checkpoint() {
     let rate = 250.0;
     let max_events = 4_500;
     let start_after = Duration::from_secs(4);
-    let opts = SimOptions {
-        seed: 21,
-        scenario: Some(ScenarioOptions {
-            rate,
-            max_events: Some(max_events),
-            start_after,
-            ..ScenarioOptions::default()
-        }),
-        load: vec![common::truth::baseline_file(dir.path(), 100)],
-        history: 1_000_000,
-        bookmark_interval: Duration::from_millis(300),
-        ..SimOptions::quiet()
-    };
-    let sim = RunningSim::start(opts, free_addr()).await.unwrap();
+    let sim = common::truth::scenario_sim(21, rate, max_events, start_after, dir.path(), 100).await;
     let started = Instant::now();
     let baseline = sim.truth();
-    let version = |sim: &RunningSim| -> u64 { sim.truth().resource_version.parse().unwrap() };
+    let version = common::truth::version;
     let v0 = version(&sim);
 
     // Every checkpoint the leaders write, as the last total each writer saved (what it showed last).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::truth::*;
 use common::*;
-use herald::sim::{RunningSim, ScenarioOptions, SimOptions};
+use herald::sim::{RunningSim, SimOptions};
 
 fn config(state_dir: &std::path::Path) -> String {
     format!(
@@ -28,11 +28,6 @@ fn first_shown(herald: &Herald) -> f64 {
         text.is_some()
     });
     metric_sum(&text.unwrap(), OCC, &[]) + 0.0
-}
-
-/// The store's resourceVersion: one more for every change the scenario made.
-fn version(sim: &RunningSim) -> u64 {
-    sim.truth().resource_version.parse().unwrap()
 }
 
 /// Scrape `herald` until the store's version reaches `until`, checking that what it shows never goes down
@@ -58,20 +53,7 @@ async fn crashes_and_restarts_continue_counters_from_the_checkpoint() {
     let rate = 300.0;
     let max_events = 6_000;
     let start_after = Duration::from_secs(3);
-    let opts = SimOptions {
-        seed: 9,
-        scenario: Some(ScenarioOptions {
-            rate,
-            max_events: Some(max_events),
-            start_after,
-            ..ScenarioOptions::default()
-        }),
-        load: vec![baseline_file(dir.path(), 150)],
-        history: 1_000_000,
-        bookmark_interval: Duration::from_millis(300),
-        ..SimOptions::quiet()
-    };
-    let sim = RunningSim::start(opts, free_addr()).await.unwrap();
+    let sim = scenario_sim(9, rate, max_events, start_after, dir.path(), 150).await;
     let started = Instant::now();
     let baseline = sim.truth();
     let v0 = version(&sim);

@@ -9,6 +9,37 @@ use super::{Herald, metric_sum};
 
 pub const OCC: &str = "herald_event_occurrences_total";
 
+/// The store's resourceVersion: one more for every change the scenario made.
+pub fn version(sim: &RunningSim) -> u64 {
+    sim.truth().resource_version.parse().unwrap()
+}
+
+/// A simulator running the generated scenario (`max_events` operations at `rate`, the first after
+/// `start_after`) over a baseline of `baseline` Events written into `dir`, keeping every change for resumes.
+pub async fn scenario_sim(
+    seed: u64,
+    rate: f64,
+    max_events: u64,
+    start_after: Duration,
+    dir: &std::path::Path,
+    baseline: usize,
+) -> RunningSim {
+    let opts = herald::sim::SimOptions {
+        seed,
+        scenario: Some(herald::sim::ScenarioOptions {
+            rate,
+            max_events: Some(max_events),
+            start_after,
+            ..herald::sim::ScenarioOptions::default()
+        }),
+        load: vec![baseline_file(dir, baseline)],
+        history: 1_000_000,
+        bookmark_interval: Duration::from_millis(300),
+        ..herald::sim::SimOptions::quiet()
+    };
+    RunningSim::start(opts, super::free_addr()).await.unwrap()
+}
+
 /// `count` Events (counts 1..=5) the simulator holds before herald's first list: herald's baseline.
 pub fn baseline_file(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
     let items: Vec<serde_json::Value> = (0..count)
