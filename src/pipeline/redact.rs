@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 use crate::config::RedactConfig;
 use crate::record::EventRecord;
@@ -19,12 +19,18 @@ pub enum Error {
         #[source]
         source: regex::Error,
     },
+    /// Valid one by one, but too large together (regex's size limit applies to the combined set).
+    #[error("redact.rules: the patterns together are too large: {0}")]
+    Set(#[source] regex::Error),
 }
 
 #[derive(Debug)]
 pub struct Redactor {
     drop_secret_messages: bool,
     rules: Vec<(Regex, String)>,
+    /// All patterns in one automaton: a single scan tells whether any rule matches, so the common message
+    /// (no secret in it) is read once instead of once per rule.
+    any: RegexSet,
 }
 
 impl Redactor {
@@ -45,10 +51,12 @@ impl Redactor {
                         source,
                     })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let any = RegexSet::new(rules.iter().map(|(re, _)| re.as_str())).map_err(Error::Set)?;
         Ok(Redactor {
             drop_secret_messages: *drop_secret_messages,
             rules,
+            any,
         })
     }
 
@@ -60,6 +68,9 @@ impl Redactor {
             return changed;
         }
         let mut changed = false;
+        if !self.any.is_match(&record.message) {
+            return false;
+        }
         for (re, replacement) in &self.rules {
             if let Cow::Owned(new) = re.replace_all(&record.message, replacement.as_str()) {
                 record.message = new;
