@@ -100,10 +100,9 @@ impl<W: AsyncWrite + Unpin> JsonSink<W> {
     /// Drain the ring until it is closed and empty.
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
         let mut buf = Vec::with_capacity(64 * 1024);
-        while let Some(first) = ring.pop().await {
+        while ring.ready(super::LINGER).await {
             buf.clear();
-            write_line(&mut buf, &first, &self.identity);
-            let mut lines = 1;
+            let mut lines = 0;
             while lines < BATCH {
                 match ring.try_pop() {
                     Some(r) => {

@@ -408,10 +408,12 @@ impl MetricsSink {
 
     /// Drain the ring until it is closed and empty.
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
-        while let Some(r) = ring.pop().await {
-            match &r.checkpoint {
-                Some(barrier) => self.barrier(r.watch, barrier).await,
-                None => self.record(&r),
+        while ring.ready(super::LINGER).await {
+            while let Some(r) = ring.try_pop() {
+                match &r.checkpoint {
+                    Some(barrier) => self.barrier(r.watch, barrier).await,
+                    None => self.record(&r),
+                }
             }
         }
     }

@@ -16,6 +16,11 @@ pub mod otlp;
 pub mod shape;
 pub mod webhook;
 
+/// How long a sink lets records gather after the first one arrives before it drains its ring
+/// ([`Ring::ready`]): short against any sink's latency (a scrape, a 1 s OTLP batch), long enough that a
+/// steady stream wakes each sink at most 200 times a second instead of once per record.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// A record shared by every sink that takes it.
 pub type Shared = Arc<EventRecord>;
 

@@ -98,20 +98,25 @@ impl OtlpSink {
         let mut in_flight = tokio::task::JoinSet::new();
         let mut open = true;
         while open {
-            match ring.pop().await {
-                Some(first) => batch.push(first),
-                None => break,
+            if !ring.ready(crate::sink::LINGER).await {
+                break;
             }
+            // A batch goes when full or `batch_interval` after its first record. Meanwhile the sink waits for
+            // more the same lingering way, so a steady stream wakes it once per LINGER, not per record.
             let deadline = tokio::time::Instant::now() + self.batch_interval;
-            while batch.len() < size {
-                if let Some(r) = ring.try_pop() {
+            loop {
+                while batch.len() < size
+                    && let Some(r) = ring.try_pop()
+                {
                     batch.push(r);
-                    continue;
+                }
+                if batch.len() >= size {
+                    break;
                 }
                 tokio::select! {
-                    next = ring.pop() => match next {
-                        Some(r) => batch.push(r),
-                        None => { open = false; break; }
+                    more = ring.ready(crate::sink::LINGER) => if !more {
+                        open = false;
+                        break;
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
