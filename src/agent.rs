@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +40,7 @@ pub struct Agent {
     pub client: Client,
     /// herald's own namespace, for `scope: own`.
     pub own_namespace: String,
-    pub listener: TcpListener,
+    pub listener: crate::server::Listener,
     /// The OTLP sink's settings, resolved with the environment; `None`: no endpoint, sink off.
     pub otlp: Option<otlp::Settings>,
     /// The node herald runs on (`NODE_NAME`), written on every log record.

@@ -121,6 +121,8 @@ impl<'de> Deserialize<'de> for Duration {
 pub struct Config {
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
+    /// Serve `listen` over TLS instead of plain HTTP.
+    pub listen_tls: ListenTlsConfig,
     /// How long a shutdown may take to drain queues and flush sinks before herald exits anyway.
     pub shutdown_timeout: Duration,
     /// `single` (one replica), `daemonset` (one agent per node; the cluster-wide Event watch runs only on
@@ -150,6 +152,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9477)),
+            listen_tls: ListenTlsConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
             mode: Mode::Single,
             state_dir: String::new(),
@@ -613,6 +616,38 @@ impl Default for JsonSinkConfig {
     }
 }
 
+/// TLS for herald's HTTP server: PEM files, typically a mounted Secret (cert-manager's `tls.crt` and
+/// `tls.key`). Both empty: plain HTTP. The files are read again when they change (a renewed certificate
+/// is served from the next connection on, without a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenTlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+impl ListenTlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty() || !self.key_file.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (self.cert_file.is_empty(), self.key_file.is_empty()) {
+            (true, false) => Err(ConfigError::new(
+                "listen_tls.cert_file",
+                "missing: listen_tls.key_file is set, and TLS needs both",
+            )),
+            (false, true) => Err(ConfigError::new(
+                "listen_tls.key_file",
+                "missing: listen_tls.cert_file is set, and TLS needs both",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// herald's own diagnostics, on stderr.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -799,6 +834,7 @@ impl Config {
                 Ok(())
             }
         };
+        self.listen_tls.validate()?;
         positive("pipeline.ingest_capacity", self.pipeline.ingest_capacity)?;
         if self.leader_election.renew_interval >= self.leader_election.lease_duration
             || self.leader_election.renew_interval.is_zero()

@@ -220,7 +220,7 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         }
     };
     runtime_then(|| async move {
-        let listener = herald::server::bind(config.listen).await?;
+        let listener = herald::server::bind(config.listen, &config.listen_tls).await?;
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
         let (client, own_namespace, sim) = match demo {
@@ -229,9 +229,10 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
                 let sim = herald::sim::RunningSim::start(opts, demo.sim_listen).await?;
                 let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
                 eprintln!(
-                    "herald demo: simulated API server at {} ({} Events/s); metrics at http://{}/metrics, health at /healthz and /readyz",
+                    "herald demo: simulated API server at {} ({} Events/s); metrics at {}://{}/metrics, health at /healthz and /readyz",
                     sim.url(),
                     demo.rate,
+                    listener.scheme(),
                     listener.local_addr()?
                 );
                 (client, "default".to_string(), Some(sim))
@@ -309,10 +310,23 @@ where
     match runtime.block_on(f()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herald: {e:#}");
+            eprintln!("herald: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes in one line, leaving out a cause the message above it already quotes (herald's
+/// errors name their cause in their message and keep it as `source` too).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    line
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.

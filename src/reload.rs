@@ -54,6 +54,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     };
     check("listen", old.listen != new.listen);
+    check("listen_tls", old.listen_tls != new.listen_tls);
     check(
         "shutdown_timeout",
         old.shutdown_timeout != new.shutdown_timeout,

@@ -1,6 +1,6 @@
 //! herald's one HTTP listener: `/metrics` (Prometheus text), `/healthz` (live) and `/readyz` (ready).
 //!
-//! Plain HTTP/1.1 on hyper 1. Probes answer 200 or 503 with one line per check, so `kubectl describe pod`
+//! HTTP/1.1 on hyper 1, plain or over TLS (`listen_tls`, see [`tls`]). Probes answer 200 or 503 with one line per check, so `kubectl describe pod`
 //! and a curl both show what is wrong.
 
 use std::convert::Infallible;
@@ -16,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod tls;
+
 use crate::health::Health;
 use crate::telemetry::Telemetry;
 
@@ -29,25 +31,55 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
 }
 
-/// Bind the listen address (separately from serving, so a bad address fails at start-up).
-pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
+/// The bound address, and the TLS set-up when `listen_tls` is on.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// `https` or `http`, for messages that print the address.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
+/// How long a client may take over its TLS handshake before the connection is dropped, so half-open
+/// connections cannot pile up.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bind the listen address and load the TLS files (separately from serving, so a bad address or an
+/// unusable certificate fails at start-up).
+pub async fn bind(
+    addr: std::net::SocketAddr,
+    tls: &crate::config::ListenTlsConfig,
+) -> Result<Listener, Error> {
+    let tls = tls::acceptor(tls)?;
+    let tcp = TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Bind { addr, source })
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok(Listener { tcp, tls })
 }
 
 /// Serve until `shutdown`; connections in flight are dropped then (probes and scrapes are short).
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     telemetry: Arc<Telemetry>,
     health: Health,
     shutdown: CancellationToken,
 ) {
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.tcp.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
@@ -73,11 +105,28 @@ pub async fn serve(
             }
         });
         let shutdown = shutdown.clone();
+        let tls = listener.tls.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = async {
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Some(tls) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                            // A plain-HTTP client, a port scan, an untrusting client: its problem alone.
+                            Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                _ = conn => {}
+                _ = served => {}
                 _ = shutdown.cancelled() => {}
             }
         });
