@@ -201,42 +201,21 @@ impl EventRecord {
         }
     }
 
-    /// A minimal record for tests and benches; every string empty except those given.
-    /// A checkpoint barrier of Event watch `watch` (see [`EventRecord::checkpoint`]).
-    pub fn checkpoint_barrier(watch: u16, barrier: crate::checkpoint::Barrier) -> EventRecord {
-        let mut r = EventRecord::for_test("", "", "", "", "");
-        r.delta = 0;
-        r.new_object = false;
-        r.watch = watch;
-        r.checkpoint = Some(barrier);
-        r
-    }
-
-    pub fn for_test(
-        namespace: &str,
-        kind: &str,
-        name: &str,
-        reason: &str,
-        type_: &str,
-    ) -> EventRecord {
+    /// A record with every string empty and one new occurrence, observed now: what the records that do not
+    /// come from an Event (VM transitions, checkpoint barriers) start from.
+    pub fn blank() -> EventRecord {
         EventRecord {
             api: EventApi::CoreV1,
             change: Change::Added,
-            name: format!("{name}.17a").into(),
-            namespace: namespace.into(),
-            uid: format!("uid-{namespace}-{name}-{reason}").into(),
-            resource_version: "1".into(),
-            regarding: ObjectRef {
-                kind: kind.into(),
-                api_version: "v1".into(),
-                namespace: namespace.into(),
-                name: name.into(),
-                ..ObjectRef::default()
-            },
+            name: "".into(),
+            namespace: "".into(),
+            uid: "".into(),
+            resource_version: "".into(),
+            regarding: ObjectRef::default(),
             related: None,
-            reason: reason.into(),
-            type_: type_.into(),
-            component: "kubelet".into(),
+            reason: "".into(),
+            type_: "".into(),
+            component: "".into(),
             reporting_instance: "".into(),
             host: "".into(),
             action: "".into(),
@@ -261,6 +240,43 @@ impl EventRecord {
             watch: 0,
             checkpoint: None,
         }
+    }
+
+    /// A checkpoint barrier of Event watch `watch` (see [`EventRecord::checkpoint`]).
+    pub fn checkpoint_barrier(watch: u16, barrier: crate::checkpoint::Barrier) -> EventRecord {
+        let mut r = EventRecord::blank();
+        r.delta = 0;
+        r.new_object = false;
+        r.watch = watch;
+        r.checkpoint = Some(barrier);
+        r
+    }
+
+    /// A minimal core/v1 record for tests and benches: a new Event `<name>.17a` about object `kind/name`,
+    /// reported by the kubelet; every other string empty.
+    pub fn for_test(
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        reason: &str,
+        type_: &str,
+    ) -> EventRecord {
+        let mut r = EventRecord::blank();
+        r.name = format!("{name}.17a").into();
+        r.namespace = namespace.into();
+        r.uid = format!("uid-{namespace}-{name}-{reason}").into();
+        r.resource_version = "1".into();
+        r.regarding = ObjectRef {
+            kind: kind.into(),
+            api_version: "v1".into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            ..ObjectRef::default()
+        };
+        r.reason = reason.into();
+        r.type_ = type_.into();
+        r.component = "kubelet".into();
+        r
     }
 }
 

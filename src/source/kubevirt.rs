@@ -558,11 +558,14 @@ pub fn record(t: Transition) -> EventRecord {
             t.after
         ),
     };
-    let mut r = EventRecord::for_test(&t.namespace, t.resource.kind(), &t.vm, t.name, type_);
+    let mut r = EventRecord::blank();
     r.api = EventApi::CoreV1;
     r.change = Change::Added;
     r.name = format!("{}.{}", t.vm, t.name).into();
-    r.uid = "".into();
+    r.namespace = t.namespace.as_str().into();
+    r.resource_version = "1".into();
+    r.reason = t.name.into();
+    r.type_ = type_.into();
     r.regarding = ObjectRef {
         kind: t.resource.kind().into(),
         api_version: "kubevirt.io/v1".into(),
