@@ -1,7 +1,9 @@
 //! herald's one HTTP listener: `/metrics` (Prometheus text), `/healthz` (live) and `/readyz` (ready).
 //!
-//! HTTP/1.1 on hyper 1, plain or over TLS (`listen_tls`, see [`tls`]). Probes answer 200 or 503 with one line per check, so `kubectl describe pod`
-//! and a curl both show what is wrong.
+//! HTTP/1.1 on hyper 1, plain or over TLS (`listen_tls`, see [`tls`]). Probes answer 200 or 503 with one
+//! line per check, so `kubectl describe pod` and a curl both show what is wrong.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,8 +17,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-pub mod tls;
 
 use crate::health::Health;
 use crate::telemetry::Telemetry;
