@@ -16,11 +16,12 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::ops;
+use common::prometheus::{self, Proc, which};
 use herald::sim::{FaultSpec, RunningSim, SimOptions};
 use serde_json::Value;
 
@@ -29,33 +30,6 @@ const BASE_FAULTS: &str = "disconnect-every=80";
 
 /// The faults make kube's client log every cut stream and 500; only herald's own errors are worth reading.
 const QUIET: &[&str] = &["--log-level", "herald=error"];
-
-/// A child process killed when the test ends, whatever happens.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn which(names: &[&str]) -> String {
-    for name in names {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {name}"))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if found {
-            return name.to_string();
-        }
-    }
-    panic!(
-        "none of {names:?} is installed: run .ci/run, which installs the Debian packages prometheus and \
-         prometheus-alertmanager"
-    );
-}
 
 /// The test copy of the shipped rules: every `for:` 2s and every range window 15s, so alerts fire and resolve
 /// within seconds. The shipped file is not touched.
@@ -256,24 +230,7 @@ fn start_prometheus(
          \x20 - job_name: standin\n    static_configs:\n      - targets: [\"{standin}\"]\n",
         list(targets)
     );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let addr = common::free_addr();
-    let child = Command::new(which(&["prometheus"]))
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--rules.alert.resend-delay=1s")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("start prometheus");
-    (Proc(child), addr)
+    prometheus::start(dir, &config, &["--rules.alert.resend-delay=1s"])
 }
 
 fn start_alertmanager(dir: &Path, webhook: SocketAddr) -> (Proc, SocketAddr) {

@@ -6,10 +6,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::prometheus::Proc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,25 +71,8 @@ fn der(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-/// A child process killed when the test ends, whatever happens.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// Prometheus scraping herald over HTTPS, trusting `ca`.
 fn start_prometheus(dir: &Path, herald: SocketAddr, ca: &Path) -> (Proc, SocketAddr) {
-    let installed = Command::new("sh")
-        .args(["-c", "command -v prometheus"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        installed,
-        "prometheus is not installed: run .ci/run, which installs the Debian package prometheus"
-    );
     let config = format!(
         "global:\n  scrape_interval: 1s\n\
          scrape_configs:\n\
@@ -96,23 +80,7 @@ fn start_prometheus(dir: &Path, herald: SocketAddr, ca: &Path) -> (Proc, SocketA
          static_configs:\n      - targets: [\"{herald}\"]\n",
         ca.display()
     );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let addr = common::free_addr();
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("start prometheus");
-    (Proc(child), addr)
+    common::prometheus::start(dir, &config, &[])
 }
 
 /// The value of the first sample of `expr` in Prometheus, if any.

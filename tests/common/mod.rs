@@ -11,6 +11,7 @@ use herald::sim::{RunningSim, SimOptions};
 
 pub mod ops;
 pub mod otlp;
+pub mod prometheus;
 pub mod truth;
 pub mod webhook;
 

@@ -1,0 +1,56 @@
+//! The real Prometheus (Debian `prometheus`, installed by .ci/run) as a child process of a test.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A child process killed when the test ends, whatever happens.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The first of `names` that is installed; fails the test, naming .ci/run, when none is.
+pub fn which(names: &[&str]) -> String {
+    for name in names {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {name}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if found {
+            return name.to_string();
+        }
+    }
+    panic!(
+        "none of {names:?} is installed: run .ci/run, which installs the Debian packages prometheus and \
+         prometheus-alertmanager"
+    );
+}
+
+/// Start Prometheus with `config` (its `prometheus.yml`) in `dir`, on a free port, logging to
+/// `dir/prometheus.log`, with `extra_args` on its command line.
+pub fn start(dir: &Path, config: &str, extra_args: &[&str]) -> (Proc, SocketAddr) {
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let addr = super::free_addr();
+    let child = Command::new(which(&["prometheus"]))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .args(extra_args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    (Proc(child), addr)
+}
