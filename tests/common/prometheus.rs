@@ -1,4 +1,4 @@
-//! The real Prometheus (Debian `prometheus`, installed by .ci/run) as a child process of a test.
+//! The real Prometheus (Debian `prometheus`, installed by tools/test) as a child process of a test.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +14,8 @@ impl Drop for Proc {
     }
 }
 
-/// The first of `names` that is installed; fails the test, naming .ci/run, when none is.
+/// The first of `names` that is installed; fails the test, naming tools/test, when none is (tests check
+/// [`super::fixtures::tool`] first, so a missing tool is a visible skip outside CI).
 pub fn which(names: &[&str]) -> String {
     for name in names {
         let found = Command::new("sh")
@@ -27,7 +28,7 @@ pub fn which(names: &[&str]) -> String {
         }
     }
     panic!(
-        "none of {names:?} is installed: run .ci/run, which installs the Debian packages prometheus and \
+        "none of {names:?} is installed: run tools/test, which installs the Debian packages prometheus and \
          prometheus-alertmanager"
     );
 }
