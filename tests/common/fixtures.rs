@@ -22,14 +22,13 @@ pub fn skip(reason: &str) {
     }
     let line = format!("SKIPPED {test}: {reason}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Some(log) = std::env::var_os("HERALD_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+    if let Some(Ok(mut f)) = std::env::var_os("HERALD_SKIP_LOG").map(|log| {
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
-        {
-            let _ = f.write_all(line.as_bytes());
-        }
+    }) {
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
