@@ -804,14 +804,27 @@ impl Config {
 
     /// Type-check and validate a generic value (YAML already parsed, overrides already applied).
     pub fn from_value(value: serde_json::Value, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        // serde accepts a list where a struct is expected (as positional fields), which would bypass "unknown
+        // keys are errors": every place the default tree has a mapping must be a mapping in the file too.
+        let defaults = serde_json::to_value(Config::default())
+            .map_err(|e| ConfigError::new(origin, format!("cannot describe the defaults: {e}")))?;
+        check_mappings(&value, &defaults, "", origin)?;
+        let config: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
+            let reason = clean_serde_message(&e.inner().to_string());
+            // Echo what was written when the message does not already say it.
+            let reason = match value_at(&value, &path) {
+                Some(v) if !reason.contains("got ") && !v.is_object() && !v.is_array() => {
+                    format!("{reason}, got {}", describe_value(v))
+                }
+                _ => reason,
+            };
             let key = if path == "." {
                 origin.to_string()
             } else {
                 path
             };
-            ConfigError::new(key, clean_serde_message(&e.into_inner().to_string()))
+            ConfigError::new(key, reason)
         })?;
         config.validate()?;
         Ok(config)
@@ -998,16 +1011,164 @@ pub fn set_key(
     Ok(())
 }
 
-/// serde's messages mention Rust-ish details (`variant`, `struct Config`); keep what a user needs.
+/// Refuse a list or a single value wherever the defaults have a mapping (`key` is the dotted path so far).
+fn check_mappings(
+    value: &serde_json::Value,
+    defaults: &serde_json::Value,
+    key: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    let serde_json::Value::Object(default_map) = defaults else {
+        return Ok(());
+    };
+    let name = if key.is_empty() { origin } else { key };
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let Some(d) = default_map.get(k) else {
+                    continue; // unknown keys are reported by the typed pass, with the list of known ones
+                };
+                let child = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                check_mappings(v, d, &child, origin)?;
+                // Lists of settings (redact rules, webhooks): each item is a mapping like the default's first.
+                // The webhook list is empty by default, so its item shape comes from its own default.
+                if let (serde_json::Value::Array(items), serde_json::Value::Array(d_items)) = (v, d)
+                {
+                    let webhook = (child == "sinks.webhooks")
+                        .then(|| serde_json::to_value(WebhookConfig::default()).ok())
+                        .flatten();
+                    if let Some(d_item @ serde_json::Value::Object(_)) =
+                        webhook.as_ref().or(d_items.first())
+                    {
+                        for (i, item) in items.iter().enumerate() {
+                            check_mappings(item, d_item, &format!("{child}[{i}]"), origin)?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        serde_json::Value::Null if !key.is_empty() => Ok(()),
+        other => Err(ConfigError::new(
+            name,
+            format!(
+                "expected a mapping of settings (key: value), got {}",
+                describe_value(other)
+            ),
+        )),
+    }
+}
+
+/// The value at a path as serde_path_to_error writes it (`sinks.webhooks[0].url`).
+fn value_at<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    if path == "." {
+        return Some(root);
+    }
+    let mut node = root;
+    for part in path.split('.') {
+        let (name, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            node = node.get(name)?;
+        }
+        for index in indexes.split('[').filter(|s| !s.is_empty()) {
+            node = node.get(index.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(node)
+}
+
+/// A value as a user wrote it: `"five"`, `5`, `true`, `a list`, `a mapping`, `nothing`.
+fn describe_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "nothing".to_string(),
+        serde_json::Value::Array(_) => "a list".to_string(),
+        serde_json::Value::Object(_) => "a mapping".to_string(),
+        serde_json::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// serde's messages speak Rust (`expected u32`, `expected struct Config`, `invalid type: map`); say it the way a
+/// user thinks of the file.
 fn clean_serde_message(msg: &str) -> String {
     // serde_json errors append " at line X column Y", meaningless for a value built from YAML.
     let msg = match msg.find(" at line ") {
         Some(i) => &msg[..i],
         None => msg,
     };
-    msg.replace("unknown field", "unknown key")
+    let mut msg = msg
+        .replace("unknown field", "unknown key")
         .replace("unknown variant", "unknown value")
-        .replace("variant", "value")
+        .replace("variant", "value");
+    // `invalid type: string "x", expected u32` → `expected a whole number, got "x"`.
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            if let Some((got, expected)) = rest.split_once(", expected ") {
+                msg = format!("expected {expected}, got {}", user_words_for_got(got));
+            }
+        }
+    }
+    for (rust, user) in [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number"),
+        ("usize", "a whole number"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+        ("a sequence", "a list"),
+        ("a string", "text"),
+        ("a boolean", "true or false"),
+    ] {
+        for end in ["", ",", ")"] {
+            let from = format!("expected {rust}{end}");
+            if msg.ends_with(&from) || msg.contains(&format!("{from} ")) {
+                msg = msg.replace(&from, &format!("expected {user}{end}"));
+            }
+        }
+    }
+    if let Some(i) = msg.find("expected struct ") {
+        let after = &msg[i + "expected struct ".len()..];
+        let end = after
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        msg = format!(
+            "{}expected a mapping of settings{}",
+            &msg[..i],
+            &after[end..]
+        );
+    }
+    msg.replace("expected map", "expected a mapping")
+}
+
+/// serde's description of the value found (`string "x"`, `integer `5``, `map`) in a user's words.
+fn user_words_for_got(got: &str) -> String {
+    let unquote = |s: &str| s.trim_matches('`').to_string();
+    if let Some(s) = got.strip_prefix("string ") {
+        s.to_string()
+    } else if let Some(n) = got
+        .strip_prefix("integer ")
+        .or_else(|| got.strip_prefix("floating point "))
+        .or_else(|| got.strip_prefix("boolean "))
+    {
+        unquote(n)
+    } else {
+        match got {
+            "map" => "a mapping".to_string(),
+            "sequence" => "a list".to_string(),
+            "unit value" | "null" => "nothing".to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1044,6 +1205,61 @@ mod tests {
         walk(v, "", &mut out);
         out.sort();
         out
+    }
+
+    #[test]
+    fn lists_and_single_values_are_refused_where_settings_are_expected() {
+        assert_eq!(
+            err("- 0.0.0.0:9477\n- daemonset\n"),
+            "test.yaml: expected a mapping of settings (key: value), got a list"
+        );
+        assert_eq!(
+            err("42\n"),
+            "test.yaml: expected a mapping of settings (key: value), got 42"
+        );
+        assert_eq!(
+            err("filters: [a, b]\n"),
+            "filters: expected a mapping of settings (key: value), got a list"
+        );
+        assert_eq!(
+            err("redact:\n  rules: [a]\n"),
+            "redact.rules[0]: expected a mapping of settings (key: value), got \"a\""
+        );
+        assert_eq!(
+            err("sinks:\n  webhooks:\n  - [http://x]\n"),
+            "sinks.webhooks[0]: expected a mapping of settings (key: value), got a list"
+        );
+    }
+
+    #[test]
+    fn messages_use_the_users_words_and_echo_the_value() {
+        assert_eq!(
+            err("metrics:\n  max_series_per_metric: abc\n"),
+            "metrics.max_series_per_metric: expected a whole number, got \"abc\""
+        );
+        assert_eq!(
+            err("metrics:\n  max_series_per_metric: -1\n"),
+            "metrics.max_series_per_metric: expected a whole number, got -1"
+        );
+        assert_eq!(
+            err("listen: a\n"),
+            "listen: invalid socket address syntax, got \"a\""
+        );
+        assert_eq!(
+            err("sinks:\n  json:\n    enabled: yes please\n"),
+            "sinks.json.enabled: expected true or false, got \"yes please\""
+        );
+        for yaml in [
+            "metrics:\n  max_series_per_metric: abc\n",
+            "redact:\n  rules: [a]\n",
+            "redact:\n  rules:\n  - pattern: 5\n",
+            "dedup: {ttl: [1]}\n",
+        ] {
+            let e = err(yaml);
+            for rust in ["u32", "usize", "struct", "sequence", "map,", "Config"] {
+                assert!(!e.contains(rust), "{e}");
+            }
+        }
     }
 
     #[test]
