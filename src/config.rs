@@ -1109,10 +1109,11 @@ fn clean_serde_message(msg: &str) -> String {
         .replace("variant", "value");
     // `invalid type: string "x", expected u32` → `expected a whole number, got "x"`.
     for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = msg.strip_prefix(prefix) {
-            if let Some((got, expected)) = rest.split_once(", expected ") {
-                msg = format!("expected {expected}, got {}", user_words_for_got(got));
-            }
+        if let Some((got, expected)) = msg
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once(", expected "))
+        {
+            msg = format!("expected {expected}, got {}", user_words_for_got(got));
         }
     }
     for (rust, user) in [
