@@ -5,14 +5,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use herald::agent::Agent;
 use herald::config::{self, Config, ConfigError, LogFormat};
 use tokio_util::sync::CancellationToken;
 
-/// A lean Kubernetes-aware observability agent: Kubernetes Events to Prometheus metrics and JSON logs.
+/// A lean Kubernetes-aware observability agent: Kubernetes Events and KubeVirt VM lifecycles to Prometheus
+/// metrics (/metrics), OTLP logs and spans, JSON lines and webhooks.
 #[derive(Parser)]
-#[command(name = "herald", version, about)]
+#[command(
+    name = "herald",
+    version,
+    about,
+    after_help = "Flags before a subcommand apply to `run` and `demo` (`herald --listen 127.0.0.1:0 demo`).\n\
+                  Configuration reference: `herald config default` prints every key with its default and comment."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -23,15 +31,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Watch the cluster of the kubeconfig (or the in-cluster service account). The default command.
+    #[command(after_help = SINKS_HELP)]
     Run(RunArgs),
-    /// Start the built-in simulated cluster and the agent against it, so herald runs anywhere.
+    /// Start the built-in simulated cluster and the agent against it, so herald runs anywhere: a guided tour
+    /// that prints where to look next.
+    #[command(after_help = SINKS_HELP)]
     Demo(DemoArgs),
     /// Serve the protocol-faithful local Kubernetes API server on its own (kubectl works against it).
     Sim(herald::sim::SimArgs),
     /// Print or check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Measure herald: the load harness (see BENCHMARKS.md).
+    /// Measure herald: the load harness and the soak harness (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -51,7 +62,10 @@ enum ConfigCommand {
     /// Print the full default configuration, with comments.
     Default,
     /// Validate a configuration file; exit status 2 and `key: reason` when it is invalid.
-    Check { file: PathBuf },
+    Check {
+        /// The YAML configuration file to check (the same file `--config` takes).
+        file: PathBuf,
+    },
 }
 
 /// Flags and variables that override the configuration file (flags win over variables, both over the file).
@@ -90,9 +104,36 @@ struct RunArgs {
     /// Diagnostics format: text or json [config: log.format].
     #[arg(long, env = "HERALD_LOG_FORMAT")]
     log_format: Option<String>,
-    /// Write one JSON line per Event on stdout: true or false [config: sinks.json.enabled].
+    /// Write one JSON line per Event on stdout: true or false [config: sinks.json.enabled; `herald demo`:
+    /// false unless set].
     #[arg(long, env = "HERALD_JSON_SINK")]
     json_sink: Option<bool>,
+}
+
+/// Where the other outputs are configured, for the help of `run` and `demo`.
+const SINKS_HELP: &str = "Outputs: /metrics is always on; JSON lines on stdout (sinks.json, --json-sink); OTLP logs and \
+spans to an OpenTelemetry collector when an endpoint is set (sinks.otlp.endpoint, or the standard \
+OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_PROTOCOL / OTEL_EXPORTER_OTLP_HEADERS variables); webhooks \
+(sinks.webhooks). Every configuration key: `herald config default`.";
+
+impl RunArgs {
+    /// Each flag given after the subcommand, else the one given before it.
+    fn or(self, outer: RunArgs) -> RunArgs {
+        RunArgs {
+            config: self.config.or(outer.config),
+            listen: self.listen.or(outer.listen),
+            kubeconfig: self.kubeconfig.or(outer.kubeconfig),
+            state_dir: self.state_dir.or(outer.state_dir),
+            mode: self.mode.or(outer.mode),
+            events_api: self.events_api.or(outer.events_api),
+            scope: self.scope.or(outer.scope),
+            namespaces: self.namespaces.or(outer.namespaces),
+            startup: self.startup.or(outer.startup),
+            log_level: self.log_level.or(outer.log_level),
+            log_format: self.log_format.or(outer.log_format),
+            json_sink: self.json_sink.or(outer.json_sink),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -102,8 +143,8 @@ struct DemoArgs {
     /// Address of the simulated API server.
     #[arg(long, default_value = "127.0.0.1:0")]
     sim_listen: SocketAddr,
-    /// Simulated Events per second.
-    #[arg(long, default_value_t = 20.0)]
+    /// Simulated Events per second (max: as fast as herald takes them).
+    #[arg(long, default_value = "20", value_parser = herald::sim::parse_rate)]
     rate: f64,
     /// Seed of the simulated scenario.
     #[arg(long, default_value_t = 1)]
@@ -111,7 +152,27 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Flags before a subcommand belong to `run` and `demo`; anywhere else they would be silently ignored.
+    let run_flags = RunArgs::augment_args(clap::Command::new("run"));
+    let outer_flags: Vec<String> = run_flags
+        .get_arguments()
+        .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    let takes_run_flags = matches!(cli.command, None | Some(Command::Run(_) | Command::Demo(_)));
+    if !outer_flags.is_empty() && !takes_run_flags {
+        eprintln!(
+            "herald: flags before the subcommand ({}) apply only to `herald run` and `herald demo`; give \
+             the subcommand's own flags after its name (see `herald help`)",
+            outer_flags.join(", ")
+        );
+        return ExitCode::from(2);
+    }
     match cli.command {
         Some(Command::Config(ConfigCommand::Default)) => {
             print!("{}", config::DEFAULT_CONFIG_YAML);
@@ -135,11 +196,17 @@ fn main() -> ExitCode {
         }
         Some(Command::Bench(BenchCommand::Load(args))) => herald::bench::run_load(args),
         Some(Command::Bench(BenchCommand::Soak(args))) => herald::bench::run_soak(args),
-        Some(Command::Run(args)) => run(args, None),
-        Some(Command::Demo(demo)) => run(demo.run.clone(), Some(demo)),
+        Some(Command::Run(args)) => run(args.or(cli.run), None),
+        Some(Command::Demo(mut demo)) => {
+            demo.run = demo.run.or(cli.run);
+            run(demo.run.clone(), Some(demo))
+        }
         None => run(cli.run, None),
     }
 }
+
+/// Where `herald demo` serves /metrics unless `--listen` says otherwise; a free port when it is taken.
+const DEMO_LISTEN: &str = "127.0.0.1:9477";
 
 fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("herald: invalid configuration: {e}");
@@ -160,7 +227,11 @@ fn load_config(args: &RunArgs, demo: bool) -> Result<Config, ConfigError> {
         None => (serde_json::json!({}), "configuration".to_string()),
     };
     if demo && args.listen.is_none() {
-        config::set_key(&mut value, "listen", "127.0.0.1:9477".into())?;
+        config::set_key(&mut value, "listen", DEMO_LISTEN.into())?;
+    }
+    // The demo's console is for the tour (banner, next steps, a summary line); JSON lines on request.
+    if demo && args.json_sink.is_none() && args.config.is_none() {
+        config::set_key(&mut value, "sinks.json.enabled", false.into())?;
     }
     let s = |v: &Option<String>| v.clone().map(serde_json::Value::String);
     let overrides = [
@@ -220,21 +291,41 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         }
     };
     runtime_then(|| async move {
-        let listener = herald::server::bind(config.listen, &config.listen_tls).await?;
+        let listener = match herald::server::bind(config.listen, &config.listen_tls).await {
+            Ok(l) => l,
+            // The demo is a first contact: a second one on the machine takes a free port instead of failing.
+            Err(e) if demo.is_some() && args.listen.is_none() && e.is_address_in_use() => {
+                eprintln!(
+                    "herald demo: {DEMO_LISTEN} is in use; taking a free port (choose one with --listen)"
+                );
+                let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                herald::server::bind(any, &config.listen_tls).await?
+            }
+            Err(e) if e.is_address_in_use() => anyhow::bail!(
+                "{e}: another program (another herald?) listens there; choose another address with --listen \
+                 (or `listen:` in the configuration), e.g. --listen 127.0.0.1:0 for any free port"
+            ),
+            Err(e) => return Err(e.into()),
+        };
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
+        log_outputs(&config, otlp.as_ref(), &listener)?;
         let (client, own_namespace, sim) = match demo {
             Some(demo) => {
                 let opts = herald::sim::SimOptions::demo(demo.seed, demo.rate);
                 let sim = herald::sim::RunningSim::start(opts, demo.sim_listen).await?;
                 let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
-                eprintln!(
-                    "herald demo: simulated API server at {} ({} Events/s); metrics at {}://{}/metrics, health at /healthz and /readyz",
-                    sim.url(),
-                    demo.rate,
-                    listener.scheme(),
-                    listener.local_addr()?
-                );
+                let metrics = format!("{}://{}", listener.scheme(), listener.local_addr()?);
+                print_demo_tour(
+                    &sim,
+                    &demo,
+                    &metrics,
+                    otlp.is_some(),
+                    config.sinks.json.enabled,
+                )?;
+                if listener.scheme() == "http" {
+                    tokio::spawn(demo_summary(listener.local_addr()?, shutdown.clone()));
+                }
                 (client, "default".to_string(), Some(sim))
             }
             None => {
@@ -260,6 +351,143 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         }
         Ok(())
     })
+}
+
+/// One start-up line per output, with its destination, so an operator sees at once what herald will send where.
+fn log_outputs(
+    config: &Config,
+    otlp: Option<&herald::sink::otlp::Settings>,
+    listener: &herald::server::Listener,
+) -> anyhow::Result<()> {
+    tracing::info!(
+        url = %format!("{}://{}/metrics", listener.scheme(), listener.local_addr()?),
+        "output metrics: Prometheus scrape endpoint (probes at /healthz and /readyz)"
+    );
+    if config.sinks.json.enabled {
+        tracing::info!("output json: one JSON line per record on stdout");
+    }
+    match otlp {
+        Some(s) => tracing::info!(
+            endpoint = %without_secrets(&s.endpoint),
+            protocol = ?s.protocol,
+            "output otlp: logs and spans to an OpenTelemetry collector"
+        ),
+        None => tracing::info!(
+            "output otlp: off (set sinks.otlp.endpoint or OTEL_EXPORTER_OTLP_ENDPOINT to send logs and spans)"
+        ),
+    }
+    for (i, w) in config.sinks.webhooks.iter().enumerate() {
+        tracing::info!(index = i, url = %without_secrets(&w.url), "output webhook: JSON batches");
+    }
+    Ok(())
+}
+
+/// A URL fit for a log line: no `user:password@`, no query string (where tokens and API keys travel).
+fn without_secrets(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if scheme.is_empty() {
+        format!("{host}{path}")
+    } else {
+        format!("{scheme}://{host}{path}")
+    }
+}
+
+/// The demo's banner: what runs where, and the next things to try, with real addresses.
+fn print_demo_tour(
+    sim: &herald::sim::RunningSim,
+    demo: &DemoArgs,
+    metrics: &str,
+    otlp: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let kubeconfig =
+        std::env::temp_dir().join(format!("herald-demo-{}.kubeconfig", std::process::id()));
+    std::fs::write(&kubeconfig, sim.kubeconfig_yaml())
+        .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+    let rate = if demo.rate.is_infinite() {
+        "as many Events per second as herald takes".to_string()
+    } else {
+        format!("{} Events/s", demo.rate)
+    };
+    let kc = kubeconfig.display();
+    let otlp_line = if otlp {
+        "OTLP logs and spans go to the endpoint of OTEL_EXPORTER_OTLP_ENDPOINT / sinks.otlp"
+            .to_string()
+    } else {
+        "see OTLP logs and spans: start a collector (e.g. otelcol with the debug exporter) and run\n    \
+         OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 herald demo"
+            .to_string()
+    };
+    let json_line = if json {
+        "JSON lines: on, on stdout"
+    } else {
+        "JSON lines: off in the demo; turn them on with `herald demo --json-sink true`"
+    };
+    eprintln!(
+        "herald demo: a simulated cluster ({rate}, with KubeVirt VMs) and herald watching it.\n\
+         \n  metrics      {metrics}/metrics   (health: {metrics}/healthz, {metrics}/readyz)\n  \
+         API server   {api}   (kubeconfig: {kc})\n\
+         \nNext steps:\n  \
+         curl -s {metrics}/metrics | grep -E '^herald_(event_occurrences|vm_transitions)_total'\n  \
+         kubectl --kubeconfig {kc} get events -A\n  \
+         kubectl --kubeconfig {kc} get virtualmachineinstances -A\n  \
+         {otlp_line}\n  \
+         {json_line}\n\
+         \nA summary line follows every 10 s; Ctrl-C stops.\n",
+        api = sim.url(),
+    );
+    Ok(())
+}
+
+/// Every 10 s, one line on stderr from herald's own /metrics: what arrived, what was counted, what was lost.
+async fn demo_summary(addr: std::net::SocketAddr, shutdown: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut last_records = 0.0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let Some(text) = scrape(addr).await else {
+            continue;
+        };
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let records = sum("herald_pipeline_received_total");
+        eprintln!(
+            "herald demo: {:.1} records/s; in total {} Events, {} occurrences, {} VM transitions, {} dropped",
+            (records - last_records) / EVERY.as_secs_f64(),
+            sum("herald_events_total"),
+            sum("herald_event_occurrences_total"),
+            sum("herald_vm_transitions_total"),
+            sum("herald_queue_dropped_total"),
+        );
+        last_records = records;
+    }
+}
+
+/// herald's own /metrics over plain HTTP/1.0 (the demo's summary reads what a scrape would).
+async fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: herald\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = Vec::new();
+    conn.take(64 << 20).read_to_end(&mut body).await.ok()?;
+    let text = String::from_utf8(body).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
 async fn kube_config(path: Option<&Path>) -> anyhow::Result<kube::Config> {
@@ -368,7 +596,12 @@ fn init_logging(
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal, and never with NO_COLOR set (https://no-color.org).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let stderr = match format {
         LogFormat::Json => stderr.json().with_filter(filter).boxed(),
         LogFormat::Text => stderr.with_filter(filter).boxed(),

@@ -75,3 +75,120 @@ fn an_unreadable_kubeconfig_is_one_clear_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_list_at_the_top_of_the_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("list.yaml");
+    std::fs::write(&path, "- 0.0.0.0:9477\n- daemonset\n").unwrap();
+    let out = herald()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expected a mapping of settings (key: value), got a list"),
+        "{stderr}"
+    );
+}
+
+/// Flags before a subcommand apply to `run` and `demo` and are refused anywhere else, never silently dropped.
+#[test]
+fn flags_before_a_subcommand_apply_or_are_refused() {
+    let out = herald()
+        .args(["--listen", "127.0.0.1:0", "config", "default"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--listen")
+            && stderr.contains("apply only to `herald run` and `herald demo`"),
+        "{stderr}"
+    );
+
+    // `--config` before `run` is read: a bad file there is reported, not ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "filters:\n  max_age: five\n").unwrap();
+    let out = herald()
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("filters.max_age"));
+}
+
+/// Lines of the demo's stderr until `until` appears (or the demo ends).
+fn read_until(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    until: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains(until);
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
+/// A second demo on a machine whose port 9477 is taken runs on a free port and says which; the console shows
+/// the tour and a summary line, without colour codes when it is not a terminal, and flags given before `demo`
+/// apply (JSON lines on stdout only when asked for).
+#[test]
+fn the_demo_takes_a_free_port_when_its_own_is_busy_and_guides_the_user() {
+    use std::io::BufRead;
+    // Hold 9477; if something else already does, the demo meets the same busy port.
+    let _held = std::net::TcpListener::bind("127.0.0.1:9477");
+    let mut child = herald()
+        .args(["--json-sink", "true", "demo", "--rate", "max"])
+        .env_remove("HERALD_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("HERALD_LOG_LEVEL", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = read_until(&mut lines, "Ctrl-C stops");
+    seen.extend(read_until(&mut lines, "records/s"));
+    let stdout = child.stdout.take().unwrap();
+    let first_json = std::io::BufReader::new(stdout).lines().next();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = seen.join("\n");
+    assert!(
+        text.contains("127.0.0.1:9477 is in use; taking a free port"),
+        "{text}"
+    );
+    let metrics_line = seen
+        .iter()
+        .find(|l| l.trim_start().starts_with("metrics "))
+        .unwrap_or_else(|| panic!("no metrics line:\n{text}"));
+    assert!(
+        !metrics_line.contains(":9477/") && metrics_line.contains("http://127.0.0.1:"),
+        "{metrics_line}"
+    );
+    for expected in [
+        "Next steps:",
+        "kubectl --kubeconfig",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "records/s",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?}:\n{text}");
+    }
+    assert!(!text.contains('\x1b'), "colour codes on a pipe:\n{text}");
+    let json = first_json
+        .expect("--json-sink true before `demo` turns JSON lines on")
+        .unwrap();
+    assert!(json.starts_with('{'), "{json}");
+}

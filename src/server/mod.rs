@@ -36,6 +36,13 @@ pub enum Error {
     Tls(#[from] tls::Error),
 }
 
+impl Error {
+    /// Another process holds the address (the demo then takes a free port).
+    pub fn is_address_in_use(&self) -> bool {
+        matches!(self, Error::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
 /// The bound address, and the TLS set-up when `listen_tls` is on.
 pub struct Listener {
     tcp: TcpListener,

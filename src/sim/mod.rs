@@ -65,8 +65,8 @@ pub struct SimArgs {
     /// Generated operations per second (0: no generator; max: as fast as the watchers take them).
     #[arg(long, default_value = "20", value_parser = parse_rate)]
     pub rate: f64,
-    /// Namespaces the generator spreads Events over.
-    #[arg(long, default_value_t = 5)]
+    /// How many namespaces the generator spreads Events over (`herald run --namespaces` is a list of names).
+    #[arg(long = "namespace-count", default_value_t = 5)]
     pub namespaces: usize,
     /// Stop generating after this many operations.
     #[arg(long)]
