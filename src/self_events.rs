@@ -184,6 +184,8 @@ impl SelfEvents {
             burst,
             refill_interval,
         } = cfg;
+        // The series exist at 0 whether or not herald records Events, so dashboards show 0, not no data.
+        let counters = Counters::new(telemetry);
         if !enabled {
             return (SelfEvents::disabled(), None);
         }
@@ -193,7 +195,6 @@ impl SelfEvents {
             );
             return (SelfEvents::disabled(), None);
         };
-        let counters = Counters::new(telemetry);
         let (tx, rx) = mpsc::channel((*queue_capacity).max(1));
         let writer = Writer {
             client,

@@ -150,6 +150,12 @@ impl Telemetry {
             .register_counter(&key(name, labels), &METADATA)
     }
 
+    /// Create a counter's series at 0 without keeping a handle, so it is exported (with HELP and TYPE) before
+    /// its first increment: dashboards and `rate()` alerts then show 0 instead of no data.
+    pub fn declare_counter(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        let _ = self.counter(name, labels);
+    }
+
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         self.recorder.register_gauge(&key(name, labels), &METADATA)
     }

@@ -306,3 +306,56 @@ async fn a_malformed_object_is_counted_and_skipped() {
     assert_eq!(herald.metric(OCC, &labels("BackOff")), 0.0);
     sim.shutdown().await;
 }
+
+/// Before anything happened, every metric family that is not per namespace is exported with HELP, TYPE and a
+/// zero sample for the label sets known at start (sinks, watched resources, checkpoint, self-Event reasons), so
+/// dashboards and `rate()` alerts show 0 instead of "no data". Families labelled by namespace need an object
+/// to have a label set at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_is_exported_from_the_start() {
+    let sim = quiet_sim().await;
+    let herald = start_herald(&sim.url(), QUIET, Stdio::null(), &[]);
+    herald.wait_ready();
+    let text = herald.metrics();
+    let mut missing = Vec::new();
+    for def in herald::telemetry::CATALOGUE {
+        if def.labels.contains("namespace") {
+            continue;
+        }
+        let typed = text.contains(&format!("# TYPE {} ", def.name));
+        let sampled = text.lines().any(|l| {
+            l.strip_prefix(def.name).is_some_and(|rest| {
+                ["{", " ", "_bucket{", "_count", "_sum"]
+                    .iter()
+                    .any(|p| rest.starts_with(p))
+            })
+        });
+        if !(typed && sampled) {
+            missing.push(def.name);
+        }
+    }
+    assert!(missing.is_empty(), "not exported at start: {missing:?}");
+    for (name, labels) in [
+        (
+            "herald_watch_restarts_total",
+            [("resource", "events"), ("reason", "expired")],
+        ),
+        (
+            "herald_sink_retries_total",
+            [("sink", "metrics"), ("sink", "metrics")],
+        ),
+        (
+            "herald_checkpoint_failures_total",
+            [("checkpoint", "events"), ("checkpoint", "events")],
+        ),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+                && l.ends_with(" 0")),
+            "{name} {labels:?} is not at 0:\n{text}"
+        );
+    }
+}

@@ -45,6 +45,16 @@ impl SinkQueue {
         telemetry
             .gauge(telemetry::QUEUE_CAPACITY, &[("queue", name)])
             .set(capacity as f64);
+        // Every sink's series exist at 0 from the start (dashboards and `rate()` alerts show 0, not no data),
+        // whether or not this kind of sink retries or filters.
+        for metric in [
+            telemetry::SINK_SENT,
+            telemetry::SINK_FAILURES,
+            telemetry::SINK_RETRIES,
+            telemetry::SINK_FILTERED,
+        ] {
+            telemetry.declare_counter(metric, &[("sink", name)]);
+        }
         SinkQueue {
             name,
             ring: Arc::new(Ring::new(name, capacity)),

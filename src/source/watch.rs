@@ -125,11 +125,21 @@ impl WatchMetrics {
                 &[("resource", resource), ("reason", "undecodable")],
             ),
             last_event: t.gauge(telemetry::WATCH_LAST_EVENT, &[("resource", resource)]),
-            restarts: t.clone(),
+            restarts: {
+                // Every reason exists at 0 from the start, so `rate()` panels and alerts show 0, not no data.
+                for reason in RESTART_REASONS {
+                    t.declare_counter(
+                        telemetry::WATCH_RESTARTS,
+                        &[("resource", resource), ("reason", reason)],
+                    );
+                }
+                t.clone()
+            },
             resource,
         }
     }
 
+    /// `reason` is one of [`RESTART_REASONS`].
     fn restart(&self, reason: &'static str) {
         // Rare: resolving the handle here keeps the struct small.
         self.restarts
@@ -145,6 +155,9 @@ impl WatchMetrics {
         self.last_event.set(now);
     }
 }
+
+/// Why a watch was opened again: `herald_watch_restarts_total{reason}`.
+const RESTART_REASONS: [&str; 5] = ["timeout", "closed", "error", "expired", "stalled"];
 
 /// One list+watch over an `Api<K>`.
 pub struct Watcher<K: Resource + Clone + DeserializeOwned + Debug + Send + 'static> {
