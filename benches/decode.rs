@@ -1,5 +1,5 @@
-//! Typed vs lean decode of Event objects (issue: "object decode (kube/k8s-openapi typed decode vs herald's own
-//! lean decode of only the needed fields)").
+//! Typed vs lean decode of Event objects: kube/k8s-openapi's typed decode against herald's own lean decode of
+//! only the fields it needs.
 //!
 //! Every op decodes one Event object (a JSON string, as one item of a list or one watch line's object):
 //! - `typed`: `serde_json::from_str` into k8s-openapi's `Event`, what kube's `Api<Event>` list and watch do;

@@ -1,4 +1,4 @@
-//! `/metrics` with 10 000 Event label sets (issue: "metrics render with 10k series").
+//! `/metrics` with 10 000 Event label sets (the cost of a scrape at the series cap).
 //!
 //! The metrics sink ([`MetricsSink`], the agent's own) records Events for 10 000 distinct
 //! `namespace, kind, reason, type` label sets, the default `metrics.max_series_per_metric` and so the most

@@ -1,4 +1,4 @@
-//! Why herald's rings are crossbeam's `ArrayQueue` + `tokio::sync::Notify` (issue 2).
+//! Why herald's rings are crossbeam's `ArrayQueue` + `tokio::sync::Notify` (the ring candidates measured side by side).
 //!
 //! Three bounded queues carrying what herald's rings carry, an `Arc<EventRecord>` (one pointer):
 //! - `ring`: herald's [`Ring`] (lock-free `ArrayQueue`, `Notify` only to wait when empty/full);

@@ -1,4 +1,4 @@
-//! `herald bench load`: the load harness (issue 8). It runs the simulator (`herald sim`) and the agent
+//! `herald bench load`: the load harness. It runs the simulator (`herald sim`) and the agent
 //! (`herald run`) as two child processes of the current executable on loopback, the agent through its normal
 //! kube client with a generated kubeconfig and configuration, its OTLP sink pointed at a small receiver in this
 //! process. It streams generated Events, samples the agent's `/metrics` and `/proc/<pid>` while they flow, and

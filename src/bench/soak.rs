@@ -1,4 +1,4 @@
-//! `herald bench soak`: the soak harness (issue 6). It runs the simulator and the agent as two processes, as
+//! `herald bench soak`: the soak harness. It runs the simulator and the agent as two processes, as
 //! `herald bench load` does, for `--duration` at a steady `--rate` with watch faults injected all along, and
 //! samples both every `--interval`: RSS and CPU from `/proc`, the agent's counters from `/metrics`, the
 //! simulator's ground truth and fault counts from `/sim/truth`, the OTLP records the harness received. Each
@@ -12,7 +12,7 @@
 //! bounded, so the agent's per-Event state is too, and its RSS can be flat. The TTL has to stay longer than
 //! the longest relist gap (a few seconds of backoff), which the defaults leave room for.
 //!
-//! Like the load harness it measures and does not tune: the verdict only applies the issue's criteria.
+//! Like the load harness it measures and does not tune: the verdict only applies its stated criteria (RSS flatness, counts equal to the truth).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

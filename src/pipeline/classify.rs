@@ -1,5 +1,9 @@
 //! Severity classification: a table from reason to severity class, overridable in config, plus repeat
-//! escalation. A hash look-up per record; the message is never scanned.
+//! escalation. A hash look-up per record. The message is read only for the kubelet's generic reasons
+//! `Failed` and `BackOff`, which is how real kubelets report image pull failures (`Failed` with
+//! "Error: ErrImagePull" or "Failed to pull image ...", `BackOff` with "Back-off pulling image ..."): those are
+//! classed like the `ErrImagePull`/`ImagePullBackOff` reasons unless the configuration sets `Failed` or
+//! `BackOff` itself.
 
 use crate::config::SeverityConfig;
 use crate::record::{EventRecord, Severity};
@@ -21,6 +25,9 @@ pub const BUILT_IN: &[(&str, Severity)] = &[
 #[derive(Debug)]
 pub struct Classifier {
     reasons: ahash::HashMap<Box<str>, Severity>,
+    /// The class of an image pull failure reported under a generic reason (`None`: the user set that reason).
+    image_pull_failed: Option<Severity>,
+    image_pull_backoff: Option<Severity>,
     warning: Severity,
     normal: Severity,
     repeat_threshold: u32,
@@ -37,7 +44,14 @@ impl Classifier {
         let mut table: ahash::HashMap<Box<str>, Severity> =
             BUILT_IN.iter().map(|(r, s)| ((*r).into(), *s)).collect();
         table.extend(reasons.iter().map(|(r, s)| (r.as_str().into(), *s)));
+        let unless_set = |generic: &str, specific: &str| {
+            (!reasons.contains_key(generic))
+                .then(|| table.get(specific).copied())
+                .flatten()
+        };
         Classifier {
+            image_pull_failed: unless_set("Failed", "ErrImagePull"),
+            image_pull_backoff: unless_set("BackOff", "ImagePullBackOff"),
             reasons: table,
             warning: *warning,
             normal: *normal,
@@ -47,10 +61,13 @@ impl Classifier {
 
     /// Set `severity` and `repeated`. Types other than Normal (Warning, Error, unknown) classify like Warning.
     pub fn classify(&self, record: &mut EventRecord) {
-        let base = match self.reasons.get(&*record.reason) {
-            Some(s) => *s,
-            None if &*record.type_ == "Normal" => self.normal,
-            None => self.warning,
+        let base = match self.image_pull(record) {
+            Some(s) => s,
+            None => match self.reasons.get(&*record.reason) {
+                Some(s) => *s,
+                None if &*record.type_ == "Normal" => self.normal,
+                None => self.warning,
+            },
         };
         record.repeated = self.repeat_threshold > 0 && record.count >= self.repeat_threshold;
         record.severity = if record.repeated {
@@ -58,6 +75,24 @@ impl Classifier {
         } else {
             base
         };
+    }
+}
+
+impl Classifier {
+    /// An image pull failure that a kubelet reported under `Failed` or `BackOff` (see the module header).
+    fn image_pull(&self, record: &EventRecord) -> Option<Severity> {
+        let message = &*record.message;
+        match &*record.reason {
+            "Failed"
+                if message.contains("ErrImagePull")
+                    || message.contains("ImagePullBackOff")
+                    || message.starts_with("Failed to pull image") =>
+            {
+                self.image_pull_failed
+            }
+            "BackOff" if message.starts_with("Back-off pulling image") => self.image_pull_backoff,
+            _ => None,
+        }
     }
 }
 
@@ -98,6 +133,50 @@ mod tests {
         assert_eq!(
             classify(&c, "Started", "Normal", 1),
             (Severity::Info, false)
+        );
+    }
+
+    fn classify_message(cfg: &SeverityConfig, reason: &str, message: &str) -> Severity {
+        let mut r = EventRecord::for_test("ns", "Pod", "p", reason, "Warning");
+        r.message = message.into();
+        Classifier::new(cfg).classify(&mut r);
+        r.severity
+    }
+
+    /// The messages real kubelets write for image pull failures under their generic reasons.
+    #[test]
+    fn image_pull_failures_under_generic_reasons_are_high() {
+        let c = SeverityConfig::default();
+        for (reason, message) in [
+            ("Failed", "Error: ErrImagePull"),
+            ("Failed", "Error: ImagePullBackOff"),
+            (
+                "Failed",
+                "Failed to pull image \"nginx:nope\": rpc error: code = NotFound desc = failed to pull and unpack image",
+            ),
+            ("BackOff", "Back-off pulling image \"nginx:nope\""),
+        ] {
+            assert_eq!(
+                classify_message(&c, reason, message),
+                Severity::High,
+                "{reason}: {message}"
+            );
+        }
+        // The same reasons about something else keep their own class.
+        assert_eq!(
+            classify_message(&c, "BackOff", "Back-off restarting failed container web"),
+            Severity::Medium
+        );
+        assert_eq!(
+            classify_message(&c, "Failed", "Error: container create failed"),
+            Severity::Low
+        );
+        // A user who classes `Failed` decides for every `Failed` Event.
+        let mut own = SeverityConfig::default();
+        own.reasons.insert("Failed".into(), Severity::Critical);
+        assert_eq!(
+            classify_message(&own, "Failed", "Error: ErrImagePull"),
+            Severity::Critical
         );
     }
 

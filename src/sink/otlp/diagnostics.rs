@@ -1,5 +1,5 @@
 //! herald's own diagnostics as OTLP logs (`log.otlp: true`, off by default): a `tracing` layer that copies
-//! herald's own events (target `herald…`, at `log.otlp_level` or above) into a bounded queue, and a task
+//! herald's own events (target `herald…`, at info or above) into a bounded queue, and a task
 //! that batches them to the collector over the OTLP sink's transport.
 //!
 //! Only herald's targets are taken: the HTTP, gRPC and TLS crates under the exporter log about the export
