@@ -11,6 +11,7 @@
 //! by the fan-out); the pipeline and the other sinks never wait for the collector.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use metrics::Counter;
@@ -51,6 +52,9 @@ struct Exporter {
     logs: Delivery,
     spans: Delivery,
     health: Arc<SinkHealth>,
+    /// The current outage was already logged: its first failure is logged at once (not only after every retry
+    /// has run out, which takes about 15 s), then nothing until it recovers.
+    outage_logged: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of one signal (`sink="otlp"` for log records, `sink="otlp_spans"` for spans).
@@ -86,6 +90,7 @@ impl OtlpSink {
                 settings,
                 logs: Delivery::new(telemetry, "otlp"),
                 spans: Delivery::new(telemetry, "otlp_spans"),
+                outage_logged: std::sync::atomic::AtomicBool::new(false),
                 health,
             }),
         })
@@ -171,7 +176,7 @@ impl Exporter {
                     }
                     counters.sent.increment(n.saturating_sub(rejected));
                     counters.failures.increment(rejected.min(n));
-                    if !self.health.accepting() {
+                    if !self.health.accepting() || self.outage_logged.swap(false, Relaxed) {
                         tracing::info!(endpoint = %self.settings.endpoint, "OTLP export recovered");
                     }
                     self.health.set_accepting(true);
@@ -181,14 +186,23 @@ impl Exporter {
                     attempt += 1;
                     counters.retries.increment(1);
                     let wait = e.retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
-                    tracing::debug!(error = %e.message, attempt, ?wait, "OTLP export failed, retrying");
+                    if !self.outage_logged.swap(true, Relaxed) {
+                        tracing::warn!(
+                            endpoint = %self.settings.endpoint,
+                            error = %e.message,
+                            max_retries = self.settings.max_retries,
+                            "OTLP export failed; retrying with backoff (logged once until it recovers)"
+                        );
+                    } else {
+                        tracing::debug!(error = %e.message, attempt, ?wait, "OTLP export failed, retrying");
+                    }
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
                     counters.failures.increment(n);
                     // Logged once per outage, not once per batch.
-                    if self.health.accepting() {
+                    if self.health.accepting() && !self.outage_logged.swap(true, Relaxed) {
                         tracing::error!(
                             endpoint = %self.settings.endpoint,
                             error = %e.message,
