@@ -126,6 +126,9 @@ pub struct EventRecord {
     pub type_: Sym,
     /// `reportingComponent`/`reportingController`, else `source.component`.
     pub component: Sym,
+    /// `reportingComponent`/`reportingController` exactly as the object carries it, empty when unset (the
+    /// collector's receiver writes this one, without falling back to `source.component`).
+    pub reporting_controller: Sym,
     pub reporting_instance: Box<str>,
     /// `source.host` (the node that reported it), empty when unknown.
     pub host: Box<str>,
@@ -136,6 +139,9 @@ pub struct EventRecord {
     pub truncated: bool,
     /// Total occurrences of this Event object so far (`count`, `series.count`, at least 1).
     pub count: u32,
+    /// `count` (events.k8s.io/v1 `deprecatedCount`) exactly as the object carries it, 0 when unset: the
+    /// collector's receiver writes this one, not [`EventRecord::count`].
+    pub reported_count: i64,
     /// Occurrences this record stands for: new ones since herald last saw the object (0 for a baseline or delete).
     pub delta: u32,
     /// First time herald sees this Event object (counted in `herald_events_total`).
@@ -216,12 +222,14 @@ impl EventRecord {
             reason: "".into(),
             type_: "".into(),
             component: "".into(),
+            reporting_controller: "".into(),
             reporting_instance: "".into(),
             host: "".into(),
             action: "".into(),
             message: String::new(),
             truncated: false,
             count: 1,
+            reported_count: 1,
             delta: 1,
             new_object: true,
             series_count: None,
@@ -276,6 +284,7 @@ impl EventRecord {
         r.reason = reason.into();
         r.type_ = type_.into();
         r.component = "kubelet".into();
+        r.reporting_controller = "kubelet".into();
         r
     }
 }
