@@ -193,8 +193,10 @@ pub struct VmDetails {
 }
 
 impl EventRecord {
-    /// When the Event last happened, the way the collector's k8seventsreceiver picks it:
-    /// `eventTime`, else `lastTimestamp`, else `firstTimestamp`. A series' last observation wins when newer.
+    /// When the Event last happened, for herald's own decisions (`max_age`, lag): `eventTime`, else
+    /// `lastTimestamp`, else `firstTimestamp` (else the creation time), and a series' last observation when
+    /// newer. The log sinks write the collector receiver's pick instead, which ignores the series
+    /// (`sink::shape::record_time`).
     pub fn timestamp(&self) -> Option<Timestamp> {
         let base = self
             .event_time
