@@ -308,54 +308,40 @@ async fn sim_with(files: Vec<PathBuf>) -> RunningSim {
     .unwrap()
 }
 
-/// herald reading `api` from `sim`, exporting to a new receiver, JSON lines on a pipe when `json`.
-async fn export_all(
-    sim: &RunningSim,
-    api: &str,
-    json: bool,
-) -> (Receiver, Herald, Option<Arc<Mutex<Vec<Value>>>>) {
+/// herald reading `api` from `sim`, exporting to a new receiver and writing JSON lines to a pipe.
+async fn export_all(sim: &RunningSim, api: &str) -> (Receiver, Herald, Arc<Mutex<Vec<Value>>>) {
     let rx = Receiver::start(true, SocketAddr::from(([127, 0, 0, 1], 0))).await;
     let config = format!(
         "{}dedup:\n  enabled: false\n",
-        otlp_config(&rx.url(), "grpc", "    cluster_name: test-cluster\n").replace(
-            "json:\n    enabled: false",
-            &format!("json:\n    enabled: {json}")
-        )
+        otlp_config(&rx.url(), "grpc", "    cluster_name: test-cluster\n")
+            .replace("json:\n    enabled: false", "json:\n    enabled: true")
     );
-    let stdout = if json { Stdio::piped() } else { Stdio::null() };
     let mut herald = start_herald_with(
         &sim.url(),
         &config,
-        stdout,
+        Stdio::piped(),
         &["--events-api", api],
         &[("NODE_NAME", "agent-node")],
     );
-    let lines = json.then(|| {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = herald.child.stdout.take().unwrap();
-        let out = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                out.lock()
-                    .unwrap()
-                    .push(serde_json::from_str::<Value>(&line).unwrap());
-            }
-        });
-        lines
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stdout = herald.child.stdout.take().unwrap();
+    let out = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            out.lock()
+                .unwrap()
+                .push(serde_json::from_str::<Value>(&line).unwrap());
+        }
     });
     (rx, herald, lines)
 }
 
 /// Every Event of `sim`, read through `api` by herald, arrives with the receiver's record (and the JSON line
 /// carries the same). Returns the records by uid for spot checks.
-async fn check_every_event(
-    sim: &RunningSim,
-    api: &str,
-    json: bool,
-) -> BTreeMap<String, common::otlp::Record> {
+async fn check_every_event(sim: &RunningSim, api: &str) -> BTreeMap<String, common::otlp::Record> {
     let served = served_core_v1(sim);
     assert!(!served.is_empty());
-    let (rx, _herald, lines) = export_all(sim, api, json).await;
+    let (rx, _herald, lines) = export_all(sim, api).await;
     wait_records(&rx, served.len()).await;
     // A short grace period: nothing more may arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -379,20 +365,18 @@ async fn check_every_event(
         let api_version = if api == "core/v1" { "v1" } else { api };
         assert_eq!(got.str("herald.event.api_version"), api_version);
     }
-    if let Some(lines) = lines {
-        wait_until(Duration::from_secs(10), "every JSON line", || {
-            lines.lock().unwrap().len() >= served.len()
-        });
-        let lines = lines.lock().unwrap();
-        assert_eq!(lines.len(), served.len());
-        for (uid, ev) in &served {
-            let what = format!("JSON {}", go_str(ev, &["metadata", "name"]));
-            let line = lines
-                .iter()
-                .find(|l| l["k8s.event.uid"] == uid.as_str())
-                .unwrap_or_else(|| panic!("{what}: no line"));
-            assert_json_line(line, &receiver_record(ev), &what);
-        }
+    wait_until(Duration::from_secs(10), "every JSON line", || {
+        lines.lock().unwrap().len() >= served.len()
+    });
+    let lines = lines.lock().unwrap();
+    assert_eq!(lines.len(), served.len());
+    for (uid, ev) in &served {
+        let what = format!("JSON {api} {}", go_str(ev, &["metadata", "name"]));
+        let line = lines
+            .iter()
+            .find(|l| l["k8s.event.uid"] == uid.as_str())
+            .unwrap_or_else(|| panic!("{what}: no line"));
+        assert_json_line(line, &receiver_record(ev), &what);
     }
     by_uid
 }
@@ -403,8 +387,8 @@ async fn check_every_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn project_fixtures_arrive_exactly_as_the_receiver_writes_them() {
     let sim = sim_with(project_fixtures()).await;
-    let core = check_every_event(&sim, "core/v1", true).await;
-    let v1 = check_every_event(&sim, "events.k8s.io/v1", false).await;
+    let core = check_every_event(&sim, "core/v1").await;
+    let v1 = check_every_event(&sim, "events.k8s.io/v1").await;
     assert_eq!(core.len(), v1.len());
 
     // The cases the receiver's mapping decides, written out literally.
@@ -497,7 +481,7 @@ async fn shared_fixtures_arrive_exactly_as_the_receiver_writes_them() {
         files.sort();
         assert!(!files.is_empty(), "{folder} is empty");
         let sim = sim_with(files).await;
-        let records = check_every_event(&sim, api, api == "core/v1").await;
+        let records = check_every_event(&sim, api).await;
         assert!(records.len() >= 2, "{folder}");
         sim.shutdown().await;
     }
