@@ -126,6 +126,9 @@ pub struct EventRecord {
     pub type_: Sym,
     /// `reportingComponent`/`reportingController`, else `source.component`.
     pub component: Sym,
+    /// `reportingComponent`/`reportingController` exactly as the object carries it, empty when unset (the
+    /// collector's receiver writes this one, without falling back to `source.component`).
+    pub reporting_controller: Sym,
     pub reporting_instance: Box<str>,
     /// `source.host` (the node that reported it), empty when unknown.
     pub host: Box<str>,
@@ -136,6 +139,9 @@ pub struct EventRecord {
     pub truncated: bool,
     /// Total occurrences of this Event object so far (`count`, `series.count`, at least 1).
     pub count: u32,
+    /// `count` (events.k8s.io/v1 `deprecatedCount`) exactly as the object carries it, 0 when unset: the
+    /// collector's receiver writes this one, not [`EventRecord::count`].
+    pub reported_count: i64,
     /// Occurrences this record stands for: new ones since herald last saw the object (0 for a baseline or delete).
     pub delta: u32,
     /// First time herald sees this Event object (counted in `herald_events_total`).
@@ -187,8 +193,10 @@ pub struct VmDetails {
 }
 
 impl EventRecord {
-    /// When the Event last happened, the way the collector's k8seventsreceiver picks it:
-    /// `eventTime`, else `lastTimestamp`, else `firstTimestamp`. A series' last observation wins when newer.
+    /// When the Event last happened, for herald's own decisions (`max_age`, lag): `eventTime`, else
+    /// `lastTimestamp`, else `firstTimestamp` (else the creation time), and a series' last observation when
+    /// newer. The log sinks write the collector receiver's pick instead, which ignores the series
+    /// (`sink::shape::record_time`).
     pub fn timestamp(&self) -> Option<Timestamp> {
         let base = self
             .event_time
@@ -216,12 +224,14 @@ impl EventRecord {
             reason: "".into(),
             type_: "".into(),
             component: "".into(),
+            reporting_controller: "".into(),
             reporting_instance: "".into(),
             host: "".into(),
             action: "".into(),
             message: String::new(),
             truncated: false,
             count: 1,
+            reported_count: 1,
             delta: 1,
             new_object: true,
             series_count: None,
@@ -276,6 +286,7 @@ impl EventRecord {
         r.reason = reason.into();
         r.type_ = type_.into();
         r.component = "kubelet".into();
+        r.reporting_controller = "kubelet".into();
         r
     }
 }

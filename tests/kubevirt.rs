@@ -551,7 +551,7 @@ async fn a_restart_mid_scenario_resumes_from_the_checkpoint() {
         for r in rx.records() {
             if r.attr("kubevirt.transition").is_some() {
                 let key = vec![
-                    r.str("k8s.event.namespace").to_string(),
+                    r.str("herald.event.namespace").to_string(),
                     r.str("kubevirt.transition").to_string(),
                 ];
                 *out.entry(key).or_default() += 1.0;

@@ -1,7 +1,7 @@
 //! The JSON log sink: one line per processed Event on stdout, for log shippers that scrape container output.
 //!
 //! Keys are the OpenTelemetry names (`k8s.namespace.name`, `k8s.event.reason`, ...) that the OTLP sink uses,
-//! so a Loki query works on either path. Lines are written with serde directly, not through `tracing`:
+//! with the same values (both come from [`super::shape`]), so a Loki query works on either path. Lines are written with serde directly, not through `tracing`:
 //! the record shape is fixed, and herald's own diagnostics stay on stderr. Writing is async and batched; when
 //! stdout blocks (nobody reads the pipe) this sink's ring fills and drops, counted, while the other sinks go on.
 
@@ -34,10 +34,11 @@ pub fn write_object(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) -> bool {
     // Serialising strings and numbers into a Vec cannot fail; a failure would only cut this one line.
     let written = (|| {
         let mut map = ser.serialize_map(None)?;
-        map.serialize_entry("timestamp", &r.timestamp())?;
+        // The OTLP record's time, `null` exactly where OTLP says 0 (unknown).
+        map.serialize_entry("timestamp", &shape::record_time(r))?;
         map.serialize_entry("observed_timestamp", &r.observed)?;
-        map.serialize_entry("severity_text", &*r.type_)?;
-        if let Some(n) = shape::severity_number(&r.type_) {
+        if let (Some(text), Some(n)) = (shape::severity_text(r), shape::severity_number(&r.type_)) {
+            map.serialize_entry("severity_text", text)?;
             map.serialize_entry("severity_number", &n)?;
         }
         map.serialize_entry("body", &r.message)?;
@@ -159,12 +160,38 @@ mod tests {
         assert_eq!(v["k8s.event.reason"], "BackOff");
         assert_eq!(v["severity_text"], "Warning");
         assert_eq!(v["severity_number"], 13);
-        assert_eq!(v["k8s.event.count"], 10);
+        assert_eq!(v["k8s.event.count"], 1, "the object's own count");
+        assert_eq!(v["herald.event.count"], 10);
         assert_eq!(v["herald.occurrences"], 3);
         assert_eq!(v["herald.fingerprint"], "0000000000000abc");
         assert_eq!(v["body"], "Back-off restarting failed container");
         assert_eq!(v["k8s.cluster.name"], "prod");
         assert_eq!(v["service.name"], "herald");
         assert!(v.get("herald.agent.node").is_none());
+        assert!(v["timestamp"].is_null(), "no timestamp on the object");
+    }
+
+    /// The line carries what the OTLP record carries: same time (also when out of range), same severity.
+    #[test]
+    fn line_and_otlp_record_agree() {
+        let mut r = EventRecord::for_test("default", "Pod", "web-1", "Odd", "Bizarre");
+        r.last_timestamp = Some("2024-12-02T10:13:09Z".parse().unwrap());
+        let id = Identity::default();
+        let line = |r: &EventRecord| {
+            let mut out = Vec::new();
+            write_line(&mut out, r, &id);
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        let otlp = super::super::otlp::encode::log_record(&r);
+        let v = line(&r);
+        assert_eq!(v["timestamp"], "2024-12-02T10:13:09Z");
+        assert_eq!(otlp.time_unix_nano, 1_733_134_389_000_000_000);
+        assert!(v.get("severity_text").is_none() && v.get("severity_number").is_none());
+        assert_eq!((otlp.severity_text.as_str(), otlp.severity_number), ("", 0));
+        assert_eq!(v["herald.event.type"], "Bizarre");
+
+        r.event_time = Some("2958-01-01T00:00:00Z".parse().unwrap());
+        assert!(line(&r)["timestamp"].is_null());
+        assert_eq!(super::super::otlp::encode::log_record(&r).time_unix_nano, 0);
     }
 }

@@ -1,6 +1,13 @@
 //! The record shape every log sink writes: attribute keys and values of the OpenTelemetry collector's
 //! `k8seventsreceiver`, plus herald's own (documented) additions.
 //!
+//! Every key the receiver writes carries exactly the receiver's value, computed the receiver's way from the same
+//! object (it reads core/v1; an events.k8s.io/v1 object is read through the fields the API server maps to
+//! core/v1: `regarding`, `note`, `reportingController`, `deprecatedSource`, `deprecatedCount`, ...). Whatever
+//! herald derives itself (fallbacks, its occurrence delta, fields the receiver does not write) lives under
+//! `herald.*`, never in the receiver's `k8s.*` namespace. The scope stays `herald`: herald does not pretend to
+//! be the receiver, it writes the same record.
+//!
 //! One list, used by both the OTLP sink and the JSON line sink, so a Loki query written against one path works
 //! on the other and the two cannot drift. Values borrow from the record; nothing is allocated except the few
 //! values that need formatting (timestamps, the fingerprint).
@@ -72,50 +79,94 @@ pub fn agent_attributes(id: &Identity, mut put: impl FnMut(&'static str, &str)) 
 }
 
 /// `k8s.event.start_time` the way the receiver writes it: Go's `time.Time.String()` of the creation time,
-/// e.g. `2024-03-01 10:00:00 +0000 UTC`.
+/// e.g. `2024-03-01 10:00:00 +0000 UTC` (the receiver runs in UTC containers).
 pub fn go_time_string(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S%.f +0000 UTC").to_string()
 }
 
-/// Log record attributes: the receiver's, then herald's additions. Empty optional values are left out.
+/// What Go's `time.Time.String()` prints for an unset time: the receiver writes this as
+/// `k8s.event.start_time` of an Event without `creationTimestamp`.
+pub const GO_ZERO_TIME: &str = "0001-01-01 00:00:00 +0000 UTC";
+
+/// The record's time, picked the receiver's way from the same object: `eventTime`, else `lastTimestamp`, else
+/// `firstTimestamp` (events.k8s.io/v1: `eventTime`, else `deprecatedLastTimestamp`, else
+/// `deprecatedFirstTimestamp`, the fields the API server maps to those three). `None` when none is set, and
+/// also when the time is before 1970 or after 2262-04-11T23:47:16.854775807Z: OTLP carries unsigned
+/// nanoseconds, and past the 64-bit signed range the receiver's Go arithmetic overflows into a meaningless
+/// value. Both log sinks then say "unknown" (OTLP `0`, JSON `null`), so they never disagree.
+pub fn record_time(r: &EventRecord) -> Option<Timestamp> {
+    r.event_time
+        .or(r.last_timestamp)
+        .or(r.first_timestamp)
+        .filter(|t| unix_nanos(*t).is_some())
+}
+
+/// Nanoseconds since the Unix epoch when `t` is in the range every OTLP backend reads (0 to `i64::MAX`).
+pub fn unix_nanos(t: Timestamp) -> Option<u64> {
+    i64::try_from(t.as_nanosecond())
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())
+}
+
+/// The severity text the receiver writes: the Event's `type` verbatim when it is one of the known types,
+/// else nothing (the receiver leaves severity number and text unset together).
+pub fn severity_text(r: &EventRecord) -> Option<&str> {
+    severity_number(&r.type_).map(|_| &*r.type_)
+}
+
+/// Log record attributes: first the receiver's keys, each with the receiver's value computed from the same
+/// object; then herald's own, all under `herald.*` (and `kubevirt.*` for VM lifecycle records), so a future
+/// receiver version cannot give one of them another meaning.
 pub fn log_attributes<'a>(r: &'a EventRecord, mut put: impl FnMut(&'static str, Value<'a>)) {
     put("k8s.event.reason", Value::Str(&r.reason));
     put("k8s.event.action", Value::Str(&r.action));
-    if let Some(t) = r.creation_timestamp {
-        put("k8s.event.start_time", Value::Owned(go_time_string(t)));
-    }
+    put(
+        "k8s.event.start_time",
+        match r.creation_timestamp {
+            Some(t) => Value::Owned(go_time_string(t)),
+            None => Value::Str(GO_ZERO_TIME),
+        },
+    );
     put("k8s.event.name", Value::Str(&r.name));
     put("k8s.event.uid", Value::Str(&r.uid));
     // The receiver takes the namespace of the involved object, not of the Event.
     put("k8s.namespace.name", Value::Str(&r.regarding.namespace));
-    if r.count != 0 {
-        put("k8s.event.count", Value::Int(r.count.into()));
+    // A VM lifecycle record is herald's own report: herald is its reporting controller.
+    let controller = if r.vm.is_some() {
+        &r.component
+    } else {
+        &r.reporting_controller
+    };
+    put("k8s.event.reporting_controller", Value::Str(controller));
+    put(
+        "k8s.event.reporting_instance",
+        Value::Str(&r.reporting_instance),
+    );
+    // The receiver writes `count` when it is not zero, and nothing for an Event without one.
+    if r.reported_count != 0 {
+        put("k8s.event.count", Value::Int(r.reported_count));
     }
 
-    // herald's additions.
-    put("k8s.event.namespace", Value::Str(&r.namespace));
-    put("k8s.event.api_version", Value::Str(r.api.api_version()));
-    put("k8s.event.reporting_controller", Value::Str(&r.component));
-    if !r.reporting_instance.is_empty() {
-        put(
-            "k8s.event.reporting_instance",
-            Value::Str(&r.reporting_instance),
-        );
-    }
+    // herald's own.
+    put("herald.event.namespace", Value::Str(&r.namespace));
+    put("herald.event.api_version", Value::Str(r.api.api_version()));
+    put("herald.event.type", Value::Str(&r.type_));
+    put("herald.event.component", Value::Str(&r.component));
+    put("herald.event.count", Value::Int(r.count.into()));
     if let Some(n) = r.series_count {
-        put("k8s.event.series.count", Value::Int(n.into()));
+        put("herald.event.series.count", Value::Int(n.into()));
     }
     if let Some(t) = r.series_last_observed {
         put(
-            "k8s.event.series.last_observed_time",
+            "herald.event.series.last_observed_time",
             Value::Owned(t.to_string()),
         );
     }
     if let Some(rel) = &r.related {
-        put("k8s.event.related.kind", Value::Str(&rel.kind));
-        put("k8s.event.related.name", Value::Str(&rel.name));
-        put("k8s.event.related.namespace", Value::Str(&rel.namespace));
-        put("k8s.event.related.uid", Value::Str(&rel.uid));
+        put("herald.event.related.kind", Value::Str(&rel.kind));
+        put("herald.event.related.name", Value::Str(&rel.name));
+        put("herald.event.related.namespace", Value::Str(&rel.namespace));
+        put("herald.event.related.uid", Value::Str(&rel.uid));
     }
     if let Some(vm) = &r.vm {
         put("kubevirt.transition", Value::Str(vm.transition));
@@ -173,14 +224,90 @@ mod tests {
     }
 
     #[test]
-    fn optional_attributes_are_left_out_when_empty() {
-        let mut r = EventRecord::for_test("default", "Pod", "web", "Started", "Normal");
-        r.count = 0;
+    fn go_zero_time_is_what_the_formatter_prints_for_year_one() {
+        let t: Timestamp = "0001-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(go_time_string(t), GO_ZERO_TIME);
+    }
+
+    fn keys(r: &EventRecord) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        log_attributes(&r, |k, _| keys.push(k));
+        log_attributes(r, |k, _| keys.push(k));
+        keys
+    }
+
+    #[test]
+    fn the_receiver_keys_are_always_there_and_count_only_when_set() {
+        let mut r = EventRecord::for_test("default", "Pod", "web", "Started", "Normal");
+        r.reported_count = 0;
+        r.reporting_controller = "".into();
+        let keys = keys(&r);
         assert!(!keys.contains(&"k8s.event.count"));
-        assert!(!keys.contains(&"k8s.event.start_time"));
-        assert!(!keys.contains(&"k8s.event.related.kind"));
-        assert!(keys.contains(&"herald.occurrences"));
+        for key in [
+            "k8s.event.start_time",
+            "k8s.event.reporting_controller",
+            "k8s.event.reporting_instance",
+            "herald.event.count",
+            "herald.occurrences",
+        ] {
+            assert!(keys.contains(&key), "{key}");
+        }
+        assert!(!keys.contains(&"herald.event.related.kind"));
+    }
+
+    #[test]
+    fn only_receiver_keys_sit_in_its_namespace() {
+        let receiver = [
+            "k8s.event.reason",
+            "k8s.event.action",
+            "k8s.event.start_time",
+            "k8s.event.name",
+            "k8s.event.uid",
+            "k8s.namespace.name",
+            "k8s.event.reporting_controller",
+            "k8s.event.reporting_instance",
+            "k8s.event.count",
+        ];
+        let mut r = EventRecord::for_test("default", "Pod", "web", "Started", "Normal");
+        r.related = Some(r.regarding.clone());
+        r.series_count = Some(3);
+        r.series_last_observed = Some("2024-03-01T10:00:00Z".parse().unwrap());
+        r.truncated = true;
+        for key in keys(&r) {
+            assert!(
+                receiver.contains(&key) || key.starts_with("herald."),
+                "{key} is in the receiver's namespace but not one of its keys"
+            );
+        }
+    }
+
+    #[test]
+    fn record_time_is_the_receivers_choice_and_unknown_out_of_range() {
+        let mut r = EventRecord::for_test("default", "Pod", "web", "Started", "Normal");
+        assert_eq!(record_time(&r), None);
+        let first: Timestamp = "2024-03-01T10:00:00Z".parse().unwrap();
+        let last: Timestamp = "2024-03-01T10:05:00Z".parse().unwrap();
+        r.first_timestamp = Some(first);
+        r.creation_timestamp = Some(first);
+        assert_eq!(record_time(&r), Some(first));
+        r.last_timestamp = Some(last);
+        // A newer series observation does not move the receiver's time.
+        r.series_last_observed = Some("2024-03-01T11:00:00Z".parse().unwrap());
+        assert_eq!(record_time(&r), Some(last));
+        r.event_time = Some(first);
+        assert_eq!(record_time(&r), Some(first));
+        r.event_time = Some("2958-01-01T00:00:00Z".parse().unwrap());
+        assert_eq!(record_time(&r), None, "past 2262: unknown, not wrapped");
+        r.event_time = Some("1969-12-31T23:59:59Z".parse().unwrap());
+        assert_eq!(record_time(&r), None);
+        let edge: Timestamp = "2262-04-11T23:47:16.854775807Z".parse().unwrap();
+        assert_eq!(unix_nanos(edge), Some(i64::MAX as u64));
+    }
+
+    #[test]
+    fn severity_text_only_for_known_types() {
+        let mut r = EventRecord::for_test("default", "Pod", "web", "Started", "warning");
+        assert_eq!(severity_text(&r), Some("warning"));
+        r.type_ = "Bizarre".into();
+        assert_eq!(severity_text(&r), None);
     }
 }

@@ -476,10 +476,11 @@ pub fn normalise<A>(
         .or(count_field.filter(|c| *c > 0))
         .map_or(1, |c| u32::try_from(c).unwrap_or(u32::MAX));
     let reporting = get!(fields.reporting_component, "reportingComponent").unwrap_or_default();
+    let reporting_controller = interner.intern(&reporting);
     let component = if reporting.is_empty() {
-        source_component.unwrap_or_default()
+        interner.intern(&source_component.unwrap_or_default())
     } else {
-        reporting
+        reporting_controller.clone()
     };
     let reason = get!(fields.reason, "reason").unwrap_or_default();
     let type_ = get!(fields.type_, "type").unwrap_or_default();
@@ -494,7 +495,8 @@ pub fn normalise<A>(
         related,
         reason: interner.intern(&reason),
         type_: interner.intern(&type_),
-        component: interner.intern(&component),
+        component,
+        reporting_controller,
         reporting_instance: get!(fields.reporting_instance, "reportingInstance")
             .unwrap_or_default()
             .into(),
@@ -503,6 +505,7 @@ pub fn normalise<A>(
         message: get!(fields.message, "message").unwrap_or_default(),
         truncated: false,
         count,
+        reported_count: count_field.unwrap_or(0),
         delta: 0,
         new_object: false,
         series_count: series_count.map(|c| u32::try_from(c.max(0)).unwrap_or(u32::MAX)),

@@ -7,6 +7,8 @@
 //! captures only the `print!` macros, not writes to the stderr handle), and appended to `$HERALD_SKIP_LOG`
 //! so `tools/test` lists every skip in its closing summary.
 
+#![allow(dead_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;

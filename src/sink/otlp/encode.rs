@@ -37,7 +37,7 @@ fn key_value(key: &str, value: Value<'_>) -> KeyValue {
 }
 
 fn nanos(t: jiff::Timestamp) -> u64 {
-    u64::try_from(t.as_nanosecond()).unwrap_or(0)
+    shape::unix_nanos(t).unwrap_or(0)
 }
 
 /// One log record, without its resource.
@@ -45,10 +45,10 @@ pub fn log_record(r: &EventRecord) -> LogRecord {
     let mut attributes = Vec::with_capacity(20);
     shape::log_attributes(r, |k, v| attributes.push(key_value(k, v)));
     LogRecord {
-        time_unix_nano: r.timestamp().map(nanos).unwrap_or(0),
+        time_unix_nano: shape::record_time(r).map(nanos).unwrap_or(0),
         observed_time_unix_nano: nanos(r.observed),
         severity_number: shape::severity_number(&r.type_).unwrap_or(0),
-        severity_text: r.type_.to_string(),
+        severity_text: shape::severity_text(r).unwrap_or_default().to_string(),
         body: string(&r.message),
         attributes,
         ..Default::default()
