@@ -149,6 +149,10 @@ struct DemoArgs {
     /// Seed of the simulated scenario.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Send OTLP to a built-in receiver that prints every log record and span on stdout, one line each (what a
+    /// collector would receive), instead of to OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long)]
+    otlp_console: bool,
 }
 
 fn main() -> ExitCode {
@@ -265,9 +269,28 @@ fn otlp_settings(config: &Config) -> Result<Option<herald::sink::otlp::Settings>
 }
 
 fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
-    let config = match load_config(&args, demo.is_some()) {
+    let mut config = match load_config(&args, demo.is_some()) {
         Ok(c) => c,
         Err(e) => return config_error(&e),
+    };
+    // `demo --otlp-console`: the OTLP sink sends to the simulator's console receiver on a free port.
+    let console = match demo.as_ref().filter(|d| d.otlp_console) {
+        Some(_) => match std::net::TcpListener::bind("127.0.0.1:0") {
+            Ok(l) => {
+                if let Ok(addr) = l.local_addr() {
+                    config.sinks.otlp.endpoint = format!("http://{addr}");
+                    config.sinks.otlp.protocol = Some(config::OtlpProtocol::HttpProtobuf);
+                    config.sinks.otlp.batch_interval =
+                        config::Duration(std::time::Duration::from_millis(200));
+                }
+                Some(l)
+            }
+            Err(e) => {
+                eprintln!("herald demo: cannot listen for the OTLP console: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
     let otlp = match otlp_settings(&config) {
         Ok(s) => s,
@@ -309,6 +332,12 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         };
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
+        if let Some(console) = console {
+            console.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(console)?;
+            herald::sim::otlp_console::serve(listener, |line| println!("{line}"), shutdown.clone())
+                .await?;
+        }
         log_outputs(&config, otlp.as_ref(), &listener)?;
         let (client, own_namespace, sim) = match demo {
             Some(demo) => {
@@ -414,13 +443,13 @@ fn print_demo_tour(
         format!("{} Events/s", demo.rate)
     };
     let kc = kubeconfig.display();
-    let otlp_line = if otlp {
+    let otlp_line = if demo.otlp_console {
+        "OTLP logs and spans: printed on stdout by the built-in console, one line each (`otlp log`, `otlp span`)"
+    } else if otlp {
         "OTLP logs and spans go to the endpoint of OTEL_EXPORTER_OTLP_ENDPOINT / sinks.otlp"
-            .to_string()
     } else {
-        "see OTLP logs and spans: start a collector (e.g. otelcol with the debug exporter) and run\n    \
-         OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 herald demo"
-            .to_string()
+        "see the OTLP logs and spans herald sends: `herald demo --otlp-console` prints them on stdout; or\n    \
+         OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 herald demo sends them to your collector"
     };
     let json_line = if json {
         "JSON lines: on, on stdout"

@@ -23,6 +23,7 @@ pub mod faults;
 pub mod http;
 pub mod load;
 pub mod objects;
+pub mod otlp_console;
 pub mod scenario;
 pub mod select;
 pub mod store;

@@ -1,0 +1,217 @@
+//! A console for OTLP: a small OTLP/HTTP receiver that decodes every export request it gets and prints one line
+//! per log record and per span, so `herald demo --otlp-console` shows what a collector would receive without
+//! installing one. It answers like a collector (200 with an empty protobuf response), and it belongs to the
+//! simulator's tooling: nothing on the agent's path uses it.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Largest export request taken (a collector's default is larger; herald's demo batches are small).
+const MAX_BODY: usize = 16 << 20;
+
+/// Serve OTLP/HTTP on `listener` until `shutdown`, handing each printed line to `print`.
+pub async fn serve(
+    listener: TcpListener,
+    print: fn(&str),
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => continue,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(req, print));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    print: fn(&str),
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = req.uri().path().to_string();
+    let body = req.into_body().collect().await?.to_bytes();
+    let answer = |status: StatusCode| {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/x-protobuf"),
+        );
+        r
+    };
+    if body.len() > MAX_BODY {
+        return Ok(answer(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    let lines = match path.as_str() {
+        "/v1/logs" => ExportLogsServiceRequest::decode(body).map(|r| log_lines(&r)),
+        "/v1/traces" => ExportTraceServiceRequest::decode(body).map(|r| span_lines(&r)),
+        _ => return Ok(answer(StatusCode::NOT_FOUND)),
+    };
+    match lines {
+        Ok(lines) => {
+            for line in lines {
+                print(&line);
+            }
+            Ok(answer(StatusCode::OK))
+        }
+        Err(_) => Ok(answer(StatusCode::BAD_REQUEST)),
+    }
+}
+
+/// `otlp log  <time> <severity> <namespace>/<kind>/<name> <reason>: <body>` per record.
+pub fn log_lines(req: &ExportLogsServiceRequest) -> Vec<String> {
+    let mut out = Vec::new();
+    for rl in &req.resource_logs {
+        let resource = rl
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        let kind = attr(resource, "k8s.object.kind");
+        let name = attr(resource, "k8s.object.name");
+        for sl in &rl.scope_logs {
+            for r in &sl.log_records {
+                let namespace = attr(&r.attributes, "k8s.namespace.name");
+                let reason = attr(&r.attributes, "k8s.event.reason");
+                let body = r.body.as_ref().map(value).unwrap_or_default();
+                let severity = if r.severity_text.is_empty() {
+                    "-"
+                } else {
+                    &r.severity_text
+                };
+                out.push(format!(
+                    "otlp log  {} {severity:<7} {namespace}/{kind}/{name} {reason}: {body}",
+                    time(r.time_unix_nano),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `otlp span <name> <duration> trace=<id> <attributes>` per span.
+pub fn span_lines(req: &ExportTraceServiceRequest) -> Vec<String> {
+    let mut out = Vec::new();
+    for rs in &req.resource_spans {
+        for ss in &rs.scope_spans {
+            for s in &ss.spans {
+                let seconds =
+                    s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e9;
+                let mut line = format!(
+                    "otlp span {} {seconds:.1}s trace={}",
+                    s.name,
+                    s.trace_id.iter().take(8).fold(String::new(), |mut h, b| {
+                        let _ = write!(h, "{b:02x}");
+                        h
+                    })
+                );
+                for kv in &s.attributes {
+                    let v = kv.value.as_ref().map(value).unwrap_or_default();
+                    let _ = write!(line, " {}={v}", kv.key);
+                }
+                out.push(line);
+            }
+        }
+    }
+    out
+}
+
+fn attr(attrs: &[KeyValue], key: &str) -> String {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .map(value)
+        .unwrap_or_default()
+}
+
+fn value(v: &AnyValue) -> String {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn time(unix_nano: u64) -> String {
+    i64::try_from(unix_nano)
+        .ok()
+        .and_then(|n| jiff::Timestamp::from_nanosecond(i128::from(n)).ok())
+        .map(|t| t.strftime("%H:%M:%S").to_string())
+        .unwrap_or_else(|| "--:--:--".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_log_record_is_one_line_naming_its_object() {
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("k8s.object.kind", "Pod"), kv("k8s.object.name", "web-0")],
+                    ..Resource::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        time_unix_nano: 1_700_000_000_000_000_000,
+                        severity_text: "Warning".into(),
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("Back-off".into())),
+                        }),
+                        attributes: vec![
+                            kv("k8s.namespace.name", "shop"),
+                            kv("k8s.event.reason", "BackOff"),
+                        ],
+                        ..LogRecord::default()
+                    }],
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        };
+        assert_eq!(
+            log_lines(&req),
+            ["otlp log  22:13:20 Warning shop/Pod/web-0 BackOff: Back-off"]
+        );
+    }
+}
