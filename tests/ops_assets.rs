@@ -175,24 +175,22 @@ const KUSTOMIZATIONS: [&str; 4] = [
     "deploy/examples/kube-prometheus-stack",
 ];
 
-/// The overlay deploy/README.md tells users to write, outside this repository: deploy/ as the base, the
-/// prometheus-operator component, another image, all through relative paths (kustomize takes no absolute ones).
-fn user_overlay(dir: &Path) -> PathBuf {
-    let overlay = dir.join("my-cluster");
-    std::fs::create_dir_all(&overlay).unwrap();
-    let up = "../".repeat(overlay.components().count() - 1);
-    let repo = root();
-    let repo = repo.to_str().unwrap().trim_start_matches('/');
-    std::fs::write(
-        overlay.join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {up}{repo}/deploy\n\
-             components:\n  - {up}{repo}/deploy/components/prometheus-operator\n\
-             images:\n  - name: herald\n    newName: registry.example.com/herald\n    newTag: 0.1.0\n"
-        ),
-    )
-    .unwrap();
-    overlay
+/// The overlay the README tells users to write next to deploy/, taken from the README as written and put in
+/// a directory beside deploy/ (so its relative paths resolve as in a checkout). Removed when dropped.
+fn readme_overlay() -> tempfile::TempDir {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = "cat > my-herald/kustomization.yaml <<'EOF'\n";
+    let text = readme
+        .split(start)
+        .nth(1)
+        .and_then(|rest| rest.split("\nEOF\n").next())
+        .expect("README.md: the overlay (cat > my-herald/kustomization.yaml <<'EOF' ... EOF)");
+    let dir = tempfile::Builder::new()
+        .prefix(".readme-overlay-")
+        .tempdir_in(root())
+        .unwrap();
+    std::fs::write(dir.path().join("kustomization.yaml"), text).unwrap();
+    dir
 }
 
 /// Documents of a rendered kustomization.
@@ -234,12 +232,25 @@ fn base_needs_no_crds_and_the_component_adds_the_operator_objects() {
             extra.iter().map(|(k, _)| k).collect::<Vec<_>>()
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mine = user_overlay(dir.path());
+    let mine = readme_overlay();
+    let component_only = tempfile::Builder::new()
+        .prefix(".component-overlay-")
+        .tempdir_in(root())
+        .unwrap();
+    std::fs::write(
+        component_only.path().join("kustomization.yaml"),
+        "resources: [../deploy]\ncomponents: [../deploy/components/prometheus-operator]\n",
+    )
+    .unwrap();
     for (overlay, release, image) in [
         (
-            mine.to_string_lossy().into_owned(),
+            component_only.path().to_string_lossy().into_owned(),
             "kube-prometheus-stack",
+            "herald:0.1.0",
+        ),
+        (
+            mine.path().to_string_lossy().into_owned(),
+            "prometheus",
             "registry.example.com/herald:0.1.0",
         ),
         (
@@ -271,6 +282,57 @@ fn base_needs_no_crds_and_the_component_adds_the_operator_objects() {
     }
 }
 
+/// The README's install commands work as written: the local-cluster walk-through builds and loads the image
+/// deploy/ runs (its `images:` entry, tagged with the crate's version), nothing needs the standalone kustomize
+/// CLI, and every path the install sections name exists.
+#[test]
+fn readme_install_commands_match_the_manifests() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let kustomization = yaml(&root().join("deploy/kustomization.yaml"));
+    let image = &kustomization["images"][0];
+    assert_eq!(image["name"], "herald");
+    assert_eq!(
+        image["newTag"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "deploy/kustomization.yaml runs another version than the crate's"
+    );
+    let local = format!(
+        "{}:{}",
+        image["newName"].as_str().unwrap(),
+        image["newTag"].as_str().unwrap()
+    );
+    for command in [
+        format!("docker build -f deploy/Containerfile -t {local} ."),
+        format!("kind load docker-image {local}"),
+        format!("minikube image load {local}"),
+        "kubectl apply -k deploy/".to_string(),
+        "cargo install --path . --locked".to_string(),
+    ] {
+        assert!(readme.contains(&command), "README.md lacks `{command}`");
+    }
+    let path = regex::Regex::new(r"`(deploy/[A-Za-z0-9_./-]+)`").unwrap();
+    let mut named = 0;
+    for doc in ["README.md", "deploy/README.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
+        assert!(
+            !text.contains("kustomize edit"),
+            "{doc}: `kustomize edit` needs the standalone kustomize CLI"
+        );
+        for m in path.captures_iter(&text) {
+            let p = m[1].trim_end_matches('/');
+            assert!(
+                root().join(p).exists(),
+                "{doc} names {p}, which does not exist"
+            );
+            named += 1;
+        }
+    }
+    assert!(
+        named >= 5,
+        "the install docs name almost no path of deploy/"
+    );
+}
+
 #[test]
 fn prometheus_rule_in_deploy_is_the_rule_file() {
     let generated = run_ok("python3", &["tests/ops/prometheusrule.py"]);
@@ -298,8 +360,8 @@ fn kustomizations_render_and_validate_offline() {
         String::from_utf8_lossy(&probe.stderr)
     );
     let dir = tempfile::tempdir().unwrap();
-    let mine = user_overlay(dir.path());
-    let mine = mine.to_string_lossy().into_owned();
+    let overlay = readme_overlay();
+    let mine = overlay.path().to_string_lossy().into_owned();
     let mut rendered = Vec::new();
     for (i, kustomization) in KUSTOMIZATIONS
         .iter()
