@@ -1,5 +1,5 @@
 //! deploy/'s RBAC against what the agent really does, per install: for deploy/ (DaemonSet), the single-replica
-//! and the sidecar example, herald runs against the simulator through a recording proxy as that install runs it
+//! and the sidecar example, and deploy/ switched to the events.k8s.io/v1 API as deploy/README.md says, herald runs against the simulator through a recording proxy as that install runs it
 //! (the rendered configuration, the workload's environment and downward API, the Lease and ConfigMap the
 //! manifests create), through relists, a leader's checkpoints, a rejected reload recorded twice as an Event (so
 //! the repeat is a patch) and a shutdown. Every API request is turned into (API group, resource, verb,
@@ -427,21 +427,51 @@ fn observe(sim_addr: SocketAddr, install: &Install) -> Vec<Request> {
     calls.iter().filter_map(authorize).collect()
 }
 
-/// deploy/ (DaemonSet), the single replica and the sidecar: every request allowed, every grant used.
+/// deploy/ with `source.events.api: events.k8s.io/v1` and the ClusterRole's first rule moved to that group, as
+/// deploy/README.md tells users to do.
+fn with_events_k8s_io(mut docs: Vec<Value>) -> Vec<Value> {
+    let mut changed = 0;
+    for d in &mut docs {
+        if d["kind"] == "ConfigMap" && d["data"]["herald.yaml"].is_string() {
+            let text = d["data"]["herald.yaml"].as_str().unwrap();
+            assert!(
+                text.contains("    api: core/v1\n"),
+                "no `api: core/v1` in the configuration"
+            );
+            d["data"]["herald.yaml"] =
+                Value::from(text.replace("    api: core/v1\n", "    api: events.k8s.io/v1\n"));
+            changed += 1;
+        }
+        if d["kind"] == "ClusterRole" && d["metadata"]["name"] == "herald" {
+            assert_eq!(d["rules"][0]["resources"], serde_json::json!(["events"]));
+            d["rules"][0]["apiGroups"] = serde_json::json!(["events.k8s.io"]);
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 2, "configuration and ClusterRole not both found");
+    docs
+}
+
+/// deploy/ (DaemonSet), the single replica and the sidecar, and deploy/ switched to the events.k8s.io/v1 API:
+/// every request allowed, every grant used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_grants_exactly_the_api_calls_the_agent_makes() {
-    for dir in [
-        "deploy",
-        "deploy/examples/single",
-        "deploy/examples/sidecar",
-    ] {
+    let variants = [
+        ("deploy", render("deploy")),
+        ("deploy/examples/single", render("deploy/examples/single")),
+        ("deploy/examples/sidecar", render("deploy/examples/sidecar")),
+        (
+            "deploy with events.k8s.io/v1",
+            with_events_k8s_io(render("deploy")),
+        ),
+    ];
+    for (dir, docs) in variants {
         let mut opts = SimOptions::demo(3, 30.0);
         // Relists (410) and cut streams, so every request kind of the watch loop happens.
         opts.faults = "gone-every=40,disconnect-every=25".parse().unwrap();
         let sim = RunningSim::start(opts, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
-        let docs = render(dir);
         apply_objects(&sim, &docs).await;
         let state = tempfile::tempdir().unwrap();
         let install = install(&docs, state.path().to_str().unwrap());
@@ -467,8 +497,7 @@ async fn rbac_grants_exactly_the_api_calls_the_agent_makes() {
         }
 
         let requests = observe(sim.addr(), &install);
-        let events_watch =
-            |r: &Request| r.group.is_empty() && r.resource == "events" && r.verb == "watch";
+        let events_watch = |r: &Request| r.resource == "events" && r.verb == "watch";
         assert!(
             requests.iter().any(events_watch),
             "{dir}: herald never watched Events: is the proxy recording?"
