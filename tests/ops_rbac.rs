@@ -1,9 +1,9 @@
 //! deploy/'s RBAC against what the agent really does, per install: for deploy/ (DaemonSet), the single-replica
-//! and the sidecar example, and deploy/ switched to the events.k8s.io/v1 API as deploy/README.md says, herald runs against the simulator through a recording proxy as that install runs it
-//! (the rendered configuration, the workload's environment and downward API, the Lease and ConfigMap the
-//! manifests create), through relists, a leader's checkpoints, a rejected reload recorded twice as an Event (so
-//! the repeat is a patch) and a shutdown. Every API request is turned into (API group, resource, verb,
-//! namespace, name), and
+//! and the sidecar example, and deploy/ switched to the events.k8s.io/v1 API as deploy/README.md says, herald
+//! runs against the simulator through a recording proxy as that install runs it (the rendered configuration,
+//! the workload's environment and downward API, the Lease and ConfigMap the manifests create), through
+//! relists, a leader's checkpoints, a rejected reload recorded twice as an Event (so the repeat is a patch)
+//! and a shutdown. Every API request is turned into (API group, resource, verb, namespace, name), and
 //! - each must be allowed by a rule bound to the workload's ServiceAccount (namespaces and `resourceNames`
 //!   honoured as the API server does: a rule with resourceNames never allows a create or a list), and
 //! - each granted verb must be used by some request: nothing is granted that herald does not use.
