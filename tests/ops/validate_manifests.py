@@ -10,8 +10,8 @@ Usage: validate_manifests.py [--dump-configs DIR] RENDERED.yaml...
 - Cross-references inside one rendered file: ConfigMaps, ServiceAccounts, PriorityClasses, named ports of
   probes, Service, ServiceMonitor, NetworkPolicy and PodDisruptionBudget selectors, RoleBinding subjects, the
   objects a Role names in resourceNames (and the Lease and checkpoint ConfigMap names herald's configuration
-  implies); and herald's containers keep the hardening, probe timeouts, tolerations and token handling the
-  deployment promises (deploy/README.md).
+  implies); herald's containers keep the hardening, probe timeouts, tolerations and token handling the
+  deployment promises (deploy/README.md); every pod meets the "restricted" Pod Security Standard.
 - --dump-configs DIR writes every ConfigMap key ending in .yaml to DIR/<file stem>-<configmap>-<key>, so the
   caller can run `herald config check` on exactly what the cluster would mount.
 
@@ -31,6 +31,9 @@ WORKLOADS = {"DaemonSet", "Deployment", "StatefulSet", "Job"}
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+# Volume types the "restricted" Pod Security Standard admits (herald's namespace enforces it).
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
 # Built-in PriorityClasses, which are not rendered.
 SYSTEM_PRIORITY_CLASSES = {"system-node-critical", "system-cluster-critical"}
 
@@ -189,7 +192,40 @@ def check_pods(source, doc, by_kind):
         elif pc not in SYSTEM_PRIORITY_CLASSES and pc not in {d["metadata"]["name"] for d in by_kind.get("PriorityClass", [])}:
             problem(source, doc, f"priorityClassName {pc} is not in the rendered manifests")
     check_token(source, doc, spec)
+    check_restricted(source, doc, spec)
     return labels
+
+
+def check_restricted(source, doc, spec):
+    """The "restricted" Pod Security Standard, for every container of the pod (not only herald's): a namespace
+    that enforces it (herald's does) refuses the pod otherwise, which only a real cluster would show."""
+    pod_sc = spec.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            problem(source, doc, f"{key} is not allowed by the restricted Pod Security Standard")
+    for v in spec.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problem(source, doc, f"volume {v['name']}: type {sorted(kinds)} is not allowed by the restricted standard")
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            problem(source, doc, f"{where}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problem(source, doc, f"{where}: allowPrivilegeEscalation must be false")
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            problem(source, doc, f"{where}: runAsNonRoot must be true")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            problem(source, doc, f"{where}: runAsUser 0")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problem(source, doc, f"{where}: seccompProfile must be RuntimeDefault or Localhost")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problem(source, doc, f"{where}: capabilities must drop ALL and add at most NET_BIND_SERVICE")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            problem(source, doc, f"{where}: hostPort")
 
 
 def check_token(source, doc, spec):
