@@ -1,7 +1,12 @@
-//! deploy/'s RBAC against what the agent really does: herald runs against the simulator through a recording
-//! proxy, every API request is turned into (API group, resource, verb, namespace), and the rendered ClusterRole
-//! and Role must allow each of them, and grant nothing beyond them except the grants listed in `AHEAD` (code that
-//! the simulator does not exercise yet, each with its reason).
+//! deploy/'s RBAC against what the agent really does, per install: for deploy/ (DaemonSet), the single-replica
+//! and the sidecar example, and deploy/ switched to the events.k8s.io/v1 API as deploy/README.md says, herald
+//! runs against the simulator through a recording proxy as that install runs it (the rendered configuration,
+//! the workload's environment and downward API, the Lease and ConfigMap the manifests create), through
+//! relists, a leader's checkpoints, a rejected reload recorded twice as an Event (so the repeat is a patch)
+//! and a shutdown. Every API request is turned into (API group, resource, verb, namespace, name), and
+//! - each must be allowed by a rule bound to the workload's ServiceAccount (namespaces and `resourceNames`
+//!   honoured as the API server does: a rule with resourceNames never allows a create or a list), and
+//! - each granted verb must be used by some request: nothing is granted that herald does not use.
 
 mod common;
 
@@ -13,74 +18,61 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::sim::{RunningSim, SimOptions};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
 use serde_json::Value;
 
-/// `(api group, resource, verb)`; the core group is "".
-type Grant = (String, String, String);
-
-/// Granted by deploy/ for code paths the simulator does not serve or this test does not drive.
-const AHEAD: &[(&str, &str, &str, &str)] = &[
-    (
-        "",
-        "events",
-        "get",
-        "read one Event by name (kubectl-style reads, herald's own-Event dedup)",
-    ),
-    ("events.k8s.io", "events", "get", "as above, new Events API"),
-    (
-        "kubevirt.io",
-        "virtualmachines",
-        "*",
-        "the KubeVirt source (get/list/watch)",
-    ),
-    (
-        "kubevirt.io",
-        "virtualmachineinstances",
-        "*",
-        "the KubeVirt source (get/list/watch)",
-    ),
-    (
-        "kubevirt.io",
-        "virtualmachineinstancemigrations",
-        "*",
-        "the KubeVirt source (get/list/watch)",
-    ),
-    ("", "events", "create", "herald's own Events about itself"),
-    (
-        "",
-        "events",
-        "patch",
-        "herald's own Events about itself (count updates)",
-    ),
-    (
-        "events.k8s.io",
-        "events",
-        "create",
-        "herald's own Events, new Events API",
-    ),
-    (
-        "events.k8s.io",
-        "events",
-        "patch",
-        "herald's own Events, new Events API",
-    ),
-];
-
-fn is_ahead(g: &Grant) -> bool {
-    AHEAD
-        .iter()
-        .any(|(group, res, verb, _)| *group == g.0 && *res == g.1 && (*verb == "*" || *verb == g.2))
-}
-
-/// One API request: method, path and query.
+/// One API request line: method and target (path and query).
 #[derive(Debug, Clone)]
 struct Call {
     method: String,
     target: String,
 }
 
-/// `(group, resource, verb, namespace)` of a resource request; None for discovery and other non-resource URLs.
-fn authorize(call: &Call) -> Option<(Grant, Option<String>)> {
+/// A resource request as the API server's authorizer sees it; the core group is "".
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Request {
+    group: String,
+    resource: String,
+    verb: String,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// One verb on one resource, from a rule of a Role (in its namespace) or ClusterRole (anywhere, when bound by a
+/// ClusterRoleBinding), limited to `names` when the rule has resourceNames.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Grant {
+    from: String,
+    group: String,
+    resource: String,
+    verb: String,
+    namespace: Option<String>,
+    names: Option<BTreeSet<String>>,
+}
+
+impl Grant {
+    /// RBAC's matching: a rule with resourceNames matches only requests for one of those names, so never a
+    /// create (the name is in the body) or a list/watch of the collection.
+    fn allows(&self, r: &Request) -> bool {
+        self.group == r.group
+            && self.resource == r.resource
+            && self.verb == r.verb
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| r.namespace.as_ref() == Some(ns))
+            && self
+                .names
+                .as_ref()
+                .is_none_or(|names| r.name.as_ref().is_some_and(|n| names.contains(n)))
+    }
+}
+
+/// The request's attributes; None for discovery and other non-resource URLs (which every authenticated
+/// client may read through the cluster's default `system:discovery` role).
+fn authorize(call: &Call) -> Option<Request> {
     let (path, query) = call.target.split_once('?').unwrap_or((&call.target, ""));
     let watch_param = query
         .split('&')
@@ -117,10 +109,13 @@ fn authorize(call: &Call) -> Option<(Grant, Option<String>)> {
         ("DELETE", true, _) => "delete",
         _ => return None,
     };
-    Some((
-        (group.to_string(), resource.to_string(), verb.to_string()),
+    Some(Request {
+        group: group.to_string(),
+        resource: resource.to_string(),
+        verb: verb.to_string(),
         namespace,
-    ))
+        name: name.map(str::to_string),
+    })
 }
 
 /// A TCP proxy to `upstream` that records the request line of every request (bodies pass through untouched;
@@ -192,38 +187,67 @@ fn forward_requests(
     }
 }
 
-/// The `rules` of the rendered object of `kind` named `name` in `docs`, as grants (with `*` kept).
-fn rules(docs: &[Value], kind: &str, name: &str, namespace: Option<&str>) -> Vec<Grant> {
-    let doc = docs
-        .iter()
-        .find(|d| {
-            d["kind"] == kind
-                && d["metadata"]["name"] == name
-                && namespace.is_none_or(|ns| d["metadata"]["namespace"] == ns)
-        })
-        .unwrap_or_else(|| panic!("no {kind}/{name} rendered"));
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every grant the rendered bindings give the ServiceAccount `sa` of namespace `ns`.
+fn grants_of(docs: &[Value], ns: &str, sa: &str) -> Vec<Grant> {
     let mut out = Vec::new();
-    for rule in doc["rules"].as_array().unwrap() {
-        assert!(
-            rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
-            "{kind}/{name}: unexpected rule {rule}"
-        );
-        let strs = |k: &str| -> Vec<String> {
-            rule[k]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect()
-        };
-        for g in strs("apiGroups") {
-            for r in strs("resources") {
-                for v in strs("verbs") {
-                    assert!(
-                        g != "*" && r != "*" && v != "*",
-                        "{kind}/{name}: wildcard in {rule}"
-                    );
-                    out.push((g.clone(), r.clone(), v));
+    for binding in docs
+        .iter()
+        .filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
+    {
+        let binding_ns = binding["metadata"]["namespace"].as_str();
+        let bound = binding["subjects"].as_array().unwrap().iter().any(|s| {
+            s["kind"] == "ServiceAccount"
+                && s["name"] == sa
+                && s["namespace"].as_str().or(binding_ns) == Some(ns)
+        });
+        if !bound {
+            continue;
+        }
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+        let role_name = binding["roleRef"]["name"].as_str().unwrap();
+        let role = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == role_kind
+                    && d["metadata"]["name"] == role_name
+                    && (role_kind == "ClusterRole"
+                        || d["metadata"]["namespace"].as_str() == binding_ns)
+            })
+            .unwrap_or_else(|| panic!("{role_kind}/{role_name} is not rendered"));
+        // A RoleBinding grants in its namespace only, even when it refers to a ClusterRole.
+        let scope = (binding["kind"] == "RoleBinding").then(|| binding_ns.unwrap().to_string());
+        for rule in role["rules"].as_array().unwrap() {
+            assert!(
+                rule.get("nonResourceURLs").is_none(),
+                "{role_kind}/{role_name}: unexpected rule {rule}"
+            );
+            let names = rule
+                .get("resourceNames")
+                .map(|n| strs(n).into_iter().collect::<BTreeSet<_>>());
+            for group in strs(&rule["apiGroups"]) {
+                for resource in strs(&rule["resources"]) {
+                    for verb in strs(&rule["verbs"]) {
+                        assert!(
+                            group != "*" && resource != "*" && verb != "*",
+                            "{role_kind}/{role_name}: wildcard in {rule}"
+                        );
+                        out.push(Grant {
+                            from: format!("{role_kind}/{role_name}"),
+                            group: group.clone(),
+                            resource: resource.clone(),
+                            verb,
+                            namespace: scope.clone(),
+                            names: names.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -245,26 +269,156 @@ fn render(dir: &str) -> Vec<Value> {
     serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap()
 }
 
-/// Run herald with `args` against the simulator through the proxy until ready and a little longer; return the
-/// resource requests it made.
-fn observe(
-    sim_addr: SocketAddr,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> Vec<(Grant, Option<String>)> {
+/// How an install runs herald: its namespace and ServiceAccount, the configuration file it mounts, and the
+/// environment of its container (downward API values filled in as the kubelet would).
+struct Install {
+    namespace: String,
+    service_account: String,
+    config: String,
+    env: Vec<(String, String)>,
+}
+
+fn install(docs: &[Value], state_dir: &str) -> Install {
+    let workload = docs
+        .iter()
+        .find(|d| ["DaemonSet", "Deployment", "Pod"].contains(&d["kind"].as_str().unwrap_or("")))
+        .expect("no workload rendered");
+    let namespace = workload["metadata"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pod = if workload["kind"] == "Pod" {
+        &workload["spec"]
+    } else {
+        &workload["spec"]["template"]["spec"]
+    };
+    let container = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "herald")
+        .expect("no herald container");
+    let config_volume = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/herald")
+        .expect("no configuration mounted at /etc/herald")["name"]
+        .clone();
+    let config_map = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == config_volume)
+        .unwrap()["configMap"]["name"]
+        .clone();
+    let config = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == config_map)
+        .unwrap()["data"]["herald.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut env = Vec::new();
+    for e in container["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap().to_string();
+        let value = match (
+            e["value"].as_str(),
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            // The state volume's mount point, on this machine.
+            (Some(_), _) if name == "HERALD_STATE_DIR" => state_dir.to_string(),
+            (Some(v), _) => v.to_string(),
+            (None, Some("metadata.namespace")) => namespace.clone(),
+            (None, Some("metadata.name")) => "herald-test-pod".to_string(),
+            (None, Some("spec.nodeName")) => "node-1".to_string(),
+            other => panic!("env {name}: unexpected source {other:?}"),
+        };
+        env.push((name, value));
+    }
+    Install {
+        namespace,
+        service_account: pod["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string(),
+        config,
+        env,
+    }
+}
+
+/// Create the Leases and ConfigMaps of the rendering in the simulator, as `kubectl apply` would.
+async fn apply_objects(sim: &RunningSim, docs: &[Value]) {
+    let client = common::client(sim);
+    for d in docs {
+        let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
+        match d["kind"].as_str() {
+            Some("Lease") => {
+                let lease: Lease = serde_json::from_value(d.clone()).unwrap();
+                Api::<Lease>::namespaced(client.clone(), ns)
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .unwrap();
+            }
+            Some("ConfigMap") => {
+                let cm: ConfigMap = serde_json::from_value(d.clone()).unwrap();
+                Api::<ConfigMap>::namespaced(client.clone(), ns)
+                    .create(&PostParams::default(), &cm)
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn signal(herald: &common::Herald, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(herald.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Run herald as `install` runs it, against the simulator through the proxy: until ready, then a reload of an
+/// invalid file recorded twice (a ConfigRejected Event, then its repeat), a few seconds for a leader's
+/// checkpoints, and a SIGTERM. Returns the resource requests it made.
+fn observe(sim_addr: SocketAddr, install: &Install) -> Vec<Request> {
     let (proxy, calls) = recording_proxy(sim_addr);
-    let mut all_args = vec!["--log-level", "error"];
-    all_args.extend_from_slice(args);
+    let env: Vec<(&str, &str)> = install
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut herald = common::start_herald_with_env(
         common::free_addr(),
         &format!("http://{proxy}"),
-        "",
+        &install.config,
         Stdio::null(),
-        &all_args,
-        env,
+        &["--log-level", "error"],
+        &env,
     );
     herald.wait_ready();
-    // Long enough for a daemonset leader's first checkpoint (checkpoint_interval: 2s).
+    std::fs::write(herald.config_path(), "filters:\n  types: 42\n").unwrap();
+    // The file change is also noticed by polling, so a third rejection may come: wait for at least n.
+    let rejected = |n: f64| {
+        common::wait_until(
+            Duration::from_secs(30),
+            "ConfigRejected Events written",
+            || {
+                herald.metric(
+                    "herald_self_events_total",
+                    &[("reason", "ConfigRejected"), ("result", "written")],
+                ) >= n
+            },
+        )
+    };
+    signal(&herald, "HUP");
+    rejected(1.0);
+    signal(&herald, "HUP");
+    rejected(2.0);
+    // Long enough for a daemonset leader's checkpoints (checkpoint_interval: 2s).
     std::thread::sleep(Duration::from_secs(3));
     let status = herald.terminate(Duration::from_secs(15));
     assert!(status.success(), "herald exited with {status}");
@@ -273,108 +427,110 @@ fn observe(
     calls.iter().filter_map(authorize).collect()
 }
 
+/// deploy/ with `source.events.api: events.k8s.io/v1` and the ClusterRole's first rule moved to that group, as
+/// deploy/README.md tells users to do.
+fn with_events_k8s_io(mut docs: Vec<Value>) -> Vec<Value> {
+    let mut changed = 0;
+    for d in &mut docs {
+        if d["kind"] == "ConfigMap" && d["data"]["herald.yaml"].is_string() {
+            let text = d["data"]["herald.yaml"].as_str().unwrap();
+            assert!(
+                text.contains("    api: core/v1\n"),
+                "no `api: core/v1` in the configuration"
+            );
+            d["data"]["herald.yaml"] =
+                Value::from(text.replace("    api: core/v1\n", "    api: events.k8s.io/v1\n"));
+            changed += 1;
+        }
+        if d["kind"] == "ClusterRole" && d["metadata"]["name"] == "herald" {
+            assert_eq!(d["rules"][0]["resources"], serde_json::json!(["events"]));
+            d["rules"][0]["apiGroups"] = serde_json::json!(["events.k8s.io"]);
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 2, "configuration and ClusterRole not both found");
+    docs
+}
+
+/// deploy/ (DaemonSet), the single replica and the sidecar, and deploy/ switched to the events.k8s.io/v1 API:
+/// every request allowed, every grant used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_grants_exactly_the_api_calls_the_agent_makes() {
     let Some(_) = common::fixtures::tool(&["kubectl"], "kubernetes-client") else {
         return;
     };
-    let mut opts = SimOptions::demo(3, 30.0);
-    // Relists (410) and cut streams, so every request kind of the watch loop happens.
-    opts.faults = "gone-every=40,disconnect-every=25".parse().unwrap();
-    let sim = RunningSim::start(opts, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-
-    let deploy = render("deploy");
-    let cluster: BTreeSet<Grant> = rules(&deploy, "ClusterRole", "herald", None)
-        .into_iter()
-        .collect();
-    let role: BTreeSet<Grant> = rules(&deploy, "Role", "herald", Some("herald"))
-        .into_iter()
-        .collect();
-    for g in &cluster {
-        assert!(
-            ["get", "list", "watch"].contains(&g.2.as_str()),
-            "the ClusterRole must only read; it grants {g:?}"
-        );
-    }
-
-    // Single: cluster-wide, both Events APIs; DaemonSet: also the Lease and the leader's checkpoint
-    // ConfigMap in herald's own namespace.
-    let state = tempfile::tempdir().unwrap();
-    let state = state.path().to_str().unwrap();
-    let daemonset = ["--mode", "daemonset", "--state-dir", state];
-    let mut used: BTreeSet<Grant> = BTreeSet::new();
-    for (args, env) in [
-        (&[][..], &[][..]),
-        (&["--events-api", "events.k8s.io/v1"][..], &[][..]),
+    let variants = [
+        ("deploy", render("deploy")),
+        ("deploy/examples/single", render("deploy/examples/single")),
+        ("deploy/examples/sidecar", render("deploy/examples/sidecar")),
         (
-            &daemonset[..],
-            &[("POD_NAMESPACE", "herald"), ("POD_NAME", "herald-0")][..],
+            "deploy with events.k8s.io/v1",
+            with_events_k8s_io(render("deploy")),
         ),
-    ] {
-        for (grant, namespace) in observe(sim.addr(), args, env) {
-            let allowed = cluster.contains(&grant)
-                || (namespace.as_deref() == Some("herald") && role.contains(&grant));
-            assert!(
-                allowed,
-                "herald {args:?} made a request deploy/ does not allow: {grant:?} in {namespace:?}"
-            );
-            used.insert(grant);
-        }
-    }
-    let mut unexercised = Vec::new();
-    for g in cluster.iter().chain(&role) {
-        if !used.contains(g) {
-            assert!(
-                is_ahead(g),
-                "deploy/ grants {g:?}, which herald never used against the simulator and AHEAD does not justify"
-            );
-            unexercised.push(format!("{g:?}"));
-        }
-    }
-    eprintln!(
-        "granted ahead of use (see AHEAD): {}",
-        unexercised.join(", ")
-    );
-    for want in [
-        ("", "events", "list"),
-        ("", "events", "watch"),
-        ("events.k8s.io", "events", "watch"),
-    ] {
-        let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
+    ];
+    for (dir, docs) in variants {
+        let mut opts = SimOptions::demo(3, 30.0);
+        // Relists (410) and cut streams, so every request kind of the watch loop happens.
+        opts.faults = "gone-every=40,disconnect-every=25".parse().unwrap();
+        let sim = RunningSim::start(opts, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        apply_objects(&sim, &docs).await;
+        let state = tempfile::tempdir().unwrap();
+        let install = install(&docs, state.path().to_str().unwrap());
+        let grants = grants_of(&docs, &install.namespace, &install.service_account);
         assert!(
-            used.contains(&want),
-            "herald never made {want:?}: is the proxy recording?"
+            !grants.is_empty(),
+            "{dir}: nothing granted to {}",
+            install.service_account
         );
-    }
+        if dir.ends_with("sidecar") {
+            assert!(
+                grants
+                    .iter()
+                    .all(|g| g.namespace.as_deref() == Some(install.namespace.as_str())),
+                "{dir}: the sidecar must not need rights outside its namespace: {grants:?}"
+            );
+        }
+        for g in grants.iter().filter(|g| g.from.starts_with("ClusterRole/")) {
+            assert!(
+                ["list", "watch"].contains(&g.verb.as_str()),
+                "{dir}: a ClusterRole must only read; it grants {g:?}"
+            );
+        }
 
-    // Sidecar: only its own namespace, with the namespaced Role of deploy/examples/sidecar.
-    let sidecar = render("deploy/examples/sidecar");
-    let sidecar_role: BTreeSet<Grant> = rules(&sidecar, "Role", "herald-sidecar", Some("shop"))
-        .into_iter()
-        .collect();
-    assert!(
-        !sidecar
-            .iter()
-            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
-        "the sidecar example must not need cluster-wide rights"
-    );
-    // The sidecar's own config (mode: sidecar, so scope own) and its namespace from the downward API, as in the example pod.
-    let own = observe(
-        sim.addr(),
-        &["--mode", "sidecar"],
-        &[("POD_NAMESPACE", "shop"), ("POD_NAME", "shop-app")],
-    );
-    assert!(
-        own.iter().any(|(g, _)| g.2 == "watch"),
-        "the sidecar herald never watched: {own:?}"
-    );
-    for (grant, namespace) in own {
+        let requests = observe(sim.addr(), &install);
+        let events_watch = |r: &Request| r.resource == "events" && r.verb == "watch";
         assert!(
-            namespace.as_deref() == Some("shop") && sidecar_role.contains(&grant),
-            "a sidecar herald made a request its Role does not allow: {grant:?} in {namespace:?}"
+            requests.iter().any(events_watch),
+            "{dir}: herald never watched Events: is the proxy recording?"
         );
+        let mut denied = BTreeSet::new();
+        for r in &requests {
+            if !grants.iter().any(|g| g.allows(r)) {
+                denied.insert(r.clone());
+            }
+        }
+        assert!(
+            denied.is_empty(),
+            "{dir}: herald made requests its RBAC does not allow: {denied:#?}"
+        );
+        let unused: Vec<&Grant> = grants
+            .iter()
+            .filter(|g| !requests.iter().any(|r| g.allows(r)))
+            .collect();
+        assert!(
+            unused.is_empty(),
+            "{dir}: granted but never used by herald: {unused:#?}"
+        );
+        let used: BTreeSet<String> = grants
+            .iter()
+            .map(|g| format!("{} {}/{} {}", g.from, g.group, g.resource, g.verb))
+            .collect();
+        eprintln!(
+            "{dir}: every grant used ({} requests): {used:?}",
+            requests.len()
+        );
+        sim.shutdown().await;
     }
-    sim.shutdown().await;
 }

@@ -180,6 +180,7 @@ mod tests {
             value: Some(AnyValue {
                 value: Some(any_value::Value::StringValue(v.into())),
             }),
+            ..KeyValue::default()
         }
     }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Print deploy/base/prometheusrule.yaml: alerts/herald.rules.yaml wrapped as a prometheus-operator PrometheusRule.
+"""Print deploy/components/prometheus-operator/prometheusrule.yaml: alerts/herald.rules.yaml wrapped as a
+prometheus-operator PrometheusRule, labelled for kube-prometheus-stack's default rule selector.
 
-Usage: python3 tests/ops/prometheusrule.py > deploy/base/prometheusrule.yaml
+Usage: python3 tests/ops/prometheusrule.py > deploy/components/prometheus-operator/prometheusrule.yaml
 The ops_assets test runs this and fails when the committed file differs.
 """
 import pathlib
@@ -31,7 +32,12 @@ def main() -> int:
         "kind": "PrometheusRule",
         "metadata": {
             "name": "herald",
-            "labels": {"app.kubernetes.io/name": "herald", "app.kubernetes.io/component": "alerts"},
+            "namespace": "herald",
+            "labels": {
+                "app.kubernetes.io/name": "herald",
+                "app.kubernetes.io/component": "alerts",
+                "release": "kube-prometheus-stack",
+            },
         },
         "spec": {"groups": rules["groups"]},
     }
