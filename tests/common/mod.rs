@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use herald::sim::{RunningSim, SimOptions};
 
+pub mod fixtures;
 pub mod ops;
 pub mod otlp;
 pub mod prometheus;
