@@ -1067,3 +1067,65 @@ async fn a_restart_mid_scenario_resumes_from_the_checkpoint() {
     assert_eq!(gauge, vmis);
     sim.shutdown().await;
 }
+
+/// Thousands of VMIs in as many namespaces stay under `metrics.max_series_per_metric`: the first namespaces
+/// get their series, the rest fold into `__other__` (counted as overflow), and the total stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vmis_in_many_namespaces_stay_under_the_cardinality_guard() {
+    const VMIS: usize = 2_000;
+    const MAX_SERIES: usize = 100;
+    let template = fixture("v0.54-vmi-list-after-migration.yaml");
+    let items: Vec<serde_json::Value> = (0..VMIS)
+        .map(|i| {
+            let mut vmi = template.clone();
+            vmi["metadata"]["namespace"] = format!("tenant-{i:05}").into();
+            vmi["metadata"]["uid"] = format!("00000000-0000-4000-9000-{i:012x}").into();
+            vmi
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vmis.json");
+    std::fs::write(
+        &file,
+        serde_json::to_vec(
+            &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sim = RunningSim::start(
+        SimOptions {
+            kubevirt: true,
+            load: vec![file],
+            ..SimOptions::quiet()
+        },
+        any_addr(),
+    )
+    .await
+    .unwrap();
+    let config = format!("{QUIET}metrics:\n  max_series_per_metric: {MAX_SERIES}\n");
+    let herald = start_herald(&sim.url(), &config, Stdio::null(), &[]);
+    herald.wait_ready();
+    let mut vmis = BTreeMap::new();
+    wait_until(Duration::from_secs(20), "every VMI in the gauge", || {
+        vmis = samples(&herald.metrics(), "herald_vmis", &["namespace", "phase"]);
+        vmis.values().sum::<f64>() == VMIS as f64
+    });
+    assert_eq!(
+        vmis.len(),
+        MAX_SERIES + 1,
+        "{MAX_SERIES} namespaces and __other__"
+    );
+    assert_eq!(
+        vmis[&vec!["__other__".to_string(), "Running".to_string()]],
+        (VMIS - MAX_SERIES) as f64
+    );
+    assert_eq!(
+        herald.metric(
+            "herald_metric_series_overflow_total",
+            &[("metric", "herald_vmis")]
+        ),
+        (VMIS - MAX_SERIES) as f64
+    );
+    sim.shutdown().await;
+}
