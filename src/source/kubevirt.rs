@@ -224,6 +224,21 @@ impl VmMetrics {
         entry.1.set(entry.0 as f64);
     }
 
+    /// The watches stopped (shutdown, or the end of a leadership term in DaemonSet mode): the gauges no longer
+    /// describe anything this agent watches. Zero them, or a former leader would go on exporting its last count
+    /// of pending migrations next to the new leader's, and a sum over the agents would count them twice.
+    fn forget_gauges(&mut self) {
+        for (count, gauge) in self
+            .vmis
+            .series
+            .values_mut()
+            .chain(self.pending.series.values_mut())
+        {
+            *count = 0;
+            gauge.set(0.0);
+        }
+    }
+
     /// A migration's start and end: its own `migrationState`, else its VMI's as last seen.
     fn migration_times(&self, vmim: &VmState) -> Option<(jiff::Timestamp, jiff::Timestamp)> {
         vm_lifecycle::migration_times(vmim).or_else(|| {
@@ -356,6 +371,7 @@ async fn supervise(cfg: KubevirtSourceConfig, scope: Scope, ctx: SourceContext) 
     for w in watches {
         let _ = w.await;
     }
+    metrics.lock().await.forget_gauges();
 }
 
 /// The `resource` label of a KubeVirt watch.
@@ -792,6 +808,31 @@ mod tests {
             line(r#"herald_metric_series_overflow_total{metric="herald_vmis"} 4"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn gauges_are_zeroed_when_the_watches_stop() {
+        let t = telemetry(100);
+        let mut m = VmMetrics::new(t.clone(), false);
+        let rejected = VmState {
+            namespace: "ns".into(),
+            status: "Pending".into(),
+            rejected_by_quota: true,
+            ..VmState::default()
+        };
+        m.pending_migration(&rejected, 1);
+        m.vmi_phase("ns", "Running", 1);
+        let gauge = |t: &Telemetry, name: &str| {
+            crate::bench::probe::Scrape::parse(&t.render()).sum(name, &[])
+        };
+        assert_eq!(gauge(&t, telemetry::VM_MIGRATIONS_PENDING), 1.0);
+        m.forget_gauges();
+        assert_eq!(gauge(&t, telemetry::VM_MIGRATIONS_PENDING), 0.0);
+        assert_eq!(gauge(&t, telemetry::VMIS), 0.0);
+        // A new term counts from zero on the same series.
+        let mut next = VmMetrics::new(t.clone(), false);
+        next.pending_migration(&rejected, 1);
+        assert_eq!(gauge(&t, telemetry::VM_MIGRATIONS_PENDING), 1.0);
     }
 
     #[test]
