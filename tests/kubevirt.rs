@@ -782,8 +782,8 @@ async fn migrations_as_kubevirt_reports_them() {
             &["namespace", "resource"]
         ),
         BTreeMap::from([
+            (key("tenant-b", "limits.cpu"), 1.0),
             (key("tenant-b", "limits.memory"), 1.0),
-            (key("tenant-b", "requests.memory"), 1.0),
         ])
     );
 

@@ -386,17 +386,17 @@ impl VmScenario {
         }
     }
 
-    /// The Event KubeVirt's migration controller records when a ResourceQuota refuses the target pod.
+    /// The Event KubeVirt's migration controller records about the VMI when a ResourceQuota refuses the
+    /// migration's target pod.
     fn migration_quota_event(&mut self, events: &Store, vm: &Vm) {
         let id = self.next_id;
         self.next_id += 1;
-        let vmim = vmim_name(vm);
         let ns = vm.ns.clone();
         let ev = json!({
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{vmim}.{id:x}"), "namespace": ns},
-            "involvedObject": {"kind": "VirtualMachineInstanceMigration", "name": vmim, "namespace": ns,
-                "apiVersion": "kubevirt.io/v1", "uid": format!("{}-m{}", vm.uid, vm.migration)},
+            "metadata": {"name": format!("{}.{id:x}", vm.name), "namespace": ns},
+            "involvedObject": {"kind": "VirtualMachineInstance", "name": vm.name, "namespace": ns,
+                "apiVersion": "kubevirt.io/v1", "uid": vm.vmi_uid},
             "reason": "FailedCreate", "type": "Warning", "count": 1,
             "message": format!("Error creating pod: pods \"virt-launcher-{}-x{id:x}\" is forbidden: exceeded quota: {ns}-quota, requested: limits.memory=4Gi,requests.memory=2730Mi, used: limits.memory=8Gi,requests.memory=5460Mi, limited: limits.memory=10Gi,requests.memory=8Gi", vm.name),
             "source": {"component": "virtualmachine-migration"},
