@@ -856,6 +856,33 @@ mod tests {
     }
 
     #[test]
+    fn observed_migrations_are_bounded_oldest_first() {
+        let mut o = Observed::default();
+        for i in 0..=MAX_MIGRATIONS {
+            assert!(o.first(&format!("m{i}")));
+        }
+        assert_eq!(
+            (o.order.len(), o.uids.len()),
+            (MAX_MIGRATIONS, MAX_MIGRATIONS)
+        );
+        assert!(o.first("m0"), "the oldest was forgotten");
+        assert!(
+            !o.first(&format!("m{MAX_MIGRATIONS}")),
+            "the newest is kept"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_of_an_earlier_version_still_loads() {
+        // Written before VmState knew `rejected_by_quota`.
+        let old = r#"{"resource_version":"7","states":[{"namespace":"ns","name":"m","uid":"u",
+            "status":"Pending","node":"","created":null,"pending_at":null,"running_at":null,
+            "migration":null,"vmi_name":"vm1","vm_uid":""}]}"#;
+        let c: Checkpoint = serde_json::from_str(old).unwrap();
+        assert!(c.states[0].migration_pending() && !c.states[0].rejected_by_quota);
+    }
+
+    #[test]
     fn a_migration_record_describes_the_migration() {
         let t = Transition {
             resource: VmResource::Vmim,
