@@ -859,14 +859,21 @@ async fn migrations_as_kubevirt_reports_them() {
     );
 
     // Spans only with real times: the two migrations that have them, with those durations.
-    let mut spans: Vec<u64> = rx
-        .spans()
-        .iter()
-        .filter(|s| s.name == "vm.migration")
-        .map(|s| (s.end_time_unix_nano - s.start_time_unix_nano) / 1_000_000_000)
-        .collect();
-    spans.sort();
-    assert_eq!(spans, [6, 9]);
+    let migration_spans = || {
+        let mut spans: Vec<u64> = rx
+            .spans()
+            .iter()
+            .filter(|s| s.name == "vm.migration")
+            .map(|s| (s.end_time_unix_nano - s.start_time_unix_nano) / 1_000_000_000)
+            .collect();
+        spans.sort();
+        spans
+    };
+    // Spans are exported next to the log records, not necessarily in the same request.
+    wait_until(Duration::from_secs(10), "two migration spans", || {
+        migration_spans().len() >= 2
+    });
+    assert_eq!(migration_spans(), [6, 9]);
     sim.shutdown().await;
 }
 
