@@ -75,14 +75,16 @@ catalogue! {
     SERIES_OVERFLOW = "herald_metric_series_overflow_total", "counter", "metric",
         "Updates folded into the __other__ label set by the cardinality guard.";
     VM_TRANSITIONS = "herald_vm_transitions_total", "counter", "namespace, transition",
-        "KubeVirt lifecycle transitions: created, started, stopped, paused, unpaused, deleted, failed, error, node_changed, migration_started, migration_succeeded, migration_failed.";
+        "KubeVirt lifecycle transitions: created, started, stopped, paused, unpaused, deleted, failed, error, node_changed, migration_started, migration_rejected, migration_succeeded, migration_failed.";
     VM_MIGRATIONS = "herald_vm_migrations_total", "counter", "namespace, outcome",
         "Finished VM migrations (VirtualMachineInstanceMigration phase Succeeded or Failed): succeeded, failed.";
     VM_START_DURATION = "herald_vm_start_duration_seconds", "histogram", "namespace",
         "VMI Pending (else created) to Running, from status.phaseTransitionTimestamps.";
     VM_MIGRATION_DURATION = "herald_vm_migration_duration_seconds", "histogram", "namespace, outcome",
-        "VMI migrationState startTimestamp to endTimestamp, by outcome.";
-    VMIS = "herald_vmis", "gauge", "namespace, phase", "VirtualMachineInstances by status.phase, exact across relists.";
+        "migrationState startTimestamp to endTimestamp (the migration's, else its VMI's), once per finished migration that has both.";
+    VMIS = "herald_vmis", "gauge", "namespace, phase", "VirtualMachineInstances by status.phase (KubeVirt's phases, Unset, other), exact across relists.";
+    VM_MIGRATIONS_PENDING = "herald_vm_migrations_pending", "gauge", "namespace, blocked",
+        "VirtualMachineInstanceMigrations in phase Pending: blocked=resource_quota while KubeVirt reports migrationRejectedByResourceQuota, else none.";
     CHECKPOINT_FAILURES = "herald_checkpoint_failures_total", "counter", "checkpoint",
         "Checkpoint writes that failed (state_dir unwritable or full); until one succeeds, a crash repeats counts.";
     QUOTA_EXCEEDED = "herald_quota_exceeded_total", "counter", "namespace, resource",
@@ -109,6 +111,9 @@ pub const VM_BUCKETS: &[f64] = &[
 pub struct Telemetry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// `metrics.max_series_per_metric`, for the sources that keep metrics of their own (KubeVirt) and must stay
+    /// under the same cardinality guard as the metrics sink.
+    max_series: usize,
 }
 
 static METADATA: Metadata<'static> = Metadata::new("herald", metrics::Level::INFO, Some("herald"));
@@ -139,7 +144,11 @@ impl Telemetry {
                 _ => recorder.describe_histogram(def.name.into(), Some(Unit::Seconds), help),
             }
         }
-        let t = Telemetry { recorder, handle };
+        let t = Telemetry {
+            recorder,
+            handle,
+            max_series: cfg.max_series_per_metric,
+        };
         t.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
             .set(1.0);
         t
@@ -163,6 +172,11 @@ impl Telemetry {
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
         self.recorder
             .register_histogram(&key(name, labels), &METADATA)
+    }
+
+    /// The cardinality guard's limit: label sets per metric (`metrics.max_series_per_metric`).
+    pub fn max_series_per_metric(&self) -> usize {
+        self.max_series
     }
 
     /// Prometheus text exposition of every metric.

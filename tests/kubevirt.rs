@@ -6,9 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::fixtures::shared_fixtures;
 use common::otlp::Receiver;
 use common::*;
 use herald::sim::vm_scenario::VmScenarioOptions;
@@ -64,6 +66,30 @@ async fn vmis_by_phase(sim: &RunningSim) -> BTreeMap<Vec<String>, f64> {
             .unwrap_or("Unset")
             .to_string();
         *out.entry(vec![ns, phase]).or_default() += 1.0;
+    }
+    out
+}
+
+/// The simulator's Pending migrations by namespace and whether a ResourceQuota blocks them.
+async fn pending_migrations(sim: &RunningSim) -> BTreeMap<Vec<String>, f64> {
+    let list: serde_json::Value = reqwest_like(&format!(
+        "{}/apis/kubevirt.io/v1/virtualmachineinstancemigrations",
+        sim.url()
+    ))
+    .await;
+    let mut out = BTreeMap::new();
+    for item in list["items"].as_array().unwrap() {
+        if item["status"]["phase"] != "Pending" {
+            continue;
+        }
+        let ns = item["metadata"]["namespace"].as_str().unwrap().to_string();
+        let blocked = item["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "migrationRejectedByResourceQuota" && c["status"] == "True");
+        let label = if blocked { "resource_quota" } else { "none" };
+        *out.entry(vec![ns, label.to_string()]).or_default() += 1.0;
     }
     out
 }
@@ -175,6 +201,19 @@ async fn vm_scenario_matches_ground_truth_across_relists_and_restarts() {
         .filter(|(_, v)| *v != 0.0)
         .collect();
     assert_eq!(gauge, vmis_by_phase(&sim).await);
+    let pending: BTreeMap<_, _> = samples(
+        &text,
+        "herald_vm_migrations_pending",
+        &["namespace", "blocked"],
+    )
+    .into_iter()
+    .filter(|(_, v)| *v != 0.0)
+    .collect();
+    assert_eq!(pending, pending_migrations(&sim).await);
+    assert!(
+        total("migration_rejected") > 0.0,
+        "some migrations were refused by a quota: {want:?}"
+    );
 
     // Quota-exceeded Events, per namespace and resource.
     let mut want_quota = BTreeMap::new();
@@ -263,10 +302,140 @@ async fn a_cluster_without_kubevirt_is_reported_not_fatal() {
     sim.shutdown().await;
 }
 
-/// Real objects decode, and the Harvester migration yields the expected transitions and duration.
+/// The project's KubeVirt fixtures (`tests/fixtures/kubevirt`, see its README for what each holds).
+fn project_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubevirt")
+}
+
+/// The one object of a fixture file (a `List` of one item).
+fn fixture(name: &str) -> serde_json::Value {
+    let mut items = fixture_objects(&project_fixtures().join(name));
+    assert_eq!(items.len(), 1, "{name}");
+    items.remove(0)
+}
+
+fn resource_of(obj: &serde_json::Value) -> VmResource {
+    match obj["kind"].as_str().unwrap() {
+        "VirtualMachine" => VmResource::Vm,
+        "VirtualMachineInstance" => VmResource::Vmi,
+        "VirtualMachineInstanceMigration" => VmResource::Vmim,
+        other => panic!("not a KubeVirt kind: {other}"),
+    }
+}
+
+/// Real-shaped objects decode, and each migration shape (0.5x phase only with the times on the VMI, 1.x with
+/// its own `migrationState`, quota-rejected) yields the transitions and durations written in the fixtures'
+/// README. The shared fixtures (real Harvester dumps and upstream round-trip objects) are an extra layer.
 #[test]
 fn real_kubevirt_objects_decode_and_derive() {
-    let Some(dir) = fixtures().map(|d| d.join("kubevirt")) else {
+    let mut decoded = 0;
+    for entry in std::fs::read_dir(project_fixtures()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        for obj in fixture_objects(&path) {
+            if obj["apiVersion"] == "kubevirt.io/v1" {
+                vm_lifecycle::read(resource_of(&obj), &obj)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                decoded += 1;
+            }
+        }
+    }
+    assert_eq!(decoded, 5, "every KubeVirt fixture object decoded");
+
+    // KubeVirt 0.54: the VMI keeps the migration's times; the migration only its phase.
+    let vmi = vm_lifecycle::read(
+        VmResource::Vmi,
+        &fixture("v0.54-vmi-list-after-migration.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        (vmi.status.as_str(), vmi.node.as_str()),
+        ("Running", "worker-2")
+    );
+    let mut before = vmi.clone();
+    before.node = "worker-1".into();
+    before.migration = None;
+    let t = vm_lifecycle::derive(VmResource::Vmi, Some(&before), &vmi);
+    assert_eq!(
+        t.iter().map(|t| t.name).collect::<Vec<_>>(),
+        ["node_changed"]
+    );
+    assert_eq!(
+        (t[0].source_node.as_str(), t[0].target_node.as_str()),
+        ("worker-1", "worker-2")
+    );
+    let end = vm_lifecycle::migration_end(Some(&before), &vmi).unwrap();
+    assert_eq!(
+        (end.seconds, end.failed, end.uid.as_str()),
+        (6.0, false, "3e2d1c0b-9a8f-4e7d-b6c5-4a3b2c1d0e9f")
+    );
+    let vmim = vm_lifecycle::read(
+        VmResource::Vmim,
+        &fixture("v0.54-vmim-list-succeeded-phase-only.yaml"),
+    )
+    .unwrap();
+    assert_eq!(vmim.uid, end.uid, "the VMI names its migration by uid");
+    let mut running = vmim.clone();
+    running.status = "Running".into();
+    let t = vm_lifecycle::derive(VmResource::Vmim, Some(&running), &vmim);
+    assert_eq!(
+        (t[0].name, t[0].object.as_str(), t[0].vm.as_str()),
+        ("migration_succeeded", "web-1-5xq2n", "web-1")
+    );
+    assert_eq!(t[0].span, None, "phase only: no times, no span");
+    // First seen finished (a relist): started and succeeded, still without a duration.
+    let t = vm_lifecycle::derive(VmResource::Vmim, None, &vmim);
+    assert_eq!(
+        t.iter().map(|t| (t.name, t.span)).collect::<Vec<_>>(),
+        [("migration_started", None), ("migration_succeeded", None)]
+    );
+
+    // KubeVirt 1.x: the migration carries its own migrationState (9 s).
+    let evacuation = vm_lifecycle::read(
+        VmResource::Vmim,
+        &fixture("v1.3-vmim-evacuation-succeeded.yaml"),
+    )
+    .unwrap();
+    let mut pending = evacuation.clone();
+    pending.status = "Pending".into();
+    pending.migration = None;
+    let t = vm_lifecycle::derive(VmResource::Vmim, Some(&pending), &evacuation);
+    assert_eq!(
+        (t[0].name, t[0].object.as_str(), t[0].vm.as_str()),
+        ("migration_succeeded", "kubevirt-evacuation-wgk69", "db-0")
+    );
+    assert_eq!(
+        (t[0].source_node.as_str(), t[0].target_node.as_str()),
+        ("worker-3", "worker-1")
+    );
+    let (from, to, failed) = t[0].span.unwrap();
+    assert_eq!((to.duration_since(from).as_secs(), failed), (9, false));
+    let end = vm_lifecycle::migration_timed_end(
+        Some(&pending),
+        &evacuation,
+        vm_lifecycle::migration_times,
+    )
+    .unwrap();
+    assert_eq!(end.seconds, 9.0);
+
+    // A ResourceQuota refuses the target pod: Pending, with the condition.
+    let rejected = vm_lifecycle::read(
+        VmResource::Vmim,
+        &fixture("v1.3-vmim-pending-rejected-by-quota.yaml"),
+    )
+    .unwrap();
+    assert!(rejected.migration_pending() && rejected.rejected_by_quota);
+    let mut fresh = rejected.clone();
+    fresh.rejected_by_quota = false;
+    let t = vm_lifecycle::derive(VmResource::Vmim, Some(&fresh), &rejected);
+    assert_eq!(
+        (t.len(), t[0].name, t[0].object.as_str()),
+        (1, "migration_rejected", "app-2-migration")
+    );
+
+    let Some(shared) = shared_fixtures().map(|d| d.join("kubevirt")) else {
         return;
     };
     for (file, resource) in [
@@ -291,72 +460,77 @@ fn real_kubevirt_objects_decode_and_derive() {
             VmResource::Vmi,
         ),
     ] {
-        for obj in fixture_objects(&dir.join(file)) {
+        for obj in fixture_objects(&shared.join(file)) {
             vm_lifecycle::read(resource, &obj).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }
     let vmi = vm_lifecycle::read(
         VmResource::Vmi,
-        &fixture_objects(&dir.join("harvester-v1.2.1-vmi-list-after-migration.yaml"))[0],
+        &fixture_objects(&shared.join("harvester-v1.2.1-vmi-list-after-migration.yaml"))[0],
     )
     .unwrap();
     assert_eq!(
         (vmi.status.as_str(), vmi.node.as_str()),
         ("Running", "harv41")
     );
-    // The same VMI before the migration: on harv2, no migration state.
     let mut before = vmi.clone();
     before.node = "harv2".into();
     before.migration = None;
-    let t = vm_lifecycle::derive(VmResource::Vmi, Some(&before), &vmi);
-    assert_eq!(
-        t.iter().map(|t| t.name).collect::<Vec<_>>(),
-        ["node_changed"]
-    );
-    assert_eq!(
-        (t[0].source_node.as_str(), t[0].target_node.as_str()),
-        ("harv2", "harv41")
-    );
     let end = vm_lifecycle::migration_end(Some(&before), &vmi).unwrap();
     assert_eq!((end.seconds, end.failed), (5.0, false));
     // Pending (12:37:23) to Running (12:37:45): a 22 s start.
-    let mut pending = vmi.clone();
-    pending.status = "Scheduled".into();
-    let t = vm_lifecycle::derive(VmResource::Vmi, Some(&pending), &vmi);
+    let mut scheduled = vmi.clone();
+    scheduled.status = "Scheduled".into();
+    let t = vm_lifecycle::derive(VmResource::Vmi, Some(&scheduled), &vmi);
     let (from, to, _) = t[0].span.unwrap();
     assert_eq!(
         (t[0].name, to.duration_since(from).as_secs()),
         ("started", 22)
     );
-
     let vmim = vm_lifecycle::read(
         VmResource::Vmim,
-        &fixture_objects(&dir.join("harvester-v1.2.1-vmim-list-succeeded.yaml"))[0],
+        &fixture_objects(&shared.join("harvester-v1.2.1-vmim-list-succeeded.yaml"))[0],
     )
     .unwrap();
     let mut running = vmim.clone();
     running.status = "Running".into();
     let t = vm_lifecycle::derive(VmResource::Vmim, Some(&running), &vmim);
     assert_eq!(
-        (t[0].name, t[0].vm.as_str()),
-        ("migration_succeeded", "vm1")
+        (t[0].name, t[0].object.as_str(), t[0].vm.as_str(), t[0].span),
+        ("migration_succeeded", "vm1-9rdqx", "vm1", None)
     );
 }
 
-/// Real objects loaded into the simulator are herald's baseline: the gauge shows them, nothing is a transition.
+/// Real-shaped objects loaded into the simulator are herald's baseline: the gauges show them, nothing is a
+/// transition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_objects_in_the_cluster_are_the_baseline() {
-    let Some(dir) = fixtures().map(|d| d.join("kubevirt")) else {
-        return;
-    };
+    let dir = project_fixtures();
+    let mut load: Vec<PathBuf> = [
+        "v0.54-vm-list.yaml",
+        "v0.54-vmi-list-after-migration.yaml",
+        "v0.54-vmim-list-succeeded-phase-only.yaml",
+        "v1.3-vmim-evacuation-succeeded.yaml",
+        "v1.3-vmim-pending-rejected-by-quota.yaml",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
+    // The real Harvester dump, when the shared fixtures are there.
+    let shared = shared_fixtures().map(|d| d.join("kubevirt"));
+    if let Some(shared) = &shared {
+        for f in [
+            "harvester-v1.2.1-vm-list-after-migration.yaml",
+            "harvester-v1.2.1-vmi-list-after-migration.yaml",
+            "harvester-v1.2.1-vmim-list-succeeded.yaml",
+        ] {
+            load.push(shared.join(f));
+        }
+    }
     let sim = RunningSim::start(
         SimOptions {
             kubevirt: true,
-            load: vec![
-                dir.join("harvester-v1.2.1-vm-list-after-migration.yaml"),
-                dir.join("harvester-v1.2.1-vmi-list-after-migration.yaml"),
-                dir.join("harvester-v1.2.1-vmim-list-succeeded.yaml"),
-            ],
+            load,
             ..SimOptions::quiet()
         },
         any_addr(),
@@ -365,13 +539,341 @@ async fn real_objects_in_the_cluster_are_the_baseline() {
     .unwrap();
     let herald = start_herald(&sim.url(), QUIET, Stdio::null(), &[]);
     herald.wait_ready();
-    wait_until(Duration::from_secs(10), "VMI gauge", || {
-        herald.metric(
-            "herald_vmis",
-            &[("namespace", "test-migration"), ("phase", "Running")],
-        ) == 1.0
+    let mut want_vmis =
+        BTreeMap::from([(vec!["tenant-a".to_string(), "Running".to_string()], 1.0)]);
+    if shared.is_some() {
+        want_vmis.insert(vec!["test-migration".into(), "Running".into()], 1.0);
+    }
+    wait_until(Duration::from_secs(10), "gauges of the baseline", || {
+        let text = herald.metrics();
+        samples(&text, "herald_vmis", &["namespace", "phase"]) == want_vmis
+            && samples(
+                &text,
+                "herald_vm_migrations_pending",
+                &["namespace", "blocked"],
+            ) == BTreeMap::from([(vec!["tenant-b".into(), "resource_quota".into()], 1.0)])
     });
-    assert_eq!(herald.metric("herald_vm_transitions_total", &[]), 0.0);
+    let text = herald.metrics();
+    assert_eq!(metric_sum(&text, "herald_vm_transitions_total", &[]), 0.0);
+    assert_eq!(
+        metric_sum(&text, "herald_vm_migration_duration_seconds_count", &[]),
+        0.0
+    );
+    sim.shutdown().await;
+}
+
+/// POST or PUT a JSON object to the simulator's API with herald's own client.
+async fn write(client: &kube::Client, method: http::Method, path: &str, obj: &serde_json::Value) {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&obj).unwrap())
+        .unwrap();
+    client
+        .request::<serde_json::Value>(req)
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+async fn create(client: &kube::Client, obj: &serde_json::Value) {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap();
+    let path = match obj["kind"].as_str().unwrap() {
+        "Event" => format!("/api/v1/namespaces/{ns}/events"),
+        _ => format!(
+            "/apis/kubevirt.io/v1/namespaces/{ns}/{}",
+            resource_of(obj).plural()
+        ),
+    };
+    write(client, http::Method::POST, &path, obj).await;
+}
+
+async fn replace(client: &kube::Client, obj: &serde_json::Value) {
+    let meta = &obj["metadata"];
+    let path = format!(
+        "/apis/kubevirt.io/v1/namespaces/{}/{}/{}",
+        meta["namespace"].as_str().unwrap(),
+        resource_of(obj).plural(),
+        meta["name"].as_str().unwrap()
+    );
+    write(client, http::Method::PUT, &path, obj).await;
+}
+
+/// Migrations as KubeVirt reports them, driven through the real agent: a 0.5x migration with only its phase
+/// (times on the VMI), the same shape first seen finished, a 1.x evacuation with its own `migrationState`,
+/// and a migration a ResourceQuota keeps Pending. The truth is written here from the fixtures' README.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_as_kubevirt_reports_them() {
+    let sim = RunningSim::start(
+        SimOptions {
+            kubevirt: true,
+            ..SimOptions::quiet()
+        },
+        any_addr(),
+    )
+    .await
+    .unwrap();
+    let rx = Receiver::start(true, any_addr()).await;
+    let config = format!(
+        "{QUIET}  otlp:\n    endpoint: {}\n    protocol: grpc\n    batch_interval: 100ms\n",
+        rx.url()
+    );
+    let herald = start_herald(&sim.url(), &config, Stdio::null(), &[]);
+    herald.wait_ready();
+    wait_until(Duration::from_secs(10), "KubeVirt watches open", || {
+        herald.get("/readyz").is_some_and(|(_, body)| {
+            body.contains("virtualmachineinstances.kubevirt.io: ok")
+                && body.contains("virtualmachineinstancemigrations.kubevirt.io: ok")
+        })
+    });
+    let client = client(&sim);
+    let transitions = |h: &Herald| {
+        samples(
+            &h.metrics(),
+            "herald_vm_transitions_total",
+            &["namespace", "transition"],
+        )
+    };
+    let seen = |ns: &str, t: &str| {
+        transitions(&herald)
+            .get(&vec![ns.to_string(), t.to_string()])
+            .copied()
+            .unwrap_or(0.0)
+    };
+
+    // 1. KubeVirt 0.54: VM and VMI on worker-1, a migration with only a phase, the VMI's migrationState
+    //    (6 s), then the migration's Succeeded.
+    let vm = fixture("v0.54-vm-list.yaml");
+    let vmi_after = fixture("v0.54-vmi-list-after-migration.yaml");
+    let mut vmi_before = vmi_after.clone();
+    vmi_before["status"]
+        .as_object_mut()
+        .unwrap()
+        .remove("migrationState");
+    vmi_before["status"]["nodeName"] = "worker-1".into();
+    vmi_before["metadata"]["labels"]["kubevirt.io/nodeName"] = "worker-1".into();
+    let vmim_done = fixture("v0.54-vmim-list-succeeded-phase-only.yaml");
+    let mut vmim_running = vmim_done.clone();
+    vmim_running["status"]["phase"] = "Running".into();
+    create(&client, &vm).await;
+    create(&client, &vmi_before).await;
+    create(&client, &vmim_running).await;
+    wait_until(Duration::from_secs(10), "0.54 migration started", || {
+        seen("tenant-a", "migration_started") == 1.0
+    });
+    replace(&client, &vmi_after).await;
+    wait_until(Duration::from_secs(10), "0.54 VMI moved", || {
+        seen("tenant-a", "node_changed") == 1.0
+    });
+    replace(&client, &vmim_done).await;
+
+    // 2. The same shape first seen already finished (as after a relist): no times anywhere.
+    let mut vmim_late = vmim_done.clone();
+    vmim_late["metadata"]["name"] = "web-1-r8d2k".into();
+    vmim_late["metadata"]["uid"] = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a".into();
+    create(&client, &vmim_late).await;
+
+    // 3. KubeVirt 1.x: an evacuation, Pending, then Succeeded with its own migrationState (9 s).
+    let evacuation = fixture("v1.3-vmim-evacuation-succeeded.yaml");
+    let mut evacuation_pending = evacuation.clone();
+    evacuation_pending["status"] = serde_json::json!({"phase": "Pending"});
+    create(&client, &evacuation_pending).await;
+    wait_until(Duration::from_secs(10), "evacuation started", || {
+        seen("prod", "migration_started") == 1.0
+    });
+    replace(&client, &evacuation).await;
+
+    // 4. A migration a ResourceQuota refuses: Pending, then the condition, and KubeVirt's Event.
+    let rejected = fixture("v1.3-vmim-pending-rejected-by-quota.yaml");
+    let mut fresh = rejected.clone();
+    fresh["status"]
+        .as_object_mut()
+        .unwrap()
+        .remove("conditions");
+    create(&client, &fresh).await;
+    wait_until(Duration::from_secs(10), "quota migration started", || {
+        seen("tenant-b", "migration_started") == 1.0
+    });
+    replace(&client, &rejected).await;
+    create(
+        &client,
+        &fixture("v1.3-event-migration-target-pod-exceeded-quota.yaml"),
+    )
+    .await;
+
+    // The truth, from the fixtures: per namespace and transition.
+    let key = |ns: &str, t: &str| vec![ns.to_string(), t.to_string()];
+    let want = BTreeMap::from([
+        (key("tenant-a", "created"), 1.0),
+        (key("tenant-a", "started"), 1.0),
+        (key("tenant-a", "node_changed"), 1.0),
+        (key("tenant-a", "migration_started"), 2.0),
+        (key("tenant-a", "migration_succeeded"), 2.0),
+        (key("prod", "migration_started"), 1.0),
+        (key("prod", "migration_succeeded"), 1.0),
+        (key("tenant-b", "migration_started"), 1.0),
+        (key("tenant-b", "migration_rejected"), 1.0),
+    ]);
+    let mut got = BTreeMap::new();
+    wait_until(Duration::from_secs(10), "transitions as written", || {
+        got = transitions(&herald);
+        got == want
+    });
+
+    // One observation per finished migration with real times: the 0.54 one (6 s, from its VMI) and the
+    // evacuation (9 s, from itself); none for the phase-only one nobody has times for.
+    let mut text = String::new();
+    wait_until(
+        Duration::from_secs(10),
+        "quota Event and gauges counted",
+        || {
+            text = herald.metrics();
+            metric_sum(&text, "herald_quota_exceeded_total", &[]) == 2.0
+        },
+    );
+    let durations = samples(
+        &text,
+        "herald_vm_migration_duration_seconds_count",
+        &["namespace", "outcome"],
+    );
+    assert_eq!(
+        durations,
+        BTreeMap::from([
+            (key("prod", "succeeded"), 1.0),
+            (key("tenant-a", "succeeded"), 1.0),
+        ])
+    );
+    assert_eq!(
+        samples(
+            &text,
+            "herald_vm_migration_duration_seconds_sum",
+            &["namespace"]
+        ),
+        BTreeMap::from([(vec!["prod".into()], 9.0), (vec!["tenant-a".into()], 6.0)])
+    );
+    assert_eq!(
+        metric_sum(
+            &text,
+            "herald_vm_migrations_total",
+            &[("outcome", "succeeded")]
+        ),
+        3.0
+    );
+    let pending: BTreeMap<_, _> = samples(
+        &text,
+        "herald_vm_migrations_pending",
+        &["namespace", "blocked"],
+    )
+    .into_iter()
+    .filter(|(_, v)| *v != 0.0)
+    .collect();
+    assert_eq!(
+        pending,
+        BTreeMap::from([(key("tenant-b", "resource_quota"), 1.0)])
+    );
+    assert_eq!(
+        samples(
+            &text,
+            "herald_quota_exceeded_total",
+            &["namespace", "resource"]
+        ),
+        BTreeMap::from([
+            (key("tenant-b", "limits.cpu"), 1.0),
+            (key("tenant-b", "limits.memory"), 1.0),
+        ])
+    );
+
+    // The log records describe the migration itself; its VMI is in kubevirt.vm.name.
+    let all: f64 = want.values().sum();
+    wait_until(Duration::from_secs(10), "one record per transition", || {
+        rx.records()
+            .iter()
+            .filter(|r| r.attr("kubevirt.transition").is_some())
+            .count() as f64
+            == all
+    });
+    let mut migrations: Vec<(String, String, String, Option<i64>)> = rx
+        .records()
+        .iter()
+        .filter(|r| {
+            r.attr("kubevirt.transition").is_some()
+                && r.str("k8s.object.kind") == "VirtualMachineInstanceMigration"
+        })
+        .map(|r| {
+            let ms = match r.attr("kubevirt.duration_ms") {
+                Some(common::otlp::Attr::Int(ms)) => Some(*ms),
+                _ => None,
+            };
+            (
+                r.str("k8s.object.name").to_string(),
+                r.str("kubevirt.transition").to_string(),
+                r.str("kubevirt.vm.name").to_string(),
+                ms,
+            )
+        })
+        .collect();
+    migrations.sort();
+    let m = |object: &str, t: &str, vmi: &str, ms: Option<i64>| {
+        (object.to_string(), t.to_string(), vmi.to_string(), ms)
+    };
+    assert_eq!(
+        migrations,
+        [
+            m("app-2-migration", "migration_rejected", "app-2", None),
+            m("app-2-migration", "migration_started", "app-2", None),
+            m(
+                "kubevirt-evacuation-wgk69",
+                "migration_started",
+                "db-0",
+                None
+            ),
+            m(
+                "kubevirt-evacuation-wgk69",
+                "migration_succeeded",
+                "db-0",
+                Some(9000)
+            ),
+            m("web-1-5xq2n", "migration_started", "web-1", None),
+            m("web-1-5xq2n", "migration_succeeded", "web-1", Some(6000)),
+            m("web-1-r8d2k", "migration_started", "web-1", None),
+            m("web-1-r8d2k", "migration_succeeded", "web-1", None),
+        ]
+    );
+    let rejection = rx
+        .records()
+        .into_iter()
+        .find(|r| {
+            r.attr("kubevirt.transition")
+                == Some(&common::otlp::Attr::Str("migration_rejected".into()))
+        })
+        .unwrap();
+    assert_eq!(rejection.str("k8s.event.reason"), "migration_rejected");
+    assert!(
+        rejection.body().contains("ResourceQuota"),
+        "{}",
+        rejection.body()
+    );
+
+    // Spans only with real times: the two migrations that have them, with those durations.
+    let migration_spans = || {
+        let mut spans: Vec<u64> = rx
+            .spans()
+            .iter()
+            .filter(|s| s.name == "vm.migration")
+            .map(|s| (s.end_time_unix_nano - s.start_time_unix_nano) / 1_000_000_000)
+            .collect();
+        spans.sort();
+        spans
+    };
+    // Spans are exported next to the log records, not necessarily in the same request.
+    wait_until(Duration::from_secs(10), "two migration spans", || {
+        migration_spans().len() >= 2
+    });
+    assert_eq!(migration_spans(), [6, 9]);
     sim.shutdown().await;
 }
 
@@ -570,5 +1072,67 @@ async fn a_restart_mid_scenario_resumes_from_the_checkpoint() {
         .filter(|(_, v)| *v != 0.0)
         .collect();
     assert_eq!(gauge, vmis);
+    sim.shutdown().await;
+}
+
+/// Thousands of VMIs in as many namespaces stay under `metrics.max_series_per_metric`: the first namespaces
+/// get their series, the rest fold into `__other__` (counted as overflow), and the total stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vmis_in_many_namespaces_stay_under_the_cardinality_guard() {
+    const VMIS: usize = 2_000;
+    const MAX_SERIES: usize = 100;
+    let template = fixture("v0.54-vmi-list-after-migration.yaml");
+    let items: Vec<serde_json::Value> = (0..VMIS)
+        .map(|i| {
+            let mut vmi = template.clone();
+            vmi["metadata"]["namespace"] = format!("tenant-{i:05}").into();
+            vmi["metadata"]["uid"] = format!("00000000-0000-4000-9000-{i:012x}").into();
+            vmi
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vmis.json");
+    std::fs::write(
+        &file,
+        serde_json::to_vec(
+            &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sim = RunningSim::start(
+        SimOptions {
+            kubevirt: true,
+            load: vec![file],
+            ..SimOptions::quiet()
+        },
+        any_addr(),
+    )
+    .await
+    .unwrap();
+    let config = format!("{QUIET}metrics:\n  max_series_per_metric: {MAX_SERIES}\n");
+    let herald = start_herald(&sim.url(), &config, Stdio::null(), &[]);
+    herald.wait_ready();
+    let mut vmis = BTreeMap::new();
+    wait_until(Duration::from_secs(20), "every VMI in the gauge", || {
+        vmis = samples(&herald.metrics(), "herald_vmis", &["namespace", "phase"]);
+        vmis.values().sum::<f64>() == VMIS as f64
+    });
+    assert_eq!(
+        vmis.len(),
+        MAX_SERIES + 1,
+        "{MAX_SERIES} namespaces and __other__"
+    );
+    assert_eq!(
+        vmis[&vec!["__other__".to_string(), "Running".to_string()]],
+        (VMIS - MAX_SERIES) as f64
+    );
+    assert_eq!(
+        herald.metric(
+            "herald_metric_series_overflow_total",
+            &[("metric", "herald_vmis")]
+        ),
+        (VMIS - MAX_SERIES) as f64
+    );
     sim.shutdown().await;
 }

@@ -1,7 +1,10 @@
 //! A seeded KubeVirt scenario: VirtualMachines that are created, start (VMI Pending → Scheduling → Scheduled →
 //! Running), migrate (VMIM Pending → Scheduling → Scheduled → PreparingTarget → TargetReady → Running →
-//! Succeeded or Failed, with the VMI's `migrationState` and a node change), pause, stop, fail to start, get
-//! deleted, plus quota-exceeded Events. Object shapes follow real KubeVirt objects (see the fixtures).
+//! Succeeded or Failed, with the VMI's `migrationState` and a node change, and at the end the same
+//! `migrationState` on the migration, as KubeVirt 1.x writes it), pause, stop, fail to start, get deleted, plus
+//! quota-exceeded Events. Some migrations are first refused by a ResourceQuota: the VMIM stays Pending with the
+//! condition `migrationRejectedByResourceQuota` and a `FailedCreate` Event, and goes on (the condition removed)
+//! at the next step. Object shapes follow real KubeVirt objects (see the fixtures).
 //!
 //! Each step is one write, like a controller's. The generator also keeps the ground truth of the transitions a
 //! correct observer derives, by namespace and transition, served at `/sim/truth` as `vm_transitions`.
@@ -54,7 +57,7 @@ enum Stage {
     VmiPhase(usize),
     Running,
     Paused,
-    /// Migration step n (VMIM phases), `fail` decided at creation.
+    /// Migration step n (VMIM phases; 0: refused by a ResourceQuota, still Pending), `fail` decided at creation.
     Migrating(usize, bool),
     Failing,
     Gone,
@@ -218,9 +221,10 @@ impl VmScenario {
                 if choice < 0.35 {
                     vm.migration += 1;
                     let fail = self.rng.f64() < 0.25;
-                    self.put_vmim(vmims, &vm, "Pending");
+                    let refused = self.rng.f64() < 0.2;
+                    self.put_vmim(vmims, &vm, "Pending", json!({}));
                     self.count(&vm.ns, "migration_started");
-                    vm.stage = Stage::Migrating(1, fail);
+                    vm.stage = Stage::Migrating(if refused { 0 } else { 1 }, fail);
                 } else if choice < 0.5 {
                     self.set_vm_status(vms, &vm, "Paused", true);
                     self.count(&vm.ns, "paused");
@@ -247,8 +251,16 @@ impl VmScenario {
                 } else {
                     node
                 };
-                if step < VMIM_PHASES.len() {
-                    self.put_vmim(vmims, &vm, VMIM_PHASES[step]);
+                if step == 0 {
+                    // The target pod is refused: KubeVirt records the condition and an Event, and retries.
+                    let condition = json!({"conditions": [{"type": "migrationRejectedByResourceQuota",
+                        "status": "True", "lastProbeTime": now(), "lastTransitionTime": null}]});
+                    self.put_vmim(vmims, &vm, "Pending", condition);
+                    self.count(&vm.ns, "migration_rejected");
+                    self.migration_quota_event(events, &vm);
+                    vm.stage = Stage::Migrating(1, fail);
+                } else if step < VMIM_PHASES.len() {
+                    self.put_vmim(vmims, &vm, VMIM_PHASES[step], json!({}));
                     if VMIM_PHASES[step] == "Running" {
                         let state = json!({"sourceNode": vm.node, "targetNode": target,
                             "startTimestamp": now(), "migrationUid": format!("{}-m{}", vm.uid, vm.migration),
@@ -270,9 +282,9 @@ impl VmScenario {
                         vm.node = target;
                         self.count(&vm.ns, "node_changed");
                     }
-                    self.put_vmi(vmis, &vm, "Running", Some(state));
+                    self.put_vmi(vmis, &vm, "Running", Some(state.clone()));
                     let phase = if fail { "Failed" } else { "Succeeded" };
-                    self.put_vmim(vmims, &vm, phase);
+                    self.put_vmim(vmims, &vm, phase, json!({"migrationState": state}));
                     self.count(
                         &vm.ns,
                         if fail {
@@ -353,14 +365,16 @@ impl VmScenario {
         }
     }
 
-    fn put_vmim(&self, vmims: &Store, vm: &Vm, phase: &str) {
-        let name = format!("{}-migration-{}", vm.name, vm.migration);
+    /// Write the VMI's migration in `phase`, with `status` fields added (conditions, migrationState).
+    fn put_vmim(&self, vmims: &Store, vm: &Vm, phase: &str, mut status: Value) {
+        let name = vmim_name(vm);
+        status["phase"] = json!(phase);
         let obj = json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
             "metadata": {"name": name, "namespace": vm.ns, "uid": format!("{}-m{}", vm.uid, vm.migration),
                 "labels": {"kubevirt.io/vmi-name": vm.name}, "creationTimestamp": now()},
             "spec": {"vmiName": vm.name},
-            "status": {"phase": phase}
+            "status": status
         });
         match vmims.get(&vm.ns, &name) {
             Some(_) => {
@@ -368,6 +382,34 @@ impl VmScenario {
             }
             None => {
                 let _ = vmims.create(&vm.ns, obj);
+            }
+        }
+    }
+
+    /// The Event KubeVirt's migration controller records about the VMI when a ResourceQuota refuses the
+    /// migration's target pod.
+    fn migration_quota_event(&mut self, events: &Store, vm: &Vm) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let ns = vm.ns.clone();
+        let ev = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{}.{id:x}", vm.name), "namespace": ns},
+            "involvedObject": {"kind": "VirtualMachineInstance", "name": vm.name, "namespace": ns,
+                "apiVersion": "kubevirt.io/v1", "uid": vm.vmi_uid},
+            "reason": "FailedCreate", "type": "Warning", "count": 1,
+            "message": format!("Error creating pod: pods \"virt-launcher-{}-x{id:x}\" is forbidden: exceeded quota: {ns}-quota, requested: limits.memory=4Gi,requests.memory=2730Mi, used: limits.memory=8Gi,requests.memory=5460Mi, limited: limits.memory=10Gi,requests.memory=8Gi", vm.name),
+            "source": {"component": "virtualmachine-migration"},
+            "firstTimestamp": now(), "lastTimestamp": now(),
+        });
+        if events.create(&ns, ev).is_ok() {
+            let mut t = self.truth.lock().unwrap_or_else(|p| p.into_inner());
+            for r in ["limits.memory", "requests.memory"] {
+                *t.quota_exceeded
+                    .entry(ns.clone())
+                    .or_default()
+                    .entry(r.into())
+                    .or_default() += 1;
             }
         }
     }
@@ -396,6 +438,10 @@ impl VmScenario {
             }
         }
     }
+}
+
+fn vmim_name(vm: &Vm) -> String {
+    format!("{}-migration-{}", vm.name, vm.migration)
 }
 
 fn placeholder() -> Vm {

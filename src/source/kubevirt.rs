@@ -19,51 +19,128 @@ use super::vm_lifecycle::{self, Transition, VmResource, VmState};
 use super::watch::{Step, WatchSettings, Watcher};
 use crate::config::KubevirtSourceConfig;
 use crate::record::{Change, EventApi, EventRecord, ObjectRef, Severity, VmDetails};
+use crate::sink::metrics_sink::OTHER;
 use crate::telemetry::{self, Telemetry};
 
 /// `k8s.event.reporting_controller` of VM lifecycle records.
 pub const COMPONENT: &str = "herald-kubevirt";
 
-/// Metric handles, resolved once per label set.
+/// One KubeVirt metric under the cardinality guard (`metrics.max_series_per_metric`, the same limit as the
+/// Event metrics): at most `max` label sets; past it, updates go to the label set whose namespace is
+/// `__other__` (the other label keeps its value: it comes from a small fixed set) and are counted in
+/// `herald_metric_series_overflow_total{metric}`. 20k namespaces cannot make 20k series; totals stay exact.
+struct Guarded<L, H> {
+    max: usize,
+    series: ahash::HashMap<(String, L), H>,
+    overflow: Counter,
+}
+
+impl<L: Copy + Eq + std::hash::Hash, H> Guarded<L, H> {
+    fn new(telemetry: &Telemetry, metric: &'static str, max: usize) -> Guarded<L, H> {
+        Guarded {
+            max,
+            series: Default::default(),
+            overflow: telemetry.counter(telemetry::SERIES_OVERFLOW, &[("metric", metric)]),
+        }
+    }
+
+    /// The handle of (namespace, label), created with `make` on first use. A label set that did not get a
+    /// series never gets one later (series are never removed), so a gauge's +1 and -1 land on the same series.
+    fn get(&mut self, namespace: &str, label: L, make: impl FnOnce(&str, L) -> H) -> &mut H {
+        let key = (namespace.to_string(), label);
+        if !self.series.contains_key(&key) && self.series.len() >= self.max {
+            self.overflow.increment(1);
+            return self
+                .series
+                .entry((OTHER.to_string(), label))
+                .or_insert_with(|| make(OTHER, label));
+        }
+        self.series
+            .entry(key)
+            .or_insert_with(|| make(namespace, label))
+    }
+}
+
+/// Migration uids whose duration was observed, oldest first: a migration's end can be seen on its VMI and on
+/// its VMIM, and counts once. Bounded: the oldest uid is forgotten first (by then both ends have long arrived).
+#[derive(Default)]
+struct Observed {
+    order: std::collections::VecDeque<String>,
+    uids: HashSet<String>,
+}
+
+impl Observed {
+    /// Remember `uid`; false when it was already there. An empty uid (unknown migration) is never a repeat.
+    fn first(&mut self, uid: &str) -> bool {
+        if uid.is_empty() {
+            return true;
+        }
+        if self.uids.contains(uid) {
+            return false;
+        }
+        if self.order.len() >= MAX_MIGRATIONS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.uids.remove(&oldest);
+        }
+        self.order.push_back(uid.to_string());
+        self.uids.insert(uid.to_string());
+        true
+    }
+}
+
+/// Metric handles, resolved once per label set, every one under the cardinality guard.
 struct VmMetrics {
     telemetry: Arc<Telemetry>,
-    transitions: ahash::HashMap<(String, &'static str), Counter>,
-    migrations: ahash::HashMap<(String, &'static str), Counter>,
-    start: ahash::HashMap<String, Histogram>,
-    migration_duration: ahash::HashMap<(String, &'static str), Histogram>,
+    transitions: Guarded<&'static str, Counter>,
+    migrations: Guarded<&'static str, Counter>,
+    start: Guarded<(), Histogram>,
+    migration_duration: Guarded<&'static str, Histogram>,
     /// VMIs by (namespace, phase); the gauge is set from this count, never incremented blindly.
-    vmis: ahash::HashMap<(String, String), (i64, Gauge)>,
+    vmis: Guarded<&'static str, (i64, Gauge)>,
+    /// Pending migrations by (namespace, blocked), counted like `vmis`.
+    pending: Guarded<&'static str, (i64, Gauge)>,
     /// Migration states seen on VMIs, by migration uid (= the VMIM's uid), so the migration's transition
     /// record can carry its real start and end. Bounded: cleared when it grows past `MAX_MIGRATIONS`.
     migration_states: ahash::HashMap<String, vm_lifecycle::Migration>,
     /// VM uids by (namespace, name), learnt from VMs and VMIs, for migrations (which name only their VMI).
     vm_uids: ahash::HashMap<(String, String), String>,
+    /// Migrations whose duration is already in the histogram.
+    observed: Observed,
+    /// Whether the migration watch may observe durations: only when the same metrics also see every VMI. In
+    /// DaemonSet mode the VMIs are split between the agents, and the agent of the node where a migration
+    /// ended observes it from the VMI; the leader's migration watch would count it a second time.
+    durations_from_migrations: bool,
 }
 
 const MAX_MIGRATIONS: usize = 10_000;
 
 impl VmMetrics {
-    fn new(telemetry: Arc<Telemetry>) -> VmMetrics {
+    fn new(telemetry: Arc<Telemetry>, durations_from_migrations: bool) -> VmMetrics {
+        let max = telemetry.max_series_per_metric();
+        let t = &*telemetry;
         VmMetrics {
-            telemetry,
-            transitions: Default::default(),
-            migrations: Default::default(),
-            start: Default::default(),
-            migration_duration: Default::default(),
-            vmis: Default::default(),
+            transitions: Guarded::new(t, telemetry::VM_TRANSITIONS, max),
+            migrations: Guarded::new(t, telemetry::VM_MIGRATIONS, max),
+            start: Guarded::new(t, telemetry::VM_START_DURATION, max),
+            migration_duration: Guarded::new(t, telemetry::VM_MIGRATION_DURATION, max),
+            vmis: Guarded::new(t, telemetry::VMIS, max),
+            pending: Guarded::new(t, telemetry::VM_MIGRATIONS_PENDING, max),
             migration_states: Default::default(),
             vm_uids: Default::default(),
+            observed: Observed::default(),
+            durations_from_migrations,
+            telemetry,
         }
     }
 
     fn transition(&mut self, namespace: &str, name: &'static str) {
         let t = &self.telemetry;
         self.transitions
-            .entry((namespace.to_string(), name))
-            .or_insert_with(|| {
+            .get(namespace, name, |ns, name| {
                 t.counter(
                     telemetry::VM_TRANSITIONS,
-                    &[("namespace", namespace), ("transition", name)],
+                    &[("namespace", ns), ("transition", name)],
                 )
             })
             .increment(1);
@@ -72,11 +149,10 @@ impl VmMetrics {
     fn migration(&mut self, namespace: &str, outcome: &'static str) {
         let t = &self.telemetry;
         self.migrations
-            .entry((namespace.to_string(), outcome))
-            .or_insert_with(|| {
+            .get(namespace, outcome, |ns, outcome| {
                 t.counter(
                     telemetry::VM_MIGRATIONS,
-                    &[("namespace", namespace), ("outcome", outcome)],
+                    &[("namespace", ns), ("outcome", outcome)],
                 )
             })
             .increment(1);
@@ -85,42 +161,90 @@ impl VmMetrics {
     fn start_duration(&mut self, namespace: &str, seconds: f64) {
         let t = &self.telemetry;
         self.start
-            .entry(namespace.to_string())
-            .or_insert_with(|| {
-                t.histogram(telemetry::VM_START_DURATION, &[("namespace", namespace)])
+            .get(namespace, (), |ns, ()| {
+                t.histogram(telemetry::VM_START_DURATION, &[("namespace", ns)])
             })
             .record(seconds);
     }
 
-    fn migration_duration(&mut self, namespace: &str, outcome: &'static str, seconds: f64) {
+    /// Observe a finished migration's duration, once per migration uid whichever object shows it first.
+    fn migration_duration(&mut self, end: &vm_lifecycle::MigrationEnd) {
+        if !self.observed.first(&end.uid) {
+            return;
+        }
+        let outcome = if end.failed { "failed" } else { "succeeded" };
         let t = &self.telemetry;
         self.migration_duration
-            .entry((namespace.to_string(), outcome))
-            .or_insert_with(|| {
+            .get(&end.namespace, outcome, |ns, outcome| {
                 t.histogram(
                     telemetry::VM_MIGRATION_DURATION,
-                    &[("namespace", namespace), ("outcome", outcome)],
+                    &[("namespace", ns), ("outcome", outcome)],
                 )
             })
-            .record(seconds);
+            .record(end.seconds);
     }
 
     fn vmi_phase(&mut self, namespace: &str, phase: &str, delta: i64) {
         let t = &self.telemetry;
-        let entry = self
-            .vmis
-            .entry((namespace.to_string(), phase.to_string()))
-            .or_insert_with(|| {
+        let entry = self.vmis.get(
+            namespace,
+            vm_lifecycle::vmi_phase_label(phase),
+            |ns, phase| {
                 (
                     0,
-                    t.gauge(
-                        telemetry::VMIS,
-                        &[("namespace", namespace), ("phase", phase)],
-                    ),
+                    t.gauge(telemetry::VMIS, &[("namespace", ns), ("phase", phase)]),
                 )
-            });
+            },
+        );
         entry.0 += delta;
         entry.1.set(entry.0 as f64);
+    }
+
+    /// Count a migration in (or out of, `delta` -1) the pending gauge, if it is pending.
+    fn pending_migration(&mut self, state: &VmState, delta: i64) {
+        if !state.migration_pending() {
+            return;
+        }
+        let blocked = if state.rejected_by_quota {
+            "resource_quota"
+        } else {
+            "none"
+        };
+        let t = &self.telemetry;
+        let entry = self.pending.get(&state.namespace, blocked, |ns, blocked| {
+            (
+                0,
+                t.gauge(
+                    telemetry::VM_MIGRATIONS_PENDING,
+                    &[("namespace", ns), ("blocked", blocked)],
+                ),
+            )
+        });
+        entry.0 += delta;
+        entry.1.set(entry.0 as f64);
+    }
+
+    /// The watches stopped (shutdown, or the end of a leadership term in DaemonSet mode): the gauges no longer
+    /// describe anything this agent watches. Zero them, or a former leader would go on exporting its last count
+    /// of pending migrations next to the new leader's, and a sum over the agents would count them twice.
+    fn forget_gauges(&mut self) {
+        for (count, gauge) in self
+            .vmis
+            .series
+            .values_mut()
+            .chain(self.pending.series.values_mut())
+        {
+            *count = 0;
+            gauge.set(0.0);
+        }
+    }
+
+    /// A migration's start and end: its own `migrationState`, else its VMI's as last seen.
+    fn migration_times(&self, vmim: &VmState) -> Option<(jiff::Timestamp, jiff::Timestamp)> {
+        vm_lifecycle::migration_times(vmim).or_else(|| {
+            let m = self.migration_states.get(&vmim.uid)?;
+            Some((m.start?, m.end?))
+        })
     }
 }
 
@@ -226,8 +350,10 @@ async fn supervise(cfg: KubevirtSourceConfig, scope: Scope, ctx: SourceContext) 
     if said {
         tracing::info!("KubeVirt found: watching VMs, VMIs and migrations");
     }
+    let sees_every_vmi = scope.resources.contains(&VmResource::Vmi) && scope.node.is_none();
     let metrics = Arc::new(tokio::sync::Mutex::new(VmMetrics::new(
         ctx.telemetry.clone(),
+        sees_every_vmi,
     )));
     let watches: Vec<_> = scope
         .resources
@@ -245,6 +371,7 @@ async fn supervise(cfg: KubevirtSourceConfig, scope: Scope, ctx: SourceContext) 
     for w in watches {
         let _ = w.await;
     }
+    metrics.lock().await.forget_gauges();
 }
 
 /// The `resource` label of a KubeVirt watch.
@@ -316,8 +443,10 @@ async fn watch(
         );
         let mut m = metrics.lock().await;
         for s in c.states {
-            if resource == VmResource::Vmi {
-                m.vmi_phase(&s.namespace, phase_label(&s.status), 1);
+            match resource {
+                VmResource::Vmi => m.vmi_phase(&s.namespace, &s.status, 1),
+                VmResource::Vmim => m.pending_migration(&s, 1),
+                VmResource::Vm => {}
             }
             states.insert(s.uid.clone(), s);
         }
@@ -429,11 +558,20 @@ async fn watch(
             }
             m.migration_states.insert(mig.uid.clone(), mig.clone());
         }
-        if resource == VmResource::Vmi {
-            if let Some(o) = old {
-                m.vmi_phase(&o.namespace, phase_label(&o.status), -1);
+        match resource {
+            VmResource::Vmi => {
+                if let Some(o) = old {
+                    m.vmi_phase(&o.namespace, &o.status, -1);
+                }
+                m.vmi_phase(&new.namespace, &new.status, 1);
             }
-            m.vmi_phase(&new.namespace, phase_label(&new.status), 1);
+            VmResource::Vmim => {
+                if let Some(o) = old {
+                    m.pending_migration(o, -1);
+                }
+                m.pending_migration(&new, 1);
+            }
+            VmResource::Vm => {}
         }
         // The initial list is the baseline; later lists and watch events are compared with what was known.
         if baseline_done || !listed {
@@ -452,8 +590,16 @@ async fn watch(
                 // With one agent per node, the agent of the VMI's node after the migration counts it once.
                 && (!node_local || vm_lifecycle::migration_ended_here(&new))
             {
-                let outcome = if end.failed { "failed" } else { "succeeded" };
-                m.migration_duration(&end.namespace, outcome, end.seconds);
+                m.migration_duration(&end);
+            }
+            // KubeVirt 1.x also keeps the times on the migration itself: a migration whose VMI end this agent
+            // never saw (a relist, a VMI already gone) is observed from there.
+            if resource == VmResource::Vmim
+                && m.durations_from_migrations
+                && let Some(end) =
+                    vm_lifecycle::migration_timed_end(old, &new, |s| m.migration_times(s))
+            {
+                m.migration_duration(&end);
             }
         }
         drop(m);
@@ -461,13 +607,11 @@ async fn watch(
     }
 }
 
-fn phase_label(phase: &str) -> &str {
-    if phase.is_empty() { "Unset" } else { phase }
-}
-
 async fn deleted(resource: VmResource, old: &VmState, m: &mut VmMetrics, ctx: &SourceContext) {
-    if resource == VmResource::Vmi {
-        m.vmi_phase(&old.namespace, phase_label(&old.status), -1);
+    match resource {
+        VmResource::Vmi => m.vmi_phase(&old.namespace, &old.status, -1),
+        VmResource::Vmim => m.pending_migration(old, -1),
+        VmResource::Vm => {}
     }
     if resource == VmResource::Vm {
         let mut gone = old.clone();
@@ -476,6 +620,7 @@ async fn deleted(resource: VmResource, old: &VmState, m: &mut VmMetrics, ctx: &S
             resource,
             name: "deleted",
             namespace: old.namespace.clone(),
+            object: old.name.clone(),
             vm: old.name.clone(),
             uid: old.uid.clone(),
             vm_uid: old.vm_uid.clone(),
@@ -497,10 +642,14 @@ async fn emit(mut t: Transition, m: &mut VmMetrics, ctx: &SourceContext) {
     {
         t.vm_uid = uid.clone();
     }
+    let finished = matches!(t.name, "migration_succeeded" | "migration_failed");
     if t.resource == VmResource::Vmim
         && let Some(mig) = m.migration_states.get(&t.uid)
     {
-        if let (Some(start), Some(end)) = (mig.start, mig.end) {
+        if finished
+            && t.span.is_none()
+            && let (Some(start), Some(end)) = (mig.start, mig.end)
+        {
             t.span = Some((start, end, t.name == "migration_failed"));
         }
         if t.source_node.is_empty() {
@@ -523,32 +672,49 @@ async fn emit(mut t: Transition, m: &mut VmMetrics, ctx: &SourceContext) {
 }
 
 fn warning(name: &str) -> bool {
-    matches!(name, "failed" | "error" | "migration_failed")
+    matches!(
+        name,
+        "failed" | "error" | "migration_failed" | "migration_rejected"
+    )
 }
 
 /// The log record of a transition: an Event-shaped record about the KubeVirt object, plus VM details.
+///
+/// The object attributes (`k8s.object.*`) describe the one object whose change this is, the migration's own
+/// name included; the VM (or, for a migration, its VMI) is named in the `kubevirt.*` attributes.
 pub fn record(t: Transition) -> EventRecord {
     let now = jiff::Timestamp::now();
     let type_ = if warning(t.name) { "Warning" } else { "Normal" };
+    // A migration is named by itself and its VMI: `ns/kubevirt-evacuation-wgk69 (VMI vm1)`.
+    let subject = if t.resource == VmResource::Vmim {
+        format!("{}/{} (VMI {})", t.namespace, t.object, t.vm)
+    } else {
+        format!("{}/{}", t.namespace, t.object)
+    };
     let message = match t.name {
+        "migration_rejected" => format!(
+            "{} {subject} migration rejected by a ResourceQuota: the target pod cannot be created; the migration stays {} until the quota allows it",
+            t.resource.kind(),
+            if t.after.is_empty() {
+                "Pending"
+            } else {
+                &t.after
+            },
+        ),
         "node_changed" | "migration_succeeded" | "migration_failed"
             if !t.target_node.is_empty() =>
         {
             format!(
-                "{} {}/{} {}: {} -> {}",
+                "{} {subject} {}: {} -> {}",
                 t.resource.kind(),
-                t.namespace,
-                t.vm,
                 t.name.replace('_', " "),
                 t.source_node,
                 t.target_node
             )
         }
         _ => format!(
-            "{} {}/{} {} ({} -> {})",
+            "{} {subject} {} ({} -> {})",
             t.resource.kind(),
-            t.namespace,
-            t.vm,
             t.name.replace('_', " "),
             if t.before.is_empty() {
                 "none"
@@ -561,7 +727,7 @@ pub fn record(t: Transition) -> EventRecord {
     let mut r = EventRecord::blank();
     r.api = EventApi::CoreV1;
     r.change = Change::Added;
-    r.name = format!("{}.{}", t.vm, t.name).into();
+    r.name = format!("{}.{}", t.object, t.name).into();
     r.namespace = t.namespace.as_str().into();
     r.resource_version = "1".into();
     r.reason = t.name.into();
@@ -570,7 +736,7 @@ pub fn record(t: Transition) -> EventRecord {
         kind: t.resource.kind().into(),
         api_version: "kubevirt.io/v1".into(),
         namespace: t.namespace.as_str().into(),
-        name: t.vm.clone().into(),
+        name: t.object.as_str().into(),
         uid: t.uid.clone().into(),
         ..ObjectRef::default()
     };
@@ -598,4 +764,150 @@ pub fn record(t: Transition) -> EventRecord {
         span: t.span,
     }));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MetricsConfig;
+
+    fn telemetry(max: usize) -> Arc<Telemetry> {
+        Arc::new(Telemetry::new(&MetricsConfig {
+            max_series_per_metric: max,
+            ..MetricsConfig::default()
+        }))
+    }
+
+    #[test]
+    fn every_vm_metric_is_under_the_cardinality_guard() {
+        let t = telemetry(2);
+        let mut m = VmMetrics::new(t.clone(), true);
+        for i in 0..5 {
+            let ns = format!("ns-{i}");
+            m.vmi_phase(&ns, "Running", 1);
+            m.transition(&ns, "started");
+        }
+        // A VMI leaves: the -1 lands on the series its +1 went to.
+        m.vmi_phase("ns-4", "Running", -1);
+        let text = t.render();
+        let line = |s: &str| text.lines().any(|l| l == s);
+        assert!(
+            line(r#"herald_vmis{namespace="ns-0",phase="Running"} 1"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"herald_vmis{namespace="__other__",phase="Running"} 2"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"namespace="ns-3""#), "{text}");
+        assert!(
+            line(r#"herald_vm_transitions_total{namespace="__other__",transition="started"} 3"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"herald_metric_series_overflow_total{metric="herald_vmis"} 4"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn gauges_are_zeroed_when_the_watches_stop() {
+        let t = telemetry(100);
+        let mut m = VmMetrics::new(t.clone(), false);
+        let rejected = VmState {
+            namespace: "ns".into(),
+            status: "Pending".into(),
+            rejected_by_quota: true,
+            ..VmState::default()
+        };
+        m.pending_migration(&rejected, 1);
+        m.vmi_phase("ns", "Running", 1);
+        let gauge = |t: &Telemetry, name: &str| {
+            crate::bench::probe::Scrape::parse(&t.render()).sum(name, &[])
+        };
+        assert_eq!(gauge(&t, telemetry::VM_MIGRATIONS_PENDING), 1.0);
+        m.forget_gauges();
+        assert_eq!(gauge(&t, telemetry::VM_MIGRATIONS_PENDING), 0.0);
+        assert_eq!(gauge(&t, telemetry::VMIS), 0.0);
+        // A new term counts from zero on the same series.
+        let mut next = VmMetrics::new(t.clone(), false);
+        next.pending_migration(&rejected, 1);
+        assert_eq!(gauge(&t, telemetry::VM_MIGRATIONS_PENDING), 1.0);
+    }
+
+    #[test]
+    fn a_migration_seen_on_its_vmi_and_on_itself_is_observed_once() {
+        let t = telemetry(100);
+        let mut m = VmMetrics::new(t.clone(), true);
+        let end = |uid: &str| vm_lifecycle::MigrationEnd {
+            namespace: "ns".into(),
+            uid: uid.into(),
+            seconds: 9.0,
+            failed: false,
+        };
+        m.migration_duration(&end("m1"));
+        m.migration_duration(&end("m1"));
+        m.migration_duration(&end("m2"));
+        // Without a uid nothing can be matched: each is its own.
+        m.migration_duration(&end(""));
+        let count = crate::bench::probe::Scrape::parse(&t.render())
+            .sum("herald_vm_migration_duration_seconds_count", &[]);
+        assert_eq!(count, 3.0);
+    }
+
+    #[test]
+    fn observed_migrations_are_bounded_oldest_first() {
+        let mut o = Observed::default();
+        for i in 0..=MAX_MIGRATIONS {
+            assert!(o.first(&format!("m{i}")));
+        }
+        assert_eq!(
+            (o.order.len(), o.uids.len()),
+            (MAX_MIGRATIONS, MAX_MIGRATIONS)
+        );
+        assert!(o.first("m0"), "the oldest was forgotten");
+        assert!(
+            !o.first(&format!("m{MAX_MIGRATIONS}")),
+            "the newest is kept"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_of_an_earlier_version_still_loads() {
+        // Written before VmState knew `rejected_by_quota`.
+        let old = r#"{"resource_version":"7","states":[{"namespace":"ns","name":"m","uid":"u",
+            "status":"Pending","node":"","created":null,"pending_at":null,"running_at":null,
+            "migration":null,"vmi_name":"vm1","vm_uid":""}]}"#;
+        let c: Checkpoint = serde_json::from_str(old).unwrap();
+        assert!(c.states[0].migration_pending() && !c.states[0].rejected_by_quota);
+    }
+
+    #[test]
+    fn a_migration_record_describes_the_migration() {
+        let t = Transition {
+            resource: VmResource::Vmim,
+            name: "migration_rejected",
+            namespace: "ns".into(),
+            object: "kubevirt-evacuation-wgk69".into(),
+            vm: "vm1".into(),
+            uid: "m1".into(),
+            vm_uid: String::new(),
+            node: String::new(),
+            source_node: String::new(),
+            target_node: String::new(),
+            before: String::new(),
+            after: "Pending".into(),
+            span: None,
+        };
+        let r = record(t);
+        assert_eq!(&*r.regarding.name, "kubevirt-evacuation-wgk69");
+        assert_eq!(&*r.regarding.kind, "VirtualMachineInstanceMigration");
+        assert_eq!(r.vm.as_ref().unwrap().vm, "vm1");
+        assert_eq!(&*r.type_, "Warning");
+        assert!(
+            r.message.contains("ns/kubevirt-evacuation-wgk69 (VMI vm1)"),
+            "{}",
+            r.message
+        );
+    }
 }

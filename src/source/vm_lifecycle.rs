@@ -18,10 +18,13 @@
 //! | `failed` | VirtualMachineInstance | `status.phase` becomes `Failed` |
 //! | `node_changed` | VirtualMachineInstance | `status.nodeName` changes from one node to another |
 //! | `migration_started` | VirtualMachineInstanceMigration | a migration appears after the baseline |
+//! | `migration_rejected` | VirtualMachineInstanceMigration | condition `migrationRejectedByResourceQuota` becomes `True` |
 //! | `migration_succeeded` / `migration_failed` | VirtualMachineInstanceMigration | `status.phase` becomes `Succeeded` / `Failed` |
 //!
-//! Migration durations come from the VMI's `status.migrationState` (`startTimestamp` → `endTimestamp`) the
-//! first time an end appears for a `migrationUid`.
+//! A migration's start and end are real timestamps or nothing: the migration's own `status.migrationState`
+//! (KubeVirt 1.x), else its VMI's `status.migrationState` (every version). A migration that only has
+//! `status.phase` (KubeVirt 0.5x, or first seen finished after a relist) has no duration: its creation time is
+//! not when it started, and "now" is not when it ended.
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -55,7 +58,10 @@ impl VmResource {
 }
 
 /// What herald keeps of one KubeVirt object: only what transitions need.
+///
+/// Kept in checkpoints: fields added later default when an older checkpoint is read.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct VmState {
     pub namespace: String,
     pub name: String,
@@ -74,6 +80,50 @@ pub struct VmState {
     pub vmi_name: String,
     /// VM: its own uid; VMI: its VirtualMachine owner's uid (empty for a VMI without a VM).
     pub vm_uid: String,
+    /// VMIM: condition `migrationRejectedByResourceQuota` is `True` (the target pod was refused by a
+    /// ResourceQuota; KubeVirt keeps the migration Pending and retries).
+    pub rejected_by_quota: bool,
+}
+
+/// The VMIM condition KubeVirt sets while a ResourceQuota refuses the migration's target pod.
+pub const REJECTED_BY_QUOTA: &str = "migrationRejectedByResourceQuota";
+
+/// `status.phase` values of a VirtualMachineInstance (KubeVirt's `VirtualMachineInstancePhase`); the empty
+/// phase (`VmPhaseUnset`) is reported as `Unset`.
+pub const VMI_PHASES: [&str; 8] = [
+    "Pending",
+    "Scheduling",
+    "Scheduled",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "WaitingForSync",
+    "Unknown",
+];
+
+/// The `phase` label of a VMI: one of [`VMI_PHASES`], `Unset` for none, `other` for anything else (a newer
+/// KubeVirt's phase, or garbage), so a label value never comes from an unbounded string.
+pub fn vmi_phase_label(phase: &str) -> &'static str {
+    if phase.is_empty() {
+        return "Unset";
+    }
+    VMI_PHASES
+        .iter()
+        .find(|p| **p == phase)
+        .copied()
+        .unwrap_or("other")
+}
+
+impl VmState {
+    /// A migration that has not left `Pending` yet (an unset phase is KubeVirt's "just created").
+    pub fn migration_pending(&self) -> bool {
+        matches!(self.status.as_str(), "" | "Pending")
+    }
+
+    /// A migration in a final phase.
+    pub fn migration_finished(&self) -> bool {
+        matches!(self.status.as_str(), "Succeeded" | "Failed")
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -131,6 +181,8 @@ pub fn read(resource: VmResource, obj: &Value) -> Result<VmState, Invalid> {
         created: time_at(obj, &["metadata", "creationTimestamp"]),
         ..VmState::default()
     };
+    // The migration's own state carries its uid only on the VMI; on the VMIM it is the object's uid.
+    let own_uid = uid.clone();
     match resource {
         VmResource::Vm => {
             state.status = str_at(status, &["printableStatus"]).to_string();
@@ -161,7 +213,17 @@ pub fn read(resource: VmResource, obj: &Value) -> Result<VmState, Invalid> {
         VmResource::Vmim => {
             state.status = str_at(status, &["phase"]).to_string();
             state.vmi_name = str_at(obj, &["spec", "vmiName"]).to_string();
-            state.migration = migration(&status["migrationState"]);
+            state.migration = migration(&status["migrationState"]).map(|mut m| {
+                if m.uid.is_empty() {
+                    m.uid = own_uid;
+                }
+                m
+            });
+            if let Some(conditions) = status["conditions"].as_array() {
+                state.rejected_by_quota = conditions.iter().any(|c| {
+                    str_at(c, &["type"]) == REJECTED_BY_QUOTA && str_at(c, &["status"]) == "True"
+                });
+            }
         }
     }
     state.namespace = namespace;
@@ -190,7 +252,9 @@ pub struct Transition {
     pub resource: VmResource,
     pub name: &'static str,
     pub namespace: String,
-    /// The VM's name (a VMI is named like its VM; a migration names its VMI).
+    /// The object's own name (the VM's, the VMI's, the migration's): `k8s.object.name`.
+    pub object: String,
+    /// The VM's name (a VMI is named like its VM; a migration names its VMI in `spec.vmiName`).
     pub vm: String,
     /// The object's own uid.
     pub uid: String,
@@ -209,6 +273,8 @@ pub struct Transition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigrationEnd {
     pub namespace: String,
+    /// The migration's uid (the VMIM's; a VMI names it in `migrationState.migrationUid`), empty if unknown.
+    pub uid: String,
     pub seconds: f64,
     pub failed: bool,
 }
@@ -232,6 +298,7 @@ fn transition(
         resource,
         name,
         namespace: new.namespace.clone(),
+        object: new.name.clone(),
         vm: if resource == VmResource::Vmim {
             new.vmi_name.clone()
         } else {
@@ -314,6 +381,9 @@ pub fn derive(resource: VmResource, old: Option<&VmState>, new: &VmState) -> Vec
             if old.is_none() {
                 out.push(transition(resource, "migration_started", old, new));
             }
+            if new.rejected_by_quota && !old.is_some_and(|o| o.rejected_by_quota) {
+                out.push(transition(resource, "migration_rejected", old, new));
+            }
             if status_changed {
                 let name = match new.status.as_str() {
                     "Succeeded" => Some("migration_succeeded"),
@@ -331,12 +401,7 @@ pub fn derive(resource: VmResource, old: Option<&VmState>, new: &VmState) -> Vec
                         }
                     }
                     // Older KubeVirt keeps the times on the VMI only; the source fills them in when it has
-                    // seen them. Until then: from the migration's creation to now.
-                    if t.span.is_none()
-                        && let Some(created) = new.created
-                    {
-                        t.span = Some((created, Timestamp::now().max(created), failed));
-                    }
+                    // seen them. Without real times there is no span: a creation time is not a start.
                     out.push(t);
                 }
             }
@@ -379,6 +444,32 @@ pub fn arrival(vmi: &VmState) -> Option<Transition> {
     Some(t)
 }
 
+/// The start and end of a finished migration (VMIM) from its own `status.migrationState`, when it has both.
+pub fn migration_times(vmim: &VmState) -> Option<(Timestamp, Timestamp)> {
+    let m = vmim.migration.as_ref()?;
+    Some((m.start?, m.end?))
+}
+
+/// Whether a migration (VMIM) became finished-with-timestamps between `old` and `new`: the moment its duration
+/// is known. `times` reads a state's timestamps (its own, or its VMI's as the source last saw them).
+pub fn migration_timed_end(
+    old: Option<&VmState>,
+    new: &VmState,
+    times: impl Fn(&VmState) -> Option<(Timestamp, Timestamp)>,
+) -> Option<MigrationEnd> {
+    let timed = |s: &VmState| s.migration_finished() && times(s).is_some();
+    if !timed(new) || old.is_some_and(timed) {
+        return None;
+    }
+    let (start, end) = times(new)?;
+    Some(MigrationEnd {
+        namespace: new.namespace.clone(),
+        uid: new.uid.clone(),
+        seconds: end.duration_since(start).as_secs_f64().max(0.0),
+        failed: new.status == "Failed",
+    })
+}
+
 /// A VMI migration that ended between `old` and `new` (an end appears for a migration uid).
 pub fn migration_end(old: Option<&VmState>, new: &VmState) -> Option<MigrationEnd> {
     let m = new.migration.as_ref()?;
@@ -393,6 +484,7 @@ pub fn migration_end(old: Option<&VmState>, new: &VmState) -> Option<MigrationEn
     let seconds = end.duration_since(start).as_secs_f64().max(0.0);
     Some(MigrationEnd {
         namespace: new.namespace.clone(),
+        uid: m.uid.clone(),
         seconds,
         failed: m.failed,
     })
@@ -455,6 +547,92 @@ mod tests {
             names(&derive(VmResource::Vm, None, &vm("Stopped"))),
             ["created"]
         );
+    }
+
+    fn vmim(status: serde_json::Value) -> VmState {
+        read(
+            VmResource::Vmim,
+            &json!({"metadata": {"name": "kubevirt-evacuation-wgk69", "namespace": "ns", "uid": "m1",
+                                 "creationTimestamp": "2024-01-01T00:00:00Z"},
+                    "spec": {"vmiName": "vm1"}, "status": status}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_migration_is_named_by_itself_and_its_vmi() {
+        let t = derive(VmResource::Vmim, None, &vmim(json!({"phase": "Pending"})));
+        assert_eq!(names(&t), ["migration_started"]);
+        assert_eq!(
+            (t[0].object.as_str(), t[0].vm.as_str(), t[0].uid.as_str()),
+            ("kubevirt-evacuation-wgk69", "vm1", "m1")
+        );
+    }
+
+    #[test]
+    fn a_phase_only_migration_has_no_duration() {
+        // KubeVirt 0.5x, or first seen finished after a relist: only status.phase.
+        let done = vmim(json!({"phase": "Succeeded"}));
+        let t = derive(VmResource::Vmim, None, &done);
+        assert_eq!(names(&t), ["migration_started", "migration_succeeded"]);
+        assert!(t.iter().all(|t| t.span.is_none()), "{t:?}");
+        assert_eq!(migration_times(&done), None);
+        assert_eq!(migration_timed_end(None, &done, migration_times), None);
+    }
+
+    #[test]
+    fn a_migration_with_its_own_migration_state_has_its_real_duration() {
+        // KubeVirt 1.x: the VMIM carries the migrationState (without migrationUid: it is the VMIM's own).
+        let running = vmim(json!({"phase": "Running"}));
+        let done = vmim(json!({"phase": "Succeeded", "migrationState": {
+            "sourceNode": "a", "targetNode": "b", "completed": true,
+            "startTimestamp": "2024-01-01T00:01:00Z", "endTimestamp": "2024-01-01T00:01:09Z"}}));
+        assert_eq!(done.migration.as_ref().unwrap().uid, "m1");
+        let t = derive(VmResource::Vmim, Some(&running), &done);
+        assert_eq!(names(&t), ["migration_succeeded"]);
+        let (from, to, failed) = t[0].span.unwrap();
+        assert_eq!((to.duration_since(from).as_secs(), failed), (9, false));
+        let end = migration_timed_end(Some(&running), &done, migration_times).unwrap();
+        assert_eq!(
+            (end.uid.as_str(), end.seconds, end.failed),
+            ("m1", 9.0, false)
+        );
+        // Seen again (a relist): already known finished with times, nothing new.
+        assert_eq!(
+            migration_timed_end(Some(&done), &done, migration_times),
+            None
+        );
+    }
+
+    #[test]
+    fn a_quota_rejection_is_a_transition_once() {
+        let pending = vmim(json!({"phase": "Pending"}));
+        let rejected = vmim(json!({"phase": "Pending", "conditions": [
+            {"type": "migrationRejectedByResourceQuota", "status": "True",
+             "lastProbeTime": "2024-01-01T00:00:05Z", "lastTransitionTime": null}]}));
+        assert!(rejected.rejected_by_quota && rejected.migration_pending());
+        let t = derive(VmResource::Vmim, Some(&pending), &rejected);
+        assert_eq!(names(&t), ["migration_rejected"]);
+        assert_eq!(t[0].after, "Pending");
+        assert!(derive(VmResource::Vmim, Some(&rejected), &rejected).is_empty());
+        // First seen already rejected (after the baseline): started and rejected.
+        assert_eq!(
+            names(&derive(VmResource::Vmim, None, &rejected)),
+            ["migration_started", "migration_rejected"]
+        );
+        let other = vmim(json!({"phase": "Pending", "conditions": [
+            {"type": "migrationRejectedByResourceQuota", "status": "False"}]}));
+        assert!(!other.rejected_by_quota);
+    }
+
+    #[test]
+    fn vmi_phase_labels_are_bounded() {
+        for p in VMI_PHASES {
+            assert_eq!(vmi_phase_label(p), p);
+        }
+        assert_eq!(vmi_phase_label(""), "Unset");
+        assert_eq!(vmi_phase_label("NotAPhase-4711"), "other");
+        assert_eq!(vmi_phase_label("running"), "other");
     }
 
     #[test]
