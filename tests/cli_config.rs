@@ -192,3 +192,39 @@ fn the_demo_takes_a_free_port_when_its_own_is_busy_and_guides_the_user() {
         .unwrap();
     assert!(json.starts_with('{'), "{json}");
 }
+
+/// `herald demo --otlp-console` shows the OTLP log records (and spans) herald sends, decoded from the real OTLP
+/// protobuf, one line each on stdout.
+#[test]
+fn the_demo_otlp_console_prints_what_a_collector_would_receive() {
+    use std::io::BufRead;
+    let mut child = herald()
+        .args(["demo", "--otlp-console", "--listen", "127.0.0.1:0"])
+        .env_remove("HERALD_CONFIG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut logs = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.starts_with("otlp log  ") {
+            logs.push(line);
+            if logs.len() == 3 {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    for line in &logs {
+        // `otlp log  HH:MM:SS <severity> <namespace>/<kind>/<name> <reason>: <message>`
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert!(fields.len() >= 7, "{line}");
+        assert_eq!(fields[4].matches('/').count(), 2, "{line}");
+        assert!(fields[5].ends_with(':'), "{line}");
+    }
+}
