@@ -220,7 +220,8 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         }
     };
     runtime_then(|| async move {
-        let listener = herald::server::bind(config.listen, &config.listen_tls).await?;
+        let listener =
+            herald::server::bind(config.listen, &config.listen_tls, &config.server).await?;
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
         let (client, own_namespace, sim) = match demo {
