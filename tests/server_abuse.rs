@@ -630,3 +630,36 @@ fn metrics_need_the_bearer_token_a_rotated_token_applies_and_probes_stay_open() 
     );
     drop(rt);
 }
+
+#[test]
+fn a_connection_where_nothing_moves_is_closed_by_the_idle_timeout() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(quiet_sim());
+    // A header deadline far away, so only the idle timeout can end the silent connection.
+    let herald = Agent::start(
+        &sim.url(),
+        "server:\n  idle_timeout: 1s\n  header_read_timeout: 60s\n",
+        None,
+    );
+    herald.wait_ready();
+    let mut silent = std::net::TcpStream::connect(herald.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    let took = t0.elapsed();
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "closed after {took:?}, idle_timeout is 1s"
+    );
+    assert!(
+        herald.metric(
+            "herald_http_connections_closed_total",
+            &[("reason", "idle_timeout")]
+        ) >= 1.0
+    );
+    drop(rt);
+}

@@ -249,22 +249,21 @@ pub async fn serve(
     });
     let regular = conns::Registry::new(limits.max_connections);
     let lane = conns::Registry::new(conns::PROBE_LANE);
-    let mut accept_log = Throttle::new(ACCEPT_LOG_EVERY);
+    let mut accept_errors = AcceptErrors::new();
     let mut refused_log = Throttle::new(ACCEPT_LOG_EVERY);
-    let mut backoff = Duration::ZERO;
     loop {
         let (stream, _) = tokio::select! {
             accepted = tcp.accept() => match accepted {
                 Ok(conn) => {
-                    backoff = Duration::ZERO;
+                    accept_errors.succeeded();
                     conn
                 }
                 Err(error) => {
                     // Out of file descriptors (EMFILE) fails every accept until something closes: wait,
                     // longer each time, instead of spinning on the error.
                     metrics.accept_errors.increment(1);
-                    backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
-                    if let Some(suppressed) = accept_log.hit(Instant::now()) {
+                    let (backoff, log) = accept_errors.failed(Instant::now());
+                    if let Some(suppressed) = log {
                         tracing::warn!(%error, suppressed, retry_in = ?backoff, "accept failed");
                     }
                     tokio::select! {
@@ -521,6 +520,32 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     resp
 }
 
+/// What to do after a failed accept: how long to wait (doubling while accepts keep failing), and whether
+/// to log it.
+struct AcceptErrors {
+    backoff: Duration,
+    log: Throttle,
+}
+
+impl AcceptErrors {
+    fn new() -> AcceptErrors {
+        AcceptErrors {
+            backoff: Duration::ZERO,
+            log: Throttle::new(ACCEPT_LOG_EVERY),
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+
+    /// The wait before the next accept, and `Some(held back)` when this failure may be logged.
+    fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
+        self.backoff = (self.backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
+        (self.backoff, self.log.hit(now))
+    }
+}
+
 /// Lets a repeated warning through at most once per period, and says how many were held back.
 struct Throttle {
     every: Duration,
@@ -662,6 +687,32 @@ mod tests {
         }
         assert_eq!(t.hit(t0 + Duration::from_secs(10)), Some(500));
         assert_eq!(t.hit(t0 + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn accept_failures_back_off_to_a_second_and_are_logged_once_per_period() {
+        let mut errors = AcceptErrors::new();
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut logged = 0;
+        let mut waits = Vec::new();
+        // A minute of EMFILE: each failure waits before the next accept.
+        while now < t0 + Duration::from_secs(60) {
+            let (wait, log) = errors.failed(now);
+            logged += usize::from(log.is_some());
+            waits.push(wait);
+            now += wait;
+        }
+        assert_eq!(waits[..3], [5, 10, 20].map(Duration::from_millis));
+        assert_eq!(*waits.last().unwrap(), Duration::from_secs(1));
+        assert!(
+            waits.len() < 70,
+            "{} accepts tried in a minute",
+            waits.len()
+        );
+        assert!((6..=7).contains(&logged), "{logged} log lines in a minute");
+        errors.succeeded();
+        assert_eq!(errors.failed(now).0, Duration::from_millis(5));
     }
 
     #[test]
