@@ -1,6 +1,6 @@
-//! herald's HTTP server under abuse, as an attacker would try it, against a real herald process: hundreds of
+//! herald's HTTP server under abuse, against a real herald process: hundreds of
 //! concurrent `/metrics` scrapes at ~10k series, thousands of connections trickling or overflowing their
-//! request header under the manifests' open-file limit, and a bearer-protected `/metrics`. Throughout, a
+//! request header under a 1024 open-file limit, and a bearer-protected `/metrics`. Throughout, a
 //! kubelet-like probe asks `/healthz` every 100 ms and must be answered within the kubelet's default probe
 //! timeout (1 s); herald's peak RSS must stay under the manifests' memory limit (256Mi).
 
@@ -339,7 +339,7 @@ async fn five_hundred_concurrent_scrapes_share_renderings_and_stay_under_the_mem
     let took = t0.elapsed();
     let renders = herald.metric("herald_metrics_renders_total", &[]) - renders_before;
 
-    // HEAD (four concurrent HEADs used to starve the probes): answered without rendering anything.
+    // HEAD: answered without rendering anything (a rendering per HEAD would be work thrown away).
     let renders_after_burst = herald.metric("herald_metrics_renders_total", &[]);
     let heads: Vec<_> = (0..50)
         .map(|_| tokio::spawn(raw_request(herald.addr, "HEAD", "/metrics")))
@@ -393,7 +393,7 @@ async fn slow_and_oversized_headers_are_cut_off_and_probes_and_checkpoints_keep_
     const SLOW: usize = 2000;
     const OVERSIZED: usize = 500;
     let sim = quiet_sim().await;
-    // The open-file limit of the reproduction; checkpoints on, so their writes need descriptors too.
+    // A common default open-file limit (1024); checkpoints on, so their writes need descriptors too.
     let herald = Agent::start(
         &sim.url(),
         "state_dir: STATE_DIR\ncheckpoint_interval: 500ms\n",
