@@ -629,6 +629,9 @@ pub struct ListenTlsConfig {
     pub cert_file: String,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: String,
+    /// CA certificates (PEM) that sign the client certificates `/metrics` then requires (mutual TLS). The
+    /// probes stay open to clients without a certificate (the kubelet has none). "" asks for none.
+    pub client_ca_file: String,
 }
 
 impl ListenTlsConfig {
@@ -645,6 +648,10 @@ impl ListenTlsConfig {
             (false, true) => Err(ConfigError::new(
                 "listen_tls.key_file",
                 "missing: listen_tls.cert_file is set, and TLS needs both",
+            )),
+            (true, true) if !self.client_ca_file.is_empty() => Err(ConfigError::new(
+                "listen_tls.client_ca_file",
+                "needs listen_tls.cert_file and listen_tls.key_file: client certificates are checked in TLS",
             )),
             _ => Ok(()),
         }
@@ -1135,6 +1142,14 @@ mod tests {
             r#"filters.max_age: expected a duration like "5m", got "five""#
         );
         assert!(err("dedup:\n  ttl: 30\n").starts_with("dedup.ttl: expected a duration"));
+    }
+
+    #[test]
+    fn a_client_ca_needs_tls() {
+        assert_eq!(
+            err("listen_tls:\n  client_ca_file: /ca.crt\n"),
+            "listen_tls.client_ca_file: needs listen_tls.cert_file and listen_tls.key_file: client certificates are checked in TLS"
+        );
     }
 
     #[test]

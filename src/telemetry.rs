@@ -103,7 +103,7 @@ catalogue! {
     HTTP_CLOSED = "herald_http_connections_closed_total", "counter", "reason",
         "Connections the server closed itself: evicted (idle, to make room at the limit), refused (every place, probe lane included, stayed busy for 2 s), header_timeout, header_too_large, idle_timeout.";
     HTTP_REFUSED = "herald_http_requests_refused_total", "counter", "reason",
-        "Requests answered with an error instead of their content: unauthorized (/metrics without the bearer token), busy (only probes are answered at the connection limit).";
+        "Requests answered with an error instead of their content: unauthorized (/metrics without the bearer token), no_client_certificate (/metrics without a verified client certificate), busy (only probes are answered at the connection limit).";
     HTTP_ACCEPT_ERRORS = "herald_http_accept_errors_total", "counter", "",
         "Failed accepts (e.g. out of file descriptors); the server backs off and logs them at most every 10 s.";
     METRICS_RENDERS = "herald_metrics_renders_total", "counter", "",

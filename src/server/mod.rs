@@ -72,6 +72,7 @@ struct Limits {
     idle_timeout: Duration,
     max_header_bytes: usize,
     token: Option<auth::TokenFile>,
+    require_client_cert: bool,
 }
 
 impl Listener {
@@ -118,6 +119,7 @@ pub async fn bind(
         max_header_bytes,
         metrics_bearer_token_file,
     } = server;
+    let require_client_cert = tls.enabled() && !tls.client_ca_file.is_empty();
     let tls = tls::acceptor(tls)?;
     let token = if metrics_bearer_token_file.is_empty() {
         None
@@ -150,6 +152,7 @@ pub async fn bind(
             idle_timeout: idle_timeout.0,
             max_header_bytes: (*max_header_bytes).max(ServerConfig::MIN_HEADER_BYTES),
             token,
+            require_client_cert,
         },
     })
 }
@@ -197,6 +200,7 @@ struct ServerMetrics {
     header_too_large: Counter,
     idle_timeout: Counter,
     unauthorized: Counter,
+    no_client_cert: Counter,
     busy: Counter,
     accept_errors: Counter,
 }
@@ -213,6 +217,7 @@ impl ServerMetrics {
             header_too_large: closed("header_too_large"),
             idle_timeout: closed("idle_timeout"),
             unauthorized: refused("unauthorized"),
+            no_client_cert: refused("no_client_certificate"),
             busy: refused("busy"),
             accept_errors: t.counter(telemetry::HTTP_ACCEPT_ERRORS, &[]),
         }
@@ -224,6 +229,7 @@ struct Shared {
     health: Health,
     render: Arc<render::SharedRender>,
     token: Option<auth::TokenFile>,
+    require_client_cert: bool,
     token_log: Mutex<Throttle>,
     metrics: ServerMetrics,
 }
@@ -244,6 +250,7 @@ pub async fn serve(
         ),
         health,
         token: limits.token.clone(),
+        require_client_cert: limits.require_client_cert,
         token_log: Mutex::new(Throttle::new(ACCEPT_LOG_EVERY)),
         metrics: metrics.clone(),
     });
@@ -353,14 +360,19 @@ async fn connection(
         activity: activity.clone(),
     };
     let ticket = Arc::new(ticket);
-    let service = {
+    // `client_cert`: the client presented a certificate that `listen_tls.client_ca_file` verified.
+    let service = |client_cert: bool| {
         let (ticket, shared) = (ticket.clone(), shared.clone());
+        let caller = Caller {
+            probes_only,
+            client_cert,
+        };
         service_fn(move |req: Request<Incoming>| {
             let (ticket, shared) = (ticket.clone(), shared.clone());
             async move {
                 // Not evicted while the request is handled (a scrape waiting for its rendering).
                 let _busy = ticket.busy();
-                Ok::<_, Infallible>(handle(req, &shared, probes_only).await)
+                Ok::<_, Infallible>(handle(req, &shared, caller).await)
             }
         })
     };
@@ -375,9 +387,21 @@ async fn connection(
         });
     let served = async {
         let result = match tls {
-            None => http.serve_connection(TokioIo::new(stream), service).await,
+            None => {
+                http.serve_connection(TokioIo::new(stream), service(false))
+                    .await
+            }
             Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => http.serve_connection(TokioIo::new(stream), service).await,
+                Ok(Ok(stream)) => {
+                    // rustls only keeps a client certificate it verified against the client CAs.
+                    let client_cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty());
+                    http.serve_connection(TokioIo::new(stream), service(client_cert))
+                        .await
+                }
                 // A plain-HTTP client, a port scan, an untrusting client: its problem alone.
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "TLS handshake failed");
@@ -422,18 +446,23 @@ async fn connection(
         .set((conns.regular.held() + conns.lane.held()) as f64);
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    shared: &Shared,
+/// Who is asking, as far as the connection tells.
+#[derive(Clone, Copy)]
+struct Caller {
+    /// Admitted to the probe lane: only probes are answered.
     probes_only: bool,
-) -> Response<Full<Bytes>> {
+    /// Presented a client certificate verified against `listen_tls.client_ca_file`.
+    client_cert: bool,
+}
+
+async fn handle(req: Request<Incoming>, shared: &Shared, caller: Caller) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
     }
     match req.uri().path() {
         "/healthz" | "/livez" => probe(shared.health.live()),
         "/readyz" => probe(shared.health.ready()),
-        _ if probes_only => {
+        _ if caller.probes_only => {
             shared.metrics.busy.increment(1);
             let mut resp = text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -444,6 +473,14 @@ async fn handle(
             resp
         }
         "/metrics" => {
+            if shared.require_client_cert && !caller.client_cert {
+                shared.metrics.no_client_cert.increment(1);
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "forbidden: /metrics needs a client certificate signed by a CA in listen_tls.client_ca_file\n"
+                        .into(),
+                );
+            }
             if let Some(denied) = authorize(&req, shared) {
                 return denied;
             }
