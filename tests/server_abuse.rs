@@ -663,3 +663,59 @@ fn a_connection_where_nothing_moves_is_closed_by_the_idle_timeout() {
     );
     drop(rt);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_never_take_more_than_half_the_open_file_limit() {
+    const NOFILE: u64 = 128;
+    let sim = quiet_sim().await;
+    // Asks for far more connections than the descriptors allow.
+    let herald = Agent::start(
+        &sim.url(),
+        "server:\n  max_connections: 5000\nstate_dir: STATE_DIR\ncheckpoint_interval: 500ms\n",
+        Some(NOFILE),
+    );
+    let h = &herald;
+    tokio::task::block_in_place(|| h.wait_ready());
+    let prober = Prober::start(herald.addr);
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(s) = tokio::net::TcpStream::connect(herald.addr).await {
+            idle.push(s);
+        }
+    }
+    for i in 0..50 {
+        sim.store().create("default", event(i)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", herald.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let stats = prober.finish();
+    let truth = sim.truth().occurrences_total as f64;
+    tokio::task::block_in_place(|| {
+        h.wait_metric(
+            "herald_event_occurrences_total",
+            &[],
+            truth,
+            Duration::from_secs(20),
+        )
+    });
+    let m = herald.metrics_with(None);
+    let held = metric_sum(&m, "herald_http_connections", &[]);
+    eprintln!(
+        "1000 idle connections under an open-file limit of {NOFILE}: herald holds {held} connections, \
+         {fds} descriptors in all"
+    );
+    assert!(
+        held <= (NOFILE / 2) as f64,
+        "{held} connections held under an open-file limit of {NOFILE}"
+    );
+    assert!(
+        (fds as u64) < NOFILE,
+        "{fds} descriptors open: the limit was reached"
+    );
+    assert_eq!(herald.log_lines("accept failed"), 0);
+    assert_eq!(metric_sum(&m, "herald_checkpoint_failures_total", &[]), 0.0);
+    assert_probes(&stats, 10);
+    drop(idle);
+}

@@ -129,9 +129,12 @@ pub async fn bind(
         ))?)
     };
     let max_connections = match open_file_limit() {
-        // Half the descriptors stay for the watches, sinks and checkpoints.
-        Some(limit) if (limit / 2) < *max_connections as u64 => {
-            let capped = (limit / 2).max(1) as usize;
+        // Half the descriptors stay for the watches, sinks and checkpoints; the probe lane comes out of
+        // the server's half.
+        Some(limit)
+            if (limit / 2).saturating_sub(conns::PROBE_LANE as u64) < *max_connections as u64 =>
+        {
+            let capped = (limit / 2).saturating_sub(conns::PROBE_LANE as u64).max(1) as usize;
             tracing::info!(
                 max_connections,
                 capped,
