@@ -3,13 +3,13 @@
 //! HTTP/1.1 on hyper 1, plain or over TLS (`listen_tls`, see [`tls`]). Probes answer 200 or 503 with one
 //! line per check, so `kubectl describe pod` and a curl both show what is wrong.
 //!
-//! The server is bounded against slow, idle and hostile clients (`server.*` settings): a limit on
-//! connections that closes idle ones to make room and keeps a probe-only lane ([`conns`]), a deadline for
-//! each request header (which also closes keep-alives left idle) and a cap on its size, an idle timeout
-//! for connections where nothing moves, one shared rendering of `/metrics` off the runtime's workers
-//! ([`render`]), an optional bearer token for `/metrics` ([`auth`]), and an accept loop that backs off
-//! and logs rarely when the process runs out of file descriptors. It must never let a client delay a
-//! probe past the kubelet's timeout.
+//! The server is bounded against slow, idle and hostile clients (`server.*` settings): a limit on connections
+//! that closes idle ones to make room and keeps a probe-only lane ([`conns`]), a deadline for each request
+//! header (which also closes keep-alives left idle) and a cap on its size, an idle timeout for connections
+//! where nothing moves, one shared rendering of `/metrics` off the runtime's workers ([`render`]), an
+//! optional bearer token and client certificate for `/metrics` ([`auth`], [`tls`]; the probes stay open, the
+//! kubelet has neither), and an accept loop that backs off and logs rarely when the process runs out of file
+//! descriptors. It must never let a client delay a probe past the kubelet's timeout.
 
 mod auth;
 mod conns;
