@@ -123,6 +123,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Serve `listen` over TLS instead of plain HTTP.
     pub listen_tls: ListenTlsConfig,
+    /// Limits of the HTTP server, and who may read `/metrics`.
+    pub server: ServerConfig,
     /// How long a shutdown may take to drain queues and flush sinks before herald exits anyway.
     pub shutdown_timeout: Duration,
     /// `single` (one replica), `daemonset` (one agent per node; the cluster-wide Event watch runs only on
@@ -153,6 +155,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9477)),
             listen_tls: ListenTlsConfig::default(),
+            server: ServerConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
             mode: Mode::Single,
             state_dir: String::new(),
@@ -626,6 +629,9 @@ pub struct ListenTlsConfig {
     pub cert_file: String,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: String,
+    /// CA certificates (PEM) that sign the client certificates `/metrics` then requires (mutual TLS). The
+    /// probes stay open to clients without a certificate (the kubelet has none). "" asks for none.
+    pub client_ca_file: String,
 }
 
 impl ListenTlsConfig {
@@ -643,8 +649,81 @@ impl ListenTlsConfig {
                 "listen_tls.key_file",
                 "missing: listen_tls.cert_file is set, and TLS needs both",
             )),
+            (true, true) if !self.client_ca_file.is_empty() => Err(ConfigError::new(
+                "listen_tls.client_ca_file",
+                "needs listen_tls.cert_file and listen_tls.key_file: client certificates are checked in TLS",
+            )),
             _ => Ok(()),
         }
+    }
+}
+
+/// Limits of herald's HTTP server, so scrapers, port scans and slow or hostile clients cannot take its
+/// memory, its file descriptors or the kubelet's probes. `/healthz`, `/livez` and `/readyz` stay open and
+/// answered at every limit; only `/metrics` can require a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Connections served at once. At the limit, the longest-open connection that is not in the middle of a
+    /// request is closed to make room; when every one is, a new connection may only ask for a probe. Also
+    /// capped at half the process's open-file limit, so connections never starve checkpoints and watches.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request header, counted from the connection's start or from the
+    /// previous response; a connection that stays silent or trickles its header longer is closed.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moved either way for this long (a client that stops reading its
+    /// response) is closed.
+    pub idle_timeout: Duration,
+    /// Largest request header accepted (bytes, at least 8192); a larger one is refused with 431.
+    pub max_header_bytes: usize,
+    /// A file holding the bearer token `/metrics` requires (`Authorization: Bearer <token>`, Prometheus's
+    /// `authorization.credentials_file`). Read again on each scrape, so a rotated Secret applies at once.
+    /// "" leaves `/metrics` open.
+    pub metrics_bearer_token_file: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 128,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            metrics_bearer_token_file: String::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// hyper refuses a read buffer below 8 KiB.
+    pub const MIN_HEADER_BYTES: usize = 8192;
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "server.header_read_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "server.idle_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_header_bytes < Self::MIN_HEADER_BYTES {
+            return Err(ConfigError::new(
+                "server.max_header_bytes",
+                format!("must be at least {}", Self::MIN_HEADER_BYTES),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -848,6 +927,7 @@ impl Config {
             }
         };
         self.listen_tls.validate()?;
+        self.server.validate()?;
         positive("pipeline.ingest_capacity", self.pipeline.ingest_capacity)?;
         if self.leader_election.renew_interval >= self.leader_election.lease_duration
             || self.leader_election.renew_interval.is_zero()
@@ -1279,6 +1359,30 @@ mod tests {
             r#"filters.max_age: expected a duration like "5m", got "five""#
         );
         assert!(err("dedup:\n  ttl: 30\n").starts_with("dedup.ttl: expected a duration"));
+    }
+
+    #[test]
+    fn a_client_ca_needs_tls() {
+        assert_eq!(
+            err("listen_tls:\n  client_ca_file: /ca.crt\n"),
+            "listen_tls.client_ca_file: needs listen_tls.cert_file and listen_tls.key_file: client certificates are checked in TLS"
+        );
+    }
+
+    #[test]
+    fn server_limits_are_checked_by_key() {
+        assert_eq!(
+            err("server:\n  max_header_bytes: 100\n"),
+            "server.max_header_bytes: must be at least 8192"
+        );
+        assert_eq!(
+            err("server:\n  max_connections: 0\n"),
+            "server.max_connections: must be greater than 0"
+        );
+        assert_eq!(
+            err("server:\n  header_read_timeout: 0s\n"),
+            "server.header_read_timeout: must be greater than 0"
+        );
     }
 
     #[test]

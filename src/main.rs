@@ -314,7 +314,9 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         }
     };
     runtime_then(|| async move {
-        let listener = match herald::server::bind(config.listen, &config.listen_tls).await {
+        let listener = match herald::server::bind(config.listen, &config.listen_tls, &config.server)
+            .await
+        {
             Ok(l) => l,
             // The demo is a first contact: a second one on the machine takes a free port instead of failing.
             Err(e) if demo.is_some() && args.listen.is_none() && e.is_address_in_use() => {
@@ -322,7 +324,7 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
                     "herald demo: {DEMO_LISTEN} is in use; taking a free port (choose one with --listen)"
                 );
                 let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                herald::server::bind(any, &config.listen_tls).await?
+                herald::server::bind(any, &config.listen_tls, &config.server).await?
             }
             Err(e) if e.is_address_in_use() => anyhow::bail!(
                 "{e}: another program (another herald?) listens there; choose another address with --listen \

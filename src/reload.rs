@@ -55,6 +55,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     check("listen", old.listen != new.listen);
     check("listen_tls", old.listen_tls != new.listen_tls);
+    check("server", old.server != new.server);
     check(
         "shutdown_timeout",
         old.shutdown_timeout != new.shutdown_timeout,

@@ -100,6 +100,16 @@ catalogue! {
         "Configuration reloads: applied, unchanged, rejected (invalid; the running configuration stays).";
     CONFIG_HASH = "herald_config_hash", "gauge", "",
         "Hash of the running configuration (first 48 bits of its SHA-256, as a number).";
+    HTTP_CONNECTIONS = "herald_http_connections", "gauge", "",
+        "Connections the HTTP server holds (at most server.max_connections, plus a small probe-only lane).";
+    HTTP_CLOSED = "herald_http_connections_closed_total", "counter", "reason",
+        "Connections the server closed itself: evicted (idle, to make room at the limit), refused (every place, probe lane included, stayed busy for 2 s), header_timeout, header_too_large, idle_timeout.";
+    HTTP_REFUSED = "herald_http_requests_refused_total", "counter", "reason",
+        "Requests answered with an error instead of their content: unauthorized (/metrics without the bearer token), no_client_certificate (/metrics without a verified client certificate), busy (only probes are answered at the connection limit).";
+    HTTP_ACCEPT_ERRORS = "herald_http_accept_errors_total", "counter", "",
+        "Failed accepts (e.g. out of file descriptors); the server backs off and logs them at most every 10 s.";
+    METRICS_RENDERS = "herald_metrics_renders_total", "counter", "",
+        "Renderings of /metrics; concurrent scrapes share one, HEAD renders none.";
 }
 
 /// Buckets for VM start and migration durations: 1 s to 30 min.

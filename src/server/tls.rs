@@ -59,13 +59,52 @@ pub fn acceptor(config: &ListenTlsConfig) -> Result<Option<tokio_rustls::TlsAcce
         PathBuf::from(&config.key_file),
         provider.clone(),
     )?;
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(Error::Setup)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(files));
+        .map_err(Error::Setup)?;
+    let builder = if config.client_ca_file.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        builder.with_client_cert_verifier(client_verifier(
+            Path::new(&config.client_ca_file),
+            provider,
+        )?)
+    };
+    let mut server = builder.with_cert_resolver(Arc::new(files));
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
+/// Checks client certificates against the CAs in `path`. A client without a certificate still completes
+/// the handshake (the kubelet's probes have none); the server then answers only the probes, and `/metrics`
+/// only to a client whose certificate was verified. Read once at start: a new CA bundle needs a restart.
+fn client_verifier(
+    path: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Error> {
+    let pem = std::fs::read(path).map_err(|source| Error::Read {
+        key: "client_ca_file",
+        path: path.to_owned(),
+        source,
+    })?;
+    let pem_error = |reason: String| Error::Pem {
+        key: "client_ca_file",
+        path: path.to_owned(),
+        what: "CA certificate",
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| pem_error(e.to_string()))?;
+        roots.add(cert).map_err(|e| pem_error(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(pem_error("no CERTIFICATE block".into()));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| pem_error(e.to_string()))
 }
 
 /// The certificate and key files, and what was last loaded from them.
@@ -223,6 +262,30 @@ mod tests {
         std::fs::write(&other, other_key).unwrap();
         let e = err(&c, &other);
         assert!(e.contains("does not fit the certificate"), "{e}");
+    }
+
+    #[test]
+    fn an_unusable_client_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = generated();
+        let (c, k) = files(dir.path(), &cert, &key);
+        let config = |ca: &Path| ListenTlsConfig {
+            cert_file: c.display().to_string(),
+            key_file: k.display().to_string(),
+            client_ca_file: ca.display().to_string(),
+        };
+        let err = |ca: &Path| acceptor(&config(ca)).err().expect("refused").to_string();
+        let e = err(&dir.path().join("missing.crt"));
+        assert!(
+            e.starts_with("listen_tls.client_ca_file: cannot read "),
+            "{e}"
+        );
+        let e = err(&k);
+        assert!(
+            e.starts_with("listen_tls.client_ca_file: ") && e.contains("no CERTIFICATE block"),
+            "{e}"
+        );
+        assert!(acceptor(&config(&c)).is_ok(), "a certificate as its own CA");
     }
 
     #[test]
