@@ -433,6 +433,25 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_template_example_renders_valid_json() {
+        let f = Formatter::new(
+            WebhookFormat::Template,
+            Some(
+                r#"{"text": {{ (record["k8s.event.reason"] ~ " on " ~ record["k8s.object.name"] ~ ": " ~ record.body) | tojson }}}"#,
+            ),
+            TemplatePer::Record,
+            Default::default(),
+        )
+        .unwrap();
+        let bodies = f.bodies(
+            &[rec("web", "BackOff", "Warning", "say \"hi\"")],
+            &Identity::default(),
+        );
+        let v: Value = serde_json::from_slice(&bodies[0].as_ref().unwrap().bytes).unwrap();
+        assert_eq!(v, json!({"text": "BackOff on web: say \"hi\""}));
+    }
+
+    #[test]
     fn cut_counts_characters_not_bytes() {
         assert_eq!(cut("ééé", 3), "ééé");
         assert_eq!(cut("éééé", 3), "éé…");
