@@ -7,6 +7,7 @@
 //!   "Send Adaptive Cards using an Incoming Webhook", a `message` with one
 //!   `application/vnd.microsoft.card.adaptive` attachment), written out below, and signed like any body.
 //! - `template` renders the user's body per batch and per record; a template that fails is counted.
+//! - A reload switches the format of a running webhook; an invalid one is refused.
 
 mod common;
 
@@ -328,6 +329,59 @@ async fn templates_render_per_batch_and_per_record_and_failures_are_counted() {
     herald.wait_metric("herald_sink_failures_total", &[("sink", "webhook:2")], 3.0);
     assert!(broken.requests().is_empty(), "a failed render is not sent");
     herald.wait_metric("herald_sink_sent_total", &[("sink", "webhook:1")], 3.0);
+    sim.shutdown().await;
+}
+
+/// The way a ConfigMap volume changes: a new file renamed over the old one.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_switches_the_format_and_refuses_a_template_format_without_template() {
+    let sim = quiet_sim().await;
+    let api: Api<Event> = Api::namespaced(client(&sim), "default");
+    let pp = PostParams::default();
+    let rx = Receiver::start(free_addr()).await;
+    let with = |extra: &str| {
+        format!(
+            "reload:\n  poll_interval: 200ms\n{}    - url: {}\n      flush_interval: 50ms\n{extra}",
+            config(""),
+            rx.url()
+        )
+    };
+    let herald = start_herald(&sim.url(), &with(""), Stdio::null(), &[]);
+    herald.wait_ready();
+    api.create(&pp, &normal("before")).await.unwrap();
+    let got = wait_requests(&rx, 1).await;
+    let v: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(v["records"][0]["k8s.object.name"], "before");
+
+    // Refused: the running format stays.
+    replace_file(&herald.config_path(), &with("      format: template\n"));
+    herald.wait_metric(
+        "herald_config_reloads_total",
+        &[("result", "rejected")],
+        1.0,
+    );
+    api.create(&pp, &normal("still")).await.unwrap();
+    let got = wait_requests(&rx, 2).await;
+    let v: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(v["records"][0]["k8s.object.name"], "still");
+
+    // Applied: the next batch is a Slack message.
+    replace_file(&herald.config_path(), &with("      format: slack\n"));
+    herald.wait_metric("herald_config_reloads_total", &[("result", "applied")], 1.0);
+    api.create(&pp, &normal("after")).await.unwrap();
+    let got = wait_requests(&rx, 3).await;
+    let v: Value = serde_json::from_slice(&got[2].body).unwrap();
+    assert_eq!(
+        v["text"],
+        "Normal Started on Pod default/after: Started container after"
+    );
+    assert_eq!(v["blocks"][0]["type"], "header");
     sim.shutdown().await;
 }
 

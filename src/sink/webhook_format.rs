@@ -26,8 +26,10 @@ const SLACK_MAX_RECORDS: usize = 45;
 /// Slack's limits: 3000 characters of section text, 150 of header text.
 const SLACK_SECTION_MAX: usize = 2900;
 const SLACK_HEADER_MAX: usize = 150;
-/// Teams refuses messages above about 28 KB: an Adaptive Card lists at most this many records.
-const TEAMS_MAX_RECORDS: usize = 20;
+/// Teams refuses messages above about 28 KB: an Adaptive Card lists at most this many records, and stops
+/// earlier when the next one would take the card past [`TEAMS_BUDGET`] bytes.
+const TEAMS_MAX_RECORDS: usize = 15;
+const TEAMS_BUDGET: usize = 24 * 1024;
 /// A message in a chat card is cut here; the whole record stays in the other sinks.
 const CHAT_MESSAGE_MAX: usize = 1000;
 /// Template work limit (minijinja fuel: roughly instructions). Keeps a runaway loop in a user template from
@@ -299,13 +301,15 @@ pub fn teams(batch: &[Shared], id: &Identity) -> Value {
     let mut body = vec![json!({
         "type": "TextBlock", "text": title(batch.len(), id), "size": "Medium", "weight": "Bolder", "wrap": true,
     })];
+    let mut size = 1024;
+    let mut shown = 0;
     for r in batch.iter().take(TEAMS_MAX_RECORDS) {
         let color = match r.type_.to_ascii_lowercase().as_str() {
             "normal" => "Default",
             "warning" => "Warning",
             _ => "Attention",
         };
-        body.push(json!({
+        let container = json!({
             "type": "Container",
             "separator": true,
             "items": [
@@ -319,11 +323,17 @@ pub fn teams(batch: &[Shared], id: &Identity) -> Value {
                     {"title": "Count", "value": r.count.to_string()},
                 ]},
             ],
-        }));
+        });
+        size += to_bytes(&container).len();
+        if shown > 0 && size > TEAMS_BUDGET {
+            break;
+        }
+        body.push(container);
+        shown += 1;
     }
-    if batch.len() > TEAMS_MAX_RECORDS {
+    if batch.len() > shown {
         body.push(json!({
-            "type": "TextBlock", "text": format!("and {} more", batch.len() - TEAMS_MAX_RECORDS),
+            "type": "TextBlock", "text": format!("and {} more", batch.len() - shown),
             "isSubtle": true, "wrap": true,
         }));
     }
@@ -449,6 +459,35 @@ mod tests {
         );
         let v: Value = serde_json::from_slice(&bodies[0].as_ref().unwrap().bytes).unwrap();
         assert_eq!(v, json!({"text": "BackOff on web: say \"hi\""}));
+    }
+
+    #[test]
+    fn chat_bodies_stay_within_the_receivers_size_limits() {
+        let long = "é".repeat(5000);
+        let batch: Vec<Shared> = (0..500)
+            .map(|i| rec(&format!("pod-{i:0>40}"), &"R".repeat(100), "Warning", &long))
+            .collect();
+        let id = Identity {
+            cluster_name: "c".repeat(200),
+            ..Identity::default()
+        };
+        let teams = to_bytes(&teams(&batch, &id));
+        assert!(teams.len() < 28 * 1024, "Teams: {} bytes", teams.len());
+        let slack = slack(&batch, &id);
+        assert!(slack["blocks"].as_array().unwrap().len() <= 50);
+        assert!(
+            slack["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count()
+                <= 150
+        );
+        for b in slack["blocks"].as_array().unwrap() {
+            if let Some(t) = b["text"]["text"].as_str() {
+                assert!(t.chars().count() <= 3000);
+            }
+        }
     }
 
     #[test]
