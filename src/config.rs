@@ -756,7 +756,36 @@ pub enum LogFormat {
     Json,
 }
 
-/// One webhook: records are POSTed as `{"records": [...]}` JSON batches (see the README).
+/// The body a webhook POSTs, in the shape its receiver takes (see the README for one example each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// `{"records": [...]}`, each record the JSON line object.
+    #[default]
+    Records,
+    /// A Slack incoming-webhook message (`text` and Block Kit `blocks`).
+    Slack,
+    /// A Teams message with an Adaptive Card (Teams workflows and incoming webhooks).
+    Teams,
+    /// Alerts for Alertmanager's `POST /api/v2/alerts`.
+    Alertmanager,
+    /// The user's `template`.
+    Template,
+}
+
+/// How often a webhook `template` is rendered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplatePer {
+    /// Once per batch, with `records` (a list of JSON line objects): one POST per batch.
+    #[default]
+    Batch,
+    /// Once per record, with `record`: one POST per record (for receivers that take one item).
+    Record,
+}
+
+/// One webhook: records are POSTed in batches, as `{"records": [...]}` or in a receiver's own format (see
+/// the README).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
@@ -781,6 +810,19 @@ pub struct WebhookConfig {
     pub bearer_token_file: Option<std::path::PathBuf>,
     /// This webhook's own ring. When full, this webhook drops (counted) and the other sinks go on.
     pub queue_capacity: usize,
+    /// The body: `records` (`{"records": [...]}`), `slack`, `teams`, `alertmanager` (the URL is then
+    /// Alertmanager's `/api/v2/alerts`) or `template` (the user's `template`). Signature and token apply to
+    /// every format.
+    pub format: WebhookFormat,
+    /// With `format: template`: a Jinja template (minijinja, sandboxed: no files, bounded work) whose output
+    /// is the body. It sees `records` (per batch) or `record` (per record), the JSON line objects; write
+    /// values with `| tojson`. A render error fails that batch, counted in `herald_sink_failures_total`.
+    pub template: Option<String>,
+    /// With `format: template`: `batch` renders once per batch, `record` once per record (one POST each).
+    pub template_per: TemplatePer,
+    /// With `format: alertmanager`: an alert's `endsAt` is this long after its Event last occurred, so an
+    /// Event that stops repeating resolves by itself and one that repeats keeps firing.
+    pub alert_resolve_after: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -795,6 +837,10 @@ impl Default for WebhookConfig {
             hmac_secret_file: None,
             bearer_token_file: None,
             queue_capacity: 4096,
+            format: WebhookFormat::Records,
+            template: None,
+            template_per: TemplatePer::Batch,
+            alert_resolve_after: Duration::from_secs(300),
         }
     }
 }
@@ -827,6 +873,25 @@ impl WebhookConfig {
                 format!("{key}.timeout"),
                 "must be greater than 0",
             ));
+        }
+        match (self.format, &self.template) {
+            (WebhookFormat::Template, None) => {
+                return Err(ConfigError::new(
+                    format!("{key}.template"),
+                    "required with format: template (the body to render)",
+                ));
+            }
+            (WebhookFormat::Template, Some(t)) => {
+                crate::sink::webhook_format::check_template(t)
+                    .map_err(|e| ConfigError::new(format!("{key}.template"), e))?;
+            }
+            (_, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{key}.template"),
+                    "only used with format: template; set the format or remove the template",
+                ));
+            }
+            (_, None) => {}
         }
         Ok(())
     }
@@ -1459,6 +1524,28 @@ mod tests {
         .unwrap();
         assert_eq!(ok.sinks.webhooks[0].filter.types, ["Warning"]);
         assert_eq!(ok.sinks.webhooks[0].batch_size, 100);
+        let e = err("sinks:\n  webhooks:\n    - url: http://a/\n      format: discord\n");
+        assert!(
+            e.starts_with("sinks.webhooks[0].format: unknown value"),
+            "{e}"
+        );
+        assert!(e.contains("alertmanager"), "lists the formats: {e}");
+        assert_eq!(
+            err("sinks:\n  webhooks:\n    - url: http://a/\n      format: template\n"),
+            "sinks.webhooks[0].template: required with format: template (the body to render)"
+        );
+        let e = err("sinks:\n  webhooks:\n    - url: http://a/\n      template: '{}'\n");
+        assert!(
+            e.starts_with("sinks.webhooks[0].template: only used with format: template"),
+            "{e}"
+        );
+        let e = err(
+            "sinks:\n  webhooks:\n    - url: http://a/\n      format: template\n      template: '{% for %}'\n",
+        );
+        assert!(
+            e.starts_with("sinks.webhooks[0].template: syntax error"),
+            "{e}"
+        );
     }
 
     #[test]

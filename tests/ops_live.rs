@@ -17,12 +17,12 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::ops;
-use common::prometheus::{self, Proc, which};
+use common::prometheus::{self, Proc};
 use herald::sim::{FaultSpec, RunningSim, SimOptions};
 use serde_json::Value;
 
@@ -241,21 +241,7 @@ fn start_alertmanager(dir: &Path, webhook: SocketAddr) -> (Proc, SocketAddr) {
          receivers:\n  - name: test\n    webhook_configs:\n      - url: http://{webhook}/webhook\n        \
          send_resolved: true\n"
     );
-    std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
-    let addr = common::free_addr();
-    let child = Command::new(which(&["prometheus-alertmanager", "alertmanager"]))
-        .arg(format!(
-            "--config.file={}",
-            dir.join("alertmanager.yml").display()
-        ))
-        .arg(format!("--storage.path={}", dir.join("am-data").display()))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("alertmanager.log")).unwrap())
-        .spawn()
-        .expect("start alertmanager");
-    (Proc(child), addr)
+    prometheus::start_alertmanager(dir, &config)
 }
 
 /// Wait for `/-/ready`; on failure show the end of the process' log.

@@ -15,6 +15,7 @@ pub mod metrics_sink;
 pub mod otlp;
 pub mod shape;
 pub mod webhook;
+pub mod webhook_format;
 
 /// How long a sink lets records gather after the first one arrives before it drains its ring
 /// ([`Ring::ready`]): short against any sink's latency (a scrape, a 1 s OTLP batch), long enough that a

@@ -1,4 +1,5 @@
-//! The webhook sink: records POSTed as JSON batches, `{"records": [...]}`, to an HTTP endpoint.
+//! The webhook sink: records POSTed as JSON batches to an HTTP endpoint, by default `{"records": [...]}`, or
+//! in the shape a chat tool, Alertmanager or the user's template wants ([`super::webhook_format`]).
 //!
 //! Each record is the object the JSON line sink writes (same keys, [`super::json::write_object`]), so a
 //! receiver can parse either. Every configured webhook is its own sink: its own bounded ring (a slow or dead
@@ -23,8 +24,8 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::https::{self, HttpsClient, SendError};
-use super::json::write_object;
 use super::shape::Identity;
+use super::webhook_format::{self, Formatter};
 use crate::config::{Config, WebhookConfig};
 use crate::health::SinkHealth;
 use crate::pipeline::filter::Filter;
@@ -43,6 +44,13 @@ pub enum Error {
     /// The URL did not parse (config validation normally catches this first).
     #[error("sinks.webhooks[{index}].url: {reason}")]
     Url { index: usize, reason: String },
+    /// The body format could not be set up (a template that does not compile).
+    #[error("sinks.webhooks[{index}].template: {source}")]
+    Format {
+        index: usize,
+        #[source]
+        source: webhook_format::Error,
+    },
     /// The TLS client could not be built.
     #[error("sinks.webhooks[{index}]: {source}")]
     Tls {
@@ -66,6 +74,9 @@ pub struct WebhookSink {
     uri: http::Uri,
     settings: WebhookConfig,
     filter: Filter,
+    formatter: Formatter,
+    /// A render error is logged when it starts, not per batch, until a body renders again.
+    render_failing: bool,
     client: HttpsClient,
     identity: Identity,
     sent: Counter,
@@ -94,12 +105,15 @@ impl WebhookSink {
                     reason: e.to_string(),
                 })?;
         let client = https::client(None).map_err(|source| Error::Tls { index, source })?;
+        let formatter = formatter(&settings).map_err(|source| Error::Format { index, source })?;
         let labels = [("sink", name)];
         Ok(WebhookSink {
             name,
             index,
             uri,
             filter: Filter::new(&settings.filter),
+            formatter,
+            render_failing: false,
             settings,
             client,
             identity,
@@ -128,6 +142,13 @@ impl WebhookSink {
         match config.sinks.webhooks.get(self.index) {
             Some(new) if new.url == self.settings.url => {
                 if *new != self.settings {
+                    match formatter(new) {
+                        Ok(f) => self.formatter = f,
+                        // Validation compiles the template before a reload is accepted; keep the old body.
+                        Err(error) => {
+                            tracing::warn!(sink = self.name, %error, "the reloaded webhook format is unusable, keeping the previous one");
+                        }
+                    }
                     self.filter = Filter::new(&new.filter);
                     self.settings = new.clone();
                     tracing::info!(sink = self.name, "webhook settings reloaded");
@@ -177,10 +198,39 @@ impl WebhookSink {
         }
     }
 
-    /// POST one batch, retrying within the budget; count the records as sent or failed.
+    /// POST the bodies of one batch (one, or one per record for a per-record template).
     async fn deliver(&mut self, batch: &[Shared]) {
-        let body = Bytes::from(payload(batch, &self.identity));
-        let n = batch.len() as u64;
+        for body in self.formatter.bodies(batch, &self.identity) {
+            match body {
+                Ok(body) => {
+                    if self.render_failing {
+                        tracing::info!(sink = self.name, "webhook template renders again");
+                        self.render_failing = false;
+                    }
+                    self.post(Bytes::from(body.bytes), body.records).await;
+                }
+                Err(error) => {
+                    // Not the receiver's fault: health stays as it is, the records are counted as failed.
+                    if !self.render_failing {
+                        tracing::error!(
+                            sink = self.name,
+                            %error,
+                            "webhook body could not be built; counting records in herald_sink_failures_total until it renders again"
+                        );
+                        self.render_failing = true;
+                    }
+                    let n = match self.settings.template_per {
+                        crate::config::TemplatePer::Record => 1,
+                        crate::config::TemplatePer::Batch => batch.len() as u64,
+                    };
+                    self.failures.increment(n);
+                }
+            }
+        }
+    }
+
+    /// POST one body standing for `n` records, retrying within the budget; count them as sent or failed.
+    async fn post(&mut self, body: Bytes, n: u64) {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
@@ -279,24 +329,19 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     out
 }
 
-/// The body: `{"records":[<record>,...]}`.
+/// The body of the default format: `{"records":[<record>,...]}`.
 pub fn payload(batch: &[Shared], id: &Identity) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 * batch.len() + 16);
-    out.extend_from_slice(b"{\"records\":[");
-    let mut first = true;
-    for r in batch {
-        let mark = out.len();
-        if !first {
-            out.push(b',');
-        }
-        if write_object(&mut out, r, id) {
-            first = false;
-        } else {
-            out.truncate(mark);
-        }
-    }
-    out.extend_from_slice(b"]}");
-    out
+    webhook_format::records(batch, id)
+}
+
+/// The body builder for a webhook's settings.
+fn formatter(settings: &WebhookConfig) -> Result<Formatter, webhook_format::Error> {
+    Formatter::new(
+        settings.format,
+        settings.template.as_deref(),
+        settings.template_per,
+        settings.alert_resolve_after.0,
+    )
 }
 
 async fn send(client: &HttpsClient, req: http::Request<Full<Bytes>>) -> Result<(), SendError> {

@@ -1,4 +1,5 @@
-//! The real Prometheus (Debian `prometheus`, installed by tools/test) as a child process of a test.
+//! The real Prometheus and Alertmanager (Debian `prometheus`, `prometheus-alertmanager`, installed by
+//! tools/test) as child processes of a test.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -53,5 +54,25 @@ pub fn start(dir: &Path, config: &str, extra_args: &[&str]) -> (Proc, SocketAddr
         .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
         .spawn()
         .expect("start prometheus");
+    (Proc(child), addr)
+}
+
+/// Start Alertmanager with `config` (its `alertmanager.yml`) in `dir`, on a free port, clustering off,
+/// logging to `dir/alertmanager.log`.
+pub fn start_alertmanager(dir: &Path, config: &str) -> (Proc, SocketAddr) {
+    std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
+    let addr = super::free_addr();
+    let child = Command::new(which(&["prometheus-alertmanager", "alertmanager"]))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("alertmanager.yml").display()
+        ))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("alertmanager.log")).unwrap())
+        .spawn()
+        .expect("start alertmanager");
     (Proc(child), addr)
 }
