@@ -264,6 +264,13 @@ fn event(i: usize) -> serde_json::Value {
 
 /// One raw request on its own connection: the status (0 when the server closed without answering) and
 /// the body length.
+/// The floods run one at a time: each measures herald's bounds (memory, descriptors, probe latency) and two at
+/// once on a 2-core machine would measure each other.
+async fn one_flood_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    FLOODS.lock().await
+}
+
 async fn raw_request(addr: SocketAddr, method: &str, path: &str) -> (u16, usize, bool) {
     let go = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
@@ -293,6 +300,7 @@ async fn raw_request(addr: SocketAddr, method: &str, path: &str) -> (u16, usize,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_concurrent_scrapes_share_renderings_and_stay_under_the_memory_limit() {
+    let _one_at_a_time = one_flood_at_a_time().await;
     const SERIES_EVENTS: usize = 5000;
     const SCRAPES: usize = 500;
     const ROUNDS: usize = 3;
@@ -390,6 +398,7 @@ async fn five_hundred_concurrent_scrapes_share_renderings_and_stay_under_the_mem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_and_oversized_headers_are_cut_off_and_probes_and_checkpoints_keep_working() {
+    let _one_at_a_time = one_flood_at_a_time().await;
     const SLOW: usize = 2000;
     const OVERSIZED: usize = 500;
     let sim = quiet_sim().await;
@@ -666,6 +675,7 @@ fn a_connection_where_nothing_moves_is_closed_by_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_never_take_more_than_half_the_open_file_limit() {
+    let _one_at_a_time = one_flood_at_a_time().await;
     const NOFILE: u64 = 128;
     let sim = quiet_sim().await;
     // Asks for far more connections than the descriptors allow.
