@@ -279,6 +279,7 @@ impl Agent {
                     identity: identity_for_lease(),
                     lease_duration: config.leader_election.lease_duration.0,
                     renew_interval: config.leader_election.renew_interval.0,
+                    renew_deadline: config.leader_election.effective_renew_deadline(),
                 };
                 let elector = Elector::new(api, settings);
                 // Every agent watches the VMIs of its own node; the leader the cluster-wide rest.
