@@ -325,3 +325,93 @@ fn publish(
     gauge.set(if now { 1.0 } else { 0.0 });
     let _ = leading.send(now);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{RunningSim, SimOptions, faults::FaultSpec};
+
+    fn settings(identity: &str) -> LeaderSettings {
+        LeaderSettings {
+            lease_name: "test-lease".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_millis(1500),
+            renew_interval: Duration::from_millis(100),
+            renew_deadline: Duration::from_millis(1000),
+        }
+    }
+
+    fn campaign(
+        sim: &RunningSim,
+        identity: &str,
+        stop: &CancellationToken,
+    ) -> watch::Receiver<bool> {
+        let client = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
+        let (tx, rx) = watch::channel(false);
+        let elector = Elector::new(Api::namespaced(client, "default"), settings(identity));
+        tokio::spawn(elector.run(tx, metrics::Gauge::noop(), stop.clone()));
+        rx
+    }
+
+    #[test]
+    fn the_lease_is_written_rounded_up_and_requests_get_a_third_of_the_deadline() {
+        let s = settings("a");
+        assert_eq!(s.lease_seconds(), 2);
+        assert_eq!(s.request_timeout().as_millis(), 333);
+        let whole = LeaderSettings {
+            lease_duration: Duration::from_secs(15),
+            ..s
+        };
+        assert_eq!(whole.lease_seconds(), 15);
+    }
+
+    /// A leader whose renewals hang steps down within the renew deadline, and the follower gets the Lease only
+    /// after that (the Lease must go unchanged for its duration first).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_whose_renewals_hang_steps_down_before_the_follower_leads() {
+        let sim = RunningSim::start(SimOptions::quiet(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let mut a = campaign(&sim, "agent-a", &stop);
+        tokio::time::timeout(Duration::from_secs(5), a.wait_for(|l| *l))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut b = campaign(&sim, "agent-b", &stop);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!*b.borrow(), "the follower took a Lease that is renewed");
+
+        sim.set_faults(FaultSpec {
+            lease_stall: Some("agent-a".into()),
+            ..FaultSpec::default()
+        });
+        let cut = Instant::now();
+        tokio::time::timeout(Duration::from_secs(3), a.wait_for(|l| !*l))
+            .await
+            .unwrap()
+            .unwrap();
+        let stepped_down = cut.elapsed();
+        assert!(
+            stepped_down <= Duration::from_millis(1000 + 200),
+            "stepped down after {stepped_down:?}"
+        );
+        assert!(
+            !*b.borrow(),
+            "the follower led before the leader stepped down"
+        );
+        tokio::time::timeout(Duration::from_secs(5), b.wait_for(|l| *l))
+            .await
+            .unwrap()
+            .unwrap();
+        let took_over = cut.elapsed();
+        assert!(
+            took_over >= stepped_down + Duration::from_millis(300),
+            "no margin: stepped down {stepped_down:?}, taken over {took_over:?}"
+        );
+        assert!(!*a.borrow(), "two leaders");
+        assert!(sim.truth().faults_injected["lease_stall"] > 0);
+        stop.cancel();
+        sim.shutdown().await;
+    }
+}
