@@ -216,7 +216,7 @@ async fn a_dead_pipeline_fails_readiness_and_herald_exits_non_zero() {
     let mut herald = start_stuck(
         &sim.url(),
         "shutdown_timeout: 3s\n",
-        &[("HERALD_DEBUG_PANIC_TASK", "pipeline@5s")],
+        &[("HERALD_DEBUG_PANIC_TASK", "pipeline@8s")],
     );
     tokio::task::block_in_place(|| herald.wait_ready());
     feed(&sim, &herald, 3).await;
