@@ -115,6 +115,7 @@ impl Agent {
         // own, or in daemonset mode a ConfigMap all agents share, so a new leader continues the counting.
         let writer = pod_name();
         let (leading_tx, leading_rx) = watch::channel(false);
+        let held_until = crate::leader::HeldUntil::default();
         let event_store = state_dir
             .as_ref()
             .filter(|_| config.sinks.metrics.enabled)
@@ -124,7 +125,8 @@ impl Agent {
                         Api::namespaced(client.clone(), &own_namespace),
                         format!("{}-state", config.leader_election.lease_name),
                         leading_rx.clone(),
-                    ),
+                    )
+                    .with_held_until(held_until.clone()),
                 )),
                 _ => crate::checkpoint::Store::File(dir.join(crate::checkpoint::EVENTS_FILE)),
             });
@@ -320,7 +322,7 @@ impl Agent {
                     renew_interval: config.leader_election.renew_interval.0,
                     renew_deadline: config.leader_election.effective_renew_deadline(),
                 };
-                let elector = Elector::new(api, settings);
+                let elector = Elector::new(api, settings).with_held_until(held_until.clone());
                 // Every agent watches the VMIs of its own node; the leader the cluster-wide rest.
                 let node = (!identity.agent_node.is_empty()).then(|| identity.agent_node.clone());
                 if node.is_none() {

@@ -24,6 +24,7 @@
 //! writes with server-side apply, and its current release is built on an older kube than herald's. Neither
 //! gives the "stop before anyone may take over" rule; this module is the ~250 lines of client-go's rules.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -78,6 +79,28 @@ impl LeaderSettings {
     }
 }
 
+/// Until when this agent's Lease is certainly its own: when it sent its last successful renewal, plus the
+/// lease duration (no follower can take over earlier). A writer of shared state asks it after a write that
+/// completed just after the agent stopped leading: if the Lease was still certainly held, a successor's
+/// first read comes later and sees that write. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct HeldUntil(Arc<Mutex<Option<Instant>>>);
+
+impl HeldUntil {
+    /// No follower can have taken the Lease over yet.
+    pub fn certainly_held(&self) -> bool {
+        self.lock().is_some_and(|until| Instant::now() < until)
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self.lock() = until;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The last Lease version seen and when it was first seen (the client-go "observed time").
 struct Observed {
     resource_version: String,
@@ -88,6 +111,7 @@ pub struct Elector {
     api: Api<Lease>,
     settings: LeaderSettings,
     observed: Option<Observed>,
+    held_until: HeldUntil,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -100,7 +124,14 @@ impl Elector {
             api,
             settings,
             observed: None,
+            held_until: HeldUntil::default(),
         }
+    }
+
+    /// Keep `held` up to date with how long the Lease is certainly this agent's.
+    pub fn with_held_until(mut self, held: HeldUntil) -> Elector {
+        self.held_until = held;
+        self
     }
 
     /// One Lease request under the request timeout.
@@ -262,6 +293,8 @@ impl Elector {
                     logged_error = false;
                     if held {
                         renewed = Some(sent);
+                        self.held_until
+                            .set(Some(sent + self.settings.lease_duration));
                     }
                     held
                 }
@@ -287,6 +320,8 @@ impl Elector {
         if *leading.borrow() {
             gauge.set(0.0);
             let _ = leading.send(false);
+            // Released, the Lease is free at once: nothing written from now on counts as seen.
+            self.held_until.set(None);
             if let Err(e) = self.release().await {
                 tracing::warn!(error = %e, "cannot release the leader Lease; a successor waits for it to expire");
             }

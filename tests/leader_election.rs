@@ -367,3 +367,94 @@ async fn a_leader_whose_renewals_hang_steps_down_before_a_follower_takes_over() 
     drop(agents);
     sim.shutdown().await;
 }
+
+/// The same cut-off as above in the middle of a generated scenario, with the shared checkpoint: Events keep
+/// coming through the hand-over, and the two agents' totals (each shows what it saved) add up to the truth
+/// exactly: the cut-off leader stopped saving when it stepped down, its successor continued from its last
+/// checkpoint, and nothing was counted twice or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_after_hung_renewals_counts_every_occurrence_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rate, max_events, start_after) = (150.0, 2_400, Duration::from_secs(4));
+    let sim = common::truth::scenario_sim(22, rate, max_events, start_after, dir.path(), 100).await;
+    let started = Instant::now();
+    let baseline = sim.truth();
+    let v0 = common::truth::version(&sim);
+    let config = |i: usize| {
+        format!(
+            "mode: daemonset\nleader_election:\n  lease_duration: 3s\n  renew_interval: 300ms\n  renew_deadline: 2s\nsinks:\n  json:\n    enabled: false\nstate_dir: {}\ncheckpoint_interval: 300ms\n",
+            dir.path().join(format!("state-{i}")).display()
+        )
+    };
+    let agents: Vec<Herald> = (0..2)
+        .map(|i| {
+            start_herald_with(
+                &sim.url(),
+                &config(i),
+                Stdio::null(),
+                &[],
+                &[("POD_NAME", &format!("herald-{i}"))],
+            )
+        })
+        .collect();
+    let refs: Vec<&Herald> = agents.iter().collect();
+    let first = tokio::task::block_in_place(|| {
+        for a in &refs {
+            a.wait_ready();
+        }
+        let first = one_leader(&refs, Duration::from_secs(10));
+        assert_eq!(
+            sim.truth().occurrences_total,
+            baseline.occurrences_total,
+            "the first leader must list before the generator starts"
+        );
+        wait_until(Duration::from_secs(60), "a third of the scenario", || {
+            common::truth::version(&sim) >= v0 + max_events / 3
+        });
+        first
+    });
+    let identity = format!("herald-{first}-{}", agents[first].child.id());
+    sim.set_faults(format!("lease-stall={identity}").parse().unwrap());
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let l = leaders(&refs);
+            assert!(l.len() < 2, "two leaders at once");
+            if l == [1 - first] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no hand-over");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    assert!(
+        common::truth::version(&sim) < v0 + max_events,
+        "the hand-over must happen while Events keep coming"
+    );
+    let generating = Duration::from_secs_f64(max_events as f64 / rate) + start_after;
+    common::truth::wait_generator_done(&sim, started, generating).await;
+    let want = (sim.truth().occurrences_total - baseline.occurrences_total) as f64;
+    let mut seen = (0.0, 0.0);
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            seen = (
+                refs[first].metric(OCC, &[]),
+                refs[1 - first].metric(OCC, &[]),
+            );
+            if seen.0 + seen.1 == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    eprintln!(
+        "cut-off leader counted {}, its successor {}; truth {want}",
+        seen.0, seen.1
+    );
+    assert!(seen.0 > 0.0 && seen.1 > 0.0, "both must have counted");
+    assert_eq!(seen.0 + seen.1, want, "total over the hand-over");
+    assert_eq!(leaders(&refs), [1 - first]);
+    drop(agents);
+    sim.shutdown().await;
+}
