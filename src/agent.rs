@@ -168,7 +168,6 @@ impl Agent {
 
         let mut queues = Vec::new();
         let mut sink_tasks: Vec<(Task, Arc<Ring<crate::sink::Shared>>)> = Vec::new();
-
         if config.sinks.metrics.enabled {
             let q = SinkQueue::new(
                 "metrics",

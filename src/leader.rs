@@ -295,6 +295,9 @@ impl Elector {
                         renewed = Some(sent);
                         self.held_until
                             .set(Some(sent + self.settings.lease_duration));
+                    } else {
+                        // The API server says another agent holds it (or wrote it first): not ours.
+                        self.held_until.set(None);
                     }
                     held
                 }
