@@ -1,12 +1,13 @@
-//! Wiring: builds the sources, the pipeline, the sinks and the HTTP server from one [`Config`], runs them,
-//! and shuts them down in order (sources stop, the pipeline drains, sinks flush) within the deadline.
+//! Wiring: builds the sources, the pipeline, the sinks and the HTTP server from one [`Config`], runs them
+//! under supervision ([`crate::tasks`]: a task herald cannot run without that dies stops the agent with an
+//! error), and shuts them down in order (sources stop, the pipeline drains, sinks flush) within the deadline,
+//! naming the queues still draining when it passes.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Mode, Scope, SourceConfig};
@@ -21,6 +22,7 @@ use crate::sink::{SinkQueue, json::JsonSink, metrics_sink::MetricsSink};
 use crate::source::events::{self, SourceContext};
 use crate::source::kubevirt;
 use crate::source::vm_lifecycle::VmResource;
+use crate::tasks::{Need, Supervisor, Task};
 use crate::telemetry::{self, Telemetry};
 
 /// Errors that stop the agent.
@@ -32,6 +34,10 @@ pub enum Error {
     Otlp(#[from] otlp::transport::Error),
     #[error("cannot set up a webhook sink: {0}")]
     Webhook(#[from] webhook::Error),
+    /// A task herald cannot run without panicked or returned; the process should exit non-zero so the
+    /// kubelet restarts it.
+    #[error("stopped because task {0}")]
+    TaskFailed(String),
 }
 
 /// What the agent runs with, beyond its configuration.
@@ -71,12 +77,17 @@ impl Agent {
         let telemetry = Arc::new(Telemetry::new(&config.metrics));
         let health = Health::default();
         health.beat();
+        // Cancelled at shutdown: sources stop, and from then on a task that ends is expected to.
+        let stop_sources = CancellationToken::new();
+        let sup = Supervisor::new(health.clone(), stop_sources.clone());
         let (self_events, self_events_task) = SelfEvents::start(
             client.clone(),
             PodRef::from_env(),
             &config.self_events,
             &telemetry,
         );
+        let self_events_task =
+            self_events_task.map(|t| sup.watch("self events", Need::Auxiliary, t));
         self_events::observe_sinks(&health, &self_events);
 
         let ingest = Arc::new(Ring::new("ingest", config.pipeline.ingest_capacity));
@@ -104,6 +115,7 @@ impl Agent {
         // own, or in daemonset mode a ConfigMap all agents share, so a new leader continues the counting.
         let writer = pod_name();
         let (leading_tx, leading_rx) = watch::channel(false);
+        let held_until = crate::leader::HeldUntil::default();
         let event_store = state_dir
             .as_ref()
             .filter(|_| config.sinks.metrics.enabled)
@@ -113,7 +125,8 @@ impl Agent {
                         Api::namespaced(client.clone(), &own_namespace),
                         format!("{}-state", config.leader_election.lease_name),
                         leading_rx.clone(),
-                    ),
+                    )
+                    .with_held_until(held_until.clone()),
                 )),
                 _ => crate::checkpoint::Store::File(dir.join(crate::checkpoint::EVENTS_FILE)),
             });
@@ -154,7 +167,7 @@ impl Agent {
         });
 
         let mut queues = Vec::new();
-        let mut sink_tasks: Vec<JoinHandle<()>> = Vec::new();
+        let mut sink_tasks: Vec<(Task, Arc<Ring<crate::sink::Shared>>)> = Vec::new();
         if config.sinks.metrics.enabled {
             let q = SinkQueue::new(
                 "metrics",
@@ -168,7 +181,7 @@ impl Agent {
             if let Some(persist) = persist {
                 sink = sink.with_checkpoints(persist);
             }
-            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            sink_tasks.push(sink_task(&sup, &q, sink.run(q.ring.clone())));
             queues.push(q);
         }
         if config.sinks.json.enabled {
@@ -179,17 +192,21 @@ impl Agent {
                 &telemetry,
                 health.sink("json"),
             );
-            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            sink_tasks.push(sink_task(&sup, &q, sink.run(q.ring.clone())));
             queues.push(q);
         }
         if let Some(mut settings) = otlp {
             settings.identity = identity.clone();
             if let Some(queue) = diagnostics {
-                tokio::spawn(queue.run(settings.clone(), telemetry.clone()));
+                sup.spawn(
+                    "diagnostics",
+                    Need::Auxiliary,
+                    queue.run(settings.clone(), telemetry.clone()),
+                );
             }
             let q = SinkQueue::new("otlp", settings.queue_capacity, false, &telemetry);
             let sink = OtlpSink::new(settings, &telemetry, health.sink("otlp"))?;
-            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            sink_tasks.push(sink_task(&sup, &q, sink.run(q.ring.clone())));
             queues.push(q);
         }
         for (i, settings) in config.sinks.webhooks.iter().enumerate() {
@@ -204,18 +221,25 @@ impl Agent {
                 health.sink(name),
             )?
             .with_reload(config_rx.clone());
-            sink_tasks.push(tokio::spawn(sink.run(q.ring.clone())));
+            sink_tasks.push(sink_task(&sup, &q, sink.run(q.ring.clone())));
             queues.push(q);
         }
-        let drops = self_events::watch_drops(
-            queues.iter().map(|q| q.ring.clone()).collect(),
-            self_events.clone(),
-            std::time::Duration::from_secs(1),
+        let drops = sup.watch(
+            "drop reports",
+            Need::Auxiliary,
+            self_events::watch_drops(
+                queues.iter().map(|q| q.ring.clone()).collect(),
+                self_events.clone(),
+                std::time::Duration::from_secs(1),
+            ),
         );
         let pipeline = Pipeline::new(&config, queues, &telemetry)?.with_reload(config_rx);
-        let pipeline_task = tokio::spawn(pipeline.run(ingest.clone(), health.clone()));
+        let mut pipeline_task = sup.spawn(
+            "pipeline",
+            Need::Essential,
+            pipeline.run(ingest.clone(), health.clone()),
+        );
 
-        let stop_sources = CancellationToken::new();
         let ctx = SourceContext {
             client,
             ingest: ingest.clone(),
@@ -231,33 +255,45 @@ impl Agent {
                 leader_gauge.set(1.0);
                 health.set_role("single");
                 started = "single mode: watches the cluster's Events".into();
-                let mut tasks =
-                    events::spawn(&event_watches, &own_namespace, &ctx, &event_checkpoints);
-                tasks.extend(kubevirt::spawn(
-                    &config.source.kubevirt,
-                    kubevirt::Scope {
-                        state_dir: state_dir.clone(),
-                        ..kubevirt::Scope::all()
-                    },
-                    &ctx,
-                ));
+                let mut tasks = watch_events(
+                    &sup,
+                    "",
+                    events::spawn(&event_watches, &own_namespace, &ctx, &event_checkpoints),
+                );
+                tasks.extend(
+                    kubevirt::spawn(
+                        &config.source.kubevirt,
+                        kubevirt::Scope {
+                            state_dir: state_dir.clone(),
+                            ..kubevirt::Scope::all()
+                        },
+                        &ctx,
+                    )
+                    .map(|t| sup.watch("source kubevirt", Need::Essential, t)),
+                );
                 tasks
             }
             Mode::Sidecar => {
                 leader_gauge.set(1.0);
                 health.set_role("sidecar");
                 started = format!("sidecar mode: watches namespace {own_namespace}");
-                let mut tasks =
-                    events::spawn(&event_watches, &own_namespace, &ctx, &event_checkpoints);
-                tasks.extend(kubevirt::spawn(
-                    &config.source.kubevirt,
-                    kubevirt::Scope {
-                        namespace: Some(own_namespace.clone()),
-                        state_dir: state_dir.clone(),
-                        ..kubevirt::Scope::all()
-                    },
-                    &ctx,
-                ));
+                let mut tasks = watch_events(
+                    &sup,
+                    "",
+                    events::spawn(&event_watches, &own_namespace, &ctx, &event_checkpoints),
+                );
+                tasks.extend(
+                    kubevirt::spawn(
+                        &config.source.kubevirt,
+                        kubevirt::Scope {
+                            namespace: Some(own_namespace.clone()),
+                            state_dir: state_dir.clone(),
+                            ..kubevirt::Scope::all()
+                        },
+                        &ctx,
+                    )
+                    .map(|t| sup.watch("source kubevirt", Need::Essential, t)),
+                );
                 tasks
             }
             Mode::Daemonset => {
@@ -267,20 +303,25 @@ impl Agent {
                     "daemonset mode, follower: campaigning for Lease {own_namespace}/{lease}"
                 );
                 let (tx, rx) = (leading_tx, leading_rx);
-                let leadership = tokio::spawn(self_events::record_leadership(
-                    rx.clone(),
-                    self_events.clone(),
-                    format!("{own_namespace}/{lease}"),
-                    stop_sources.clone(),
-                ));
+                let leadership = sup.spawn(
+                    "leadership events",
+                    Need::Auxiliary,
+                    self_events::record_leadership(
+                        rx.clone(),
+                        self_events.clone(),
+                        format!("{own_namespace}/{lease}"),
+                        stop_sources.clone(),
+                    ),
+                );
                 let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &own_namespace);
                 let settings = LeaderSettings {
                     lease_name: config.leader_election.lease_name.clone(),
                     identity: identity_for_lease(),
                     lease_duration: config.leader_election.lease_duration.0,
                     renew_interval: config.leader_election.renew_interval.0,
+                    renew_deadline: config.leader_election.effective_renew_deadline(),
                 };
-                let elector = Elector::new(api, settings);
+                let elector = Elector::new(api, settings).with_held_until(held_until.clone());
                 // Every agent watches the VMIs of its own node; the leader the cluster-wide rest.
                 let node = (!identity.agent_node.is_empty()).then(|| identity.agent_node.clone());
                 if node.is_none() {
@@ -299,21 +340,31 @@ impl Agent {
                         },
                         &ctx,
                     )
+                    .map(|t| sup.watch("source kubevirt (node)", Need::Essential, t))
                 });
                 let leader_vm_resources = if node.is_some() {
                     vec![VmResource::Vm, VmResource::Vmim]
                 } else {
                     VmResource::ALL.to_vec()
                 };
-                let campaign = tokio::spawn(elector.run(tx, leader_gauge, stop_sources.clone()));
-                let terms = tokio::spawn(lead_terms(
-                    rx,
-                    config.source.clone(),
-                    leader_vm_resources,
-                    own_namespace.clone(),
-                    ctx.clone(),
-                    term_store.map(|store| (store, event_checkpoints.clone())),
-                ));
+                let campaign = sup.spawn(
+                    "leader election",
+                    Need::Essential,
+                    elector.run(tx, leader_gauge, stop_sources.clone()),
+                );
+                let terms = sup.spawn(
+                    "leadership terms",
+                    Need::Essential,
+                    lead_terms(
+                        rx,
+                        config.source.clone(),
+                        leader_vm_resources,
+                        own_namespace.clone(),
+                        ctx.clone(),
+                        term_store.map(|store| (store, event_checkpoints.clone())),
+                        sup.clone(),
+                    ),
+                );
                 let mut tasks = vec![campaign, terms, leadership];
                 tasks.extend(node_vmis);
                 tasks
@@ -326,15 +377,19 @@ impl Agent {
         );
 
         let stop_server = CancellationToken::new();
-        let server = tokio::spawn(crate::server::serve(
-            listener,
-            telemetry.clone(),
-            health.clone(),
-            stop_server.clone(),
-        ));
+        let mut server = sup.spawn(
+            "server",
+            Need::Essential,
+            crate::server::serve(
+                listener,
+                telemetry.clone(),
+                health.clone(),
+                stop_server.clone(),
+            ),
+        );
         let upkeep = {
             let telemetry = telemetry.clone();
-            tokio::spawn(async move {
+            sup.spawn("upkeep", Need::Auxiliary, async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
                 loop {
                     tick.tick().await;
@@ -344,27 +399,39 @@ impl Agent {
         };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), %config_hash, "herald started");
         let reloader = reload.filter(|_| config.reload.enabled).map(|source| {
-            tokio::spawn(crate::reload::run(
-                source,
-                config_tx,
-                config.reload.poll_interval.0,
-                self_events.clone(),
-                telemetry.clone(),
-                stop_server.clone(),
-            ))
+            sup.spawn(
+                "reload",
+                Need::Auxiliary,
+                crate::reload::run(
+                    source,
+                    config_tx,
+                    config.reload.poll_interval.0,
+                    self_events.clone(),
+                    telemetry.clone(),
+                    stop_server.clone(),
+                ),
+            )
         });
 
-        shutdown.cancelled().await;
+        let failed = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            failed = sup.failed() => Some(failed),
+        };
         tracing::info!(deadline = %config.shutdown_timeout, "shutting down: stopping sources, draining queues");
         stop_sources.cancel();
+        let mut sources = sources;
         let drain = async {
-            for s in sources {
-                let _ = s.await;
+            for s in sources.iter_mut() {
+                s.join().await;
             }
             ingest.close();
-            let _ = pipeline_task.await;
-            for s in sink_tasks {
-                let _ = s.await;
+            pipeline_task.join().await;
+            // The pipeline closes them when it ends; if it died, this lets the sinks drain and end.
+            for (_, ring) in sink_tasks.iter() {
+                ring.close();
+            }
+            for (s, _) in sink_tasks.iter_mut() {
+                s.join().await;
             }
         };
         if tokio::time::timeout(config.shutdown_timeout.0, drain)
@@ -372,11 +439,19 @@ impl Agent {
             .is_err()
         {
             tracing::warn!(
-                left_in_ingest = ingest.len(),
-                "shutdown deadline passed before every queue drained"
+                still_draining = %still_draining(&sources, &ingest, &pipeline_task, &sink_tasks),
+                "shutdown deadline passed before every queue drained; what they hold is dropped"
             );
         } else {
             tracing::info!("drained");
+        }
+        // Whatever did not finish by the deadline stops here (a sink blocked on its output, a source).
+        for t in sources
+            .iter()
+            .chain([&pipeline_task])
+            .chain(sink_tasks.iter().map(|(t, _)| t))
+        {
+            t.abort();
         }
         stop_server.cancel();
         upkeep.abort();
@@ -387,9 +462,85 @@ impl Agent {
         if let Some(t) = self_events_task {
             t.abort();
         }
-        let _ = server.await;
-        Ok(())
+        // The server closes its listener at once; a connection that lingers is not waited for long.
+        if tokio::time::timeout(std::time::Duration::from_secs(1), server.join())
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
+        match failed {
+            Some(task) => Err(Error::TaskFailed(task)),
+            None => Ok(()),
+        }
     }
+}
+
+/// The Event watches of `events::spawn`, supervised, named `source events` (numbered when there are several).
+fn watch_events(
+    sup: &Supervisor,
+    suffix: &str,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+) -> Vec<Task> {
+    let several = handles.len() > 1;
+    handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let name = match several {
+                true => format!("source events {}{suffix}", i + 1),
+                false => format!("source events{suffix}"),
+            };
+            sup.watch(name, Need::Essential, h)
+        })
+        .collect()
+}
+
+/// What had not drained when the shutdown deadline passed: the sources still running, the ingest queue
+/// (with the pipeline), and each sink's queue whose task had not finished, with the records they hold.
+fn still_draining<T>(
+    sources: &[Task],
+    ingest: &Ring<T>,
+    pipeline: &Task,
+    sinks: &[(Task, Arc<Ring<crate::sink::Shared>>)],
+) -> String {
+    let mut parts = Vec::new();
+    let running: Vec<&str> = sources
+        .iter()
+        .filter(|t| !t.is_finished())
+        .map(|t| t.name.as_str())
+        .collect();
+    if !running.is_empty() {
+        parts.push(format!("sources still stopping ({})", running.join(", ")));
+    }
+    if !pipeline.is_finished() {
+        parts.push(format!("queue ingest ({} records)", ingest.len()));
+    }
+    for (task, ring) in sinks {
+        if !task.is_finished() {
+            parts.push(format!(
+                "queue {} ({} records waiting, its sink still busy)",
+                ring.name(),
+                ring.len()
+            ));
+        }
+    }
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A sink's task, supervised, with its ring (to name it when it is still draining at the deadline).
+fn sink_task<F>(sup: &Supervisor, q: &SinkQueue, run: F) -> (Task, Arc<Ring<crate::sink::Shared>>)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    (
+        sup.spawn(format!("sink {}", q.name), Need::Essential, run),
+        q.ring.clone(),
+    )
 }
 
 /// This agent's pod name (downward API `POD_NAME`), else the host name, else empty.
@@ -425,6 +576,7 @@ async fn lead_terms(
     own_namespace: String,
     ctx: events::SourceContext,
     checkpoints: Option<(crate::checkpoint::ConfigMapStore, events::Checkpoints)>,
+    sup: Supervisor,
 ) {
     loop {
         if leading.wait_for(|l| *l).await.is_err() || ctx.shutdown.is_cancelled() {
@@ -452,19 +604,28 @@ async fn lead_terms(
             }
             None => events::Checkpoints::default(),
         };
-        let mut watches = events::spawn(&cfg.events, &own_namespace, &term_ctx, &term_checkpoints);
-        watches.extend(kubevirt::spawn(
-            &cfg.kubevirt,
-            kubevirt::Scope {
-                resources: vm_resources.clone(),
-                ..kubevirt::Scope::all()
-            },
-            &term_ctx,
-        ));
+        // A watch of this term ends as expected when the term does.
+        let term_sup = sup.until(term.clone());
+        let mut watches = watch_events(
+            &term_sup,
+            " (leader)",
+            events::spawn(&cfg.events, &own_namespace, &term_ctx, &term_checkpoints),
+        );
+        watches.extend(
+            kubevirt::spawn(
+                &cfg.kubevirt,
+                kubevirt::Scope {
+                    resources: vm_resources.clone(),
+                    ..kubevirt::Scope::all()
+                },
+                &term_ctx,
+            )
+            .map(|t| term_sup.watch("source kubevirt (leader)", Need::Essential, t)),
+        );
         let ended = leading.wait_for(|l| !*l).await.is_err();
         term.cancel();
-        for w in watches {
-            let _ = w.await;
+        for w in watches.iter_mut() {
+            w.join().await;
         }
         ctx.health.set_role("follower");
         if ended {

@@ -152,6 +152,8 @@ pub struct ConfigMapStore {
     api: kube::Api<k8s_openapi::api::core::v1::ConfigMap>,
     name: String,
     leading: tokio::sync::watch::Receiver<bool>,
+    /// How long the Lease is certainly still this agent's (see [`ConfigMapStore::with_held_until`]).
+    held_until: Option<crate::leader::HeldUntil>,
 }
 
 /// The key in the ConfigMap's `binaryData`.
@@ -166,7 +168,20 @@ impl ConfigMapStore {
         name: String,
         leading: tokio::sync::watch::Receiver<bool>,
     ) -> ConfigMapStore {
-        ConfigMapStore { api, name, leading }
+        ConfigMapStore {
+            api,
+            name,
+            leading,
+            held_until: None,
+        }
+    }
+
+    /// A write that completes after the agent stopped leading still counts as saved while the Lease is
+    /// certainly its own (a leader stops at its renew deadline, before any successor can take over and read):
+    /// the successor will read it, so its counts must be shown, or they would be counted by nobody.
+    pub fn with_held_until(mut self, held: crate::leader::HeldUntil) -> ConfigMapStore {
+        self.held_until = Some(held);
+        self
     }
 
     fn api_error(&self, source: kube::Error) -> Error {
@@ -254,7 +269,7 @@ impl ConfigMapStore {
             },
             Err(e) => Err(self.api_error(e)),
         }?;
-        if *self.leading.borrow() {
+        if *self.leading.borrow() || self.held_until.as_ref().is_some_and(|h| h.certainly_held()) {
             Ok(())
         } else {
             // Written, but the lead was lost meanwhile: the successor may have read the older state, so

@@ -494,6 +494,19 @@ pub struct LeaderElectionConfig {
     pub lease_duration: Duration,
     /// How often the leader renews (and the others check).
     pub renew_interval: Duration,
+    /// A leader that has not renewed for this long stops emitting cluster-wide signals. Shorter than
+    /// `lease_duration` so the leader has stopped before any other agent may take the Lease over, with the
+    /// difference as margin for clock rate and scheduling; `null`: two thirds of `lease_duration` (10s for 15s).
+    pub renew_deadline: Option<Duration>,
+}
+
+impl LeaderElectionConfig {
+    /// `renew_deadline`, or two thirds of `lease_duration` when it is not set.
+    pub fn effective_renew_deadline(&self) -> StdDuration {
+        self.renew_deadline
+            .map(|d| d.0)
+            .unwrap_or_else(|| self.lease_duration.0 * 2 / 3)
+    }
 }
 
 impl Default for LeaderElectionConfig {
@@ -502,6 +515,7 @@ impl Default for LeaderElectionConfig {
             lease_name: "herald-leader".into(),
             lease_duration: Duration::from_secs(15),
             renew_interval: Duration::from_secs(2),
+            renew_deadline: None,
         }
     }
 }
@@ -1002,6 +1016,15 @@ impl Config {
                 "must be greater than 0 and shorter than leader_election.lease_duration",
             ));
         }
+        let deadline = self.leader_election.effective_renew_deadline();
+        if deadline >= self.leader_election.lease_duration.0
+            || deadline <= self.leader_election.renew_interval.0
+        {
+            return Err(ConfigError::new(
+                "leader_election.renew_deadline",
+                "must be longer than leader_election.renew_interval and shorter than leader_election.lease_duration",
+            ));
+        }
         positive(
             "sinks.metrics.queue_capacity",
             self.sinks.metrics.queue_capacity,
@@ -1447,6 +1470,36 @@ mod tests {
         assert_eq!(
             err("server:\n  header_read_timeout: 0s\n"),
             "server.header_read_timeout: must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn renew_deadline_sits_between_the_retry_and_the_lease() {
+        let c = Config::default();
+        assert_eq!(
+            c.leader_election.effective_renew_deadline(),
+            StdDuration::from_secs(10)
+        );
+        let c = Config::from_yaml(
+            "leader_election:\n  lease_duration: 3s\n  renew_interval: 300ms\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            c.leader_election.effective_renew_deadline(),
+            StdDuration::from_secs(2)
+        );
+        for bad in ["15s", "20s", "2s", "1s"] {
+            let e = err(&format!("leader_election:\n  renew_deadline: {bad}\n"));
+            assert!(
+                e.starts_with("leader_election.renew_deadline: must be longer than"),
+                "{bad}: {e}"
+            );
+        }
+        let ok = Config::from_yaml("leader_election:\n  renew_deadline: 14s\n", "x").unwrap();
+        assert_eq!(
+            ok.leader_election.effective_renew_deadline(),
+            StdDuration::from_secs(14)
         );
     }
 

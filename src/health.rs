@@ -1,8 +1,9 @@
 //! Liveness and readiness, as state the loops update and the HTTP server reads.
 //!
 //! Live (`/healthz`): the pipeline worker's heartbeat is recent, i.e. the process is not wedged.
-//! Ready (`/readyz`): every source finished its initial list and has a watch open, and every sink accepts
-//! records. Each check reports its own line, so the probe output says what is not ready.
+//! Ready (`/readyz`): every source finished its initial list and has a watch open, every sink accepts
+//! records, and no source, pipeline or sink task has died (see [`crate::tasks`]). Each check reports its own
+//! line, so the probe output says what is not ready.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,6 +23,9 @@ struct Inner {
     role: Mutex<&'static str>,
     /// Informational lines (e.g. "kubevirt: not installed") that do not affect readiness.
     notes: Mutex<std::collections::BTreeMap<&'static str, String>>,
+    /// Tasks that ended while herald still needed them: name → (what happened, whether it costs readiness).
+    /// Bounded by the number of tasks the agent runs.
+    dead_tasks: Mutex<std::collections::BTreeMap<String, (String, bool)>>,
     /// Milliseconds since `epoch` of the pipeline worker's last loop; 0 = never.
     heartbeat_ms: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
@@ -125,6 +129,12 @@ impl Health {
         let _ = self.inner.sink_observer.0.set(callback);
     }
 
+    /// A task ended before shutdown (`what`: "ended", "panicked: ..."); with `costs_readiness`, `/readyz`
+    /// fails from now on, else the line is informational.
+    pub fn task_died(&self, name: &str, what: String, costs_readiness: bool) {
+        lock(&self.inner.dead_tasks).insert(name.to_string(), (what, costs_readiness));
+    }
+
     pub fn set_role(&self, role: &'static str) {
         *lock(&self.inner.role) = role;
     }
@@ -189,6 +199,10 @@ impl Health {
             let state = if ok { "ok" } else { "failing" };
             report.push_str(&format!("sink {}: {state}\n", s.name));
         }
+        for (name, (what, costs_readiness)) in lock(&self.inner.dead_tasks).iter() {
+            ready &= !costs_readiness;
+            report.push_str(&format!("task {name}: {what}\n"));
+        }
         (ready, report)
     }
 }
@@ -219,6 +233,24 @@ mod tests {
         let (ok, report) = h.ready();
         assert!(!ok);
         assert!(report.contains("sink json: failing"), "{report}");
+    }
+
+    #[test]
+    fn a_dead_task_fails_readiness_unless_it_is_auxiliary() {
+        let h = Health::default();
+        h.beat();
+        assert!(h.ready().0);
+        h.task_died("upkeep", "ended".into(), false);
+        let (ok, report) = h.ready();
+        assert!(ok, "{report}");
+        assert!(report.contains("task upkeep: ended"), "{report}");
+        h.task_died("sink json", "panicked: boom".into(), true);
+        let (ok, report) = h.ready();
+        assert!(!ok);
+        assert!(
+            report.contains("task sink json: panicked: boom"),
+            "{report}"
+        );
     }
 
     #[test]

@@ -20,4 +20,5 @@ pub mod server;
 pub mod sim;
 pub mod sink;
 pub mod source;
+pub mod tasks;
 pub mod telemetry;

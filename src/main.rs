@@ -333,7 +333,7 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             Err(e) => return Err(e.into()),
         };
         let shutdown = CancellationToken::new();
-        spawn_signal_handler(shutdown.clone());
+        spawn_signal_handler(shutdown.clone(), config.shutdown_timeout.0);
         if let Some(console) = console {
             console.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(console)?;
@@ -566,7 +566,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(f()) {
+    let result = runtime.block_on(f());
+    // A task blocked in a blocking write (stdout that nobody reads) would hold a plain drop forever, with the
+    // signal handler already gone; give the runtime a moment and leave the rest to the process exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herald: {}", error_chain(&e));
@@ -588,27 +592,44 @@ fn error_chain(error: &anyhow::Error) -> String {
     line
 }
 
-/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
-fn spawn_signal_handler(shutdown: CancellationToken) {
+/// Past the shutdown deadline, how long the agent may take to stop its server and return before the process
+/// exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// First SIGTERM/SIGINT: graceful shutdown, which must end within `deadline` (plus [`SHUTDOWN_GRACE`]) whatever
+/// a sink or source does, else the process exits with status 1. Second signal: exit at once (128 + signal).
+fn spawn_signal_handler(shutdown: CancellationToken, deadline: std::time::Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-        for n in 0.. {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT");
+                return;
             }
-            if n == 0 {
-                shutdown.cancel();
-            } else {
-                eprintln!("herald: second signal, exiting now");
-                std::process::exit(130);
+        };
+        let mut next = async || -> (i32, &'static str) {
+            tokio::select! {
+                _ = term.recv() => (15, "SIGTERM"),
+                _ = int.recv() => (2, "SIGINT"),
+            }
+        };
+        next().await;
+        shutdown.cancel();
+        tokio::select! {
+            (number, name) = next() => {
+                eprintln!("herald: second signal ({name}), exiting now");
+                std::process::exit(128 + number);
+            }
+            _ = tokio::time::sleep(deadline + SHUTDOWN_GRACE) => {
+                eprintln!(
+                    "herald: shutdown still not done {}s past its deadline, exiting now",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                std::process::exit(1);
             }
         }
     });

@@ -255,3 +255,206 @@ async fn fail_overs_continue_the_counting_from_the_shared_checkpoint() {
     poller.abort();
     sim.shutdown().await;
 }
+
+/// The leader's Lease renewals stop being answered (the simulator's `lease-stall` fault: its writes hang,
+/// everything else, its watches included, still works) while another agent campaigns. The leader must stop
+/// leading within its renew deadline, before the follower may take over (the Lease must first go
+/// `lease_duration` unchanged): at no sample do both report `herald_leader 1`, the cut-off agent counts
+/// nothing after stepping down although its API connection still works, and the totals equal the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_renewals_hang_steps_down_before_a_follower_takes_over() {
+    const STALL_CONFIG: &str = "mode: daemonset\nleader_election:\n  lease_duration: 3s\n  renew_interval: 300ms\n  renew_deadline: 2s\nsinks:\n  json:\n    enabled: false\n";
+    let sim = quiet_sim().await;
+    let kube = client(&sim);
+    let api: Api<Event> = Api::namespaced(kube.clone(), "default");
+    let pp = PostParams::default();
+    let agents: Vec<Herald> = (0..2)
+        .map(|i| {
+            start_herald_with(
+                &sim.url(),
+                STALL_CONFIG,
+                Stdio::null(),
+                &[],
+                &[("POD_NAME", &format!("herald-{i}"))],
+            )
+        })
+        .collect();
+    let refs: Vec<&Herald> = agents.iter().collect();
+    tokio::task::block_in_place(|| {
+        for a in &refs {
+            a.wait_ready();
+        }
+    });
+    let first = tokio::task::block_in_place(|| one_leader(&refs, Duration::from_secs(10)));
+    let other = 1 - first;
+    for i in 0..5 {
+        api.create(&pp, &event(&format!("a{i}"))).await.unwrap();
+    }
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(10), "10 occurrences", || {
+            total(&refs) == 10.0
+        })
+    });
+
+    // Through the simulator's fault endpoint: the leader's renewals (its identity is `<pod>-<pid>`) hang.
+    let identity = format!("herald-{first}-{}", agents[first].child.id());
+    let request = http::Request::put("/sim/faults")
+        .body(format!("lease-stall={identity}").into_bytes())
+        .unwrap();
+    let answer = kube.request_text(request).await.unwrap();
+    assert_eq!(answer.trim(), format!("lease-stall={identity}"));
+    let cut = Instant::now();
+
+    // Sample both agents until the follower leads and is ready; never may both report 1.
+    let (mut stepped_down, mut took_over) = (None, None);
+    tokio::task::block_in_place(|| {
+        let deadline = cut + Duration::from_secs(15);
+        while took_over.is_none() {
+            assert!(Instant::now() < deadline, "no hand-over within 15s");
+            let a = refs[first].metric("herald_leader", &[]);
+            let b = refs[other].metric("herald_leader", &[]);
+            assert!(
+                !(a == 1.0 && b == 1.0),
+                "two leaders at once, {:?} after the cut",
+                cut.elapsed()
+            );
+            if a == 0.0 && stepped_down.is_none() {
+                stepped_down = Some(cut.elapsed());
+            }
+            if b == 1.0 {
+                assert!(stepped_down.is_some(), "the follower led first");
+                took_over = Some(cut.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let (stepped_down, took_over) = (stepped_down.unwrap(), took_over.unwrap());
+    eprintln!(
+        "leader stepped down {stepped_down:?} after its renewals hung; follower led after {took_over:?}"
+    );
+    // Its last renewal was sent before the cut: it must have stopped before the 3s Lease could expire.
+    assert!(
+        stepped_down < Duration::from_secs(3),
+        "stepped down after {stepped_down:?}, renew deadline 2s, lease 3s"
+    );
+    assert!(sim.truth().faults_injected["lease_stall"] > 0);
+    let counted_by_first = refs[first].metric(OCC, &[]);
+    assert_eq!(counted_by_first, 10.0);
+    tokio::task::block_in_place(|| {
+        one_leader(&refs, Duration::from_secs(10));
+    });
+    assert_eq!(leaders(&refs), [other]);
+
+    // The new leader counts what follows; the agent that was cut off, its watch connection still working,
+    // counts nothing more.
+    for i in 0..4 {
+        api.create(&pp, &event(&format!("b{i}"))).await.unwrap();
+    }
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(10), "8 more occurrences", || {
+            total(&refs) == sim.truth().occurrences_total as f64
+        });
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    assert_eq!(refs[first].metric(OCC, &[]), counted_by_first);
+    assert_eq!(total(&refs), 18.0);
+    assert_eq!(sim.truth().occurrences_total, 18);
+    assert_eq!(
+        leaders(&refs),
+        [other],
+        "the cut-off agent came back as leader"
+    );
+    drop(agents);
+    sim.shutdown().await;
+}
+
+/// The same cut-off as above in the middle of a generated scenario, with the shared checkpoint: Events keep
+/// coming through the hand-over, and the two agents' totals (each shows what it saved) add up to the truth
+/// exactly: the cut-off leader stopped saving when it stepped down, its successor continued from its last
+/// checkpoint, and nothing was counted twice or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_after_hung_renewals_counts_every_occurrence_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rate, max_events, start_after) = (150.0, 2_400, Duration::from_secs(4));
+    let sim = common::truth::scenario_sim(22, rate, max_events, start_after, dir.path(), 100).await;
+    let started = Instant::now();
+    let baseline = sim.truth();
+    let v0 = common::truth::version(&sim);
+    let config = |i: usize| {
+        format!(
+            "mode: daemonset\nleader_election:\n  lease_duration: 3s\n  renew_interval: 300ms\n  renew_deadline: 2s\nsinks:\n  json:\n    enabled: false\nstate_dir: {}\ncheckpoint_interval: 300ms\n",
+            dir.path().join(format!("state-{i}")).display()
+        )
+    };
+    let agents: Vec<Herald> = (0..2)
+        .map(|i| {
+            start_herald_with(
+                &sim.url(),
+                &config(i),
+                Stdio::null(),
+                &[],
+                &[("POD_NAME", &format!("herald-{i}"))],
+            )
+        })
+        .collect();
+    let refs: Vec<&Herald> = agents.iter().collect();
+    let first = tokio::task::block_in_place(|| {
+        for a in &refs {
+            a.wait_ready();
+        }
+        let first = one_leader(&refs, Duration::from_secs(10));
+        assert_eq!(
+            sim.truth().occurrences_total,
+            baseline.occurrences_total,
+            "the first leader must list before the generator starts"
+        );
+        wait_until(Duration::from_secs(60), "a third of the scenario", || {
+            common::truth::version(&sim) >= v0 + max_events / 3
+        });
+        first
+    });
+    let identity = format!("herald-{first}-{}", agents[first].child.id());
+    sim.set_faults(format!("lease-stall={identity}").parse().unwrap());
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let l = leaders(&refs);
+            assert!(l.len() < 2, "two leaders at once");
+            if l == [1 - first] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no hand-over");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    assert!(
+        common::truth::version(&sim) < v0 + max_events,
+        "the hand-over must happen while Events keep coming"
+    );
+    let generating = Duration::from_secs_f64(max_events as f64 / rate) + start_after;
+    common::truth::wait_generator_done(&sim, started, generating).await;
+    let want = (sim.truth().occurrences_total - baseline.occurrences_total) as f64;
+    let mut seen = (0.0, 0.0);
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            seen = (
+                refs[first].metric(OCC, &[]),
+                refs[1 - first].metric(OCC, &[]),
+            );
+            if seen.0 + seen.1 == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    eprintln!(
+        "cut-off leader counted {}, its successor {}; truth {want}",
+        seen.0, seen.1
+    );
+    assert!(seen.0 > 0.0 && seen.1 > 0.0, "both must have counted");
+    assert_eq!(seen.0 + seen.1, want, "total over the hand-over");
+    assert_eq!(leaders(&refs), [1 - first]);
+    drop(agents);
+    sim.shutdown().await;
+}

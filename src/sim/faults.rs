@@ -1,7 +1,8 @@
 //! Faults on demand, so tests and people can rehearse what real API servers do to watchers.
 //!
 //! Syntax: comma-separated `key=value`, e.g. `disconnect-every=100,gone-every=500,error-rate=0.05,
-//! error-status=429,retry-after=1,slow=10ms,stall-after=200,garbage-every=50`. Every injected fault is counted
+//! error-status=429,retry-after=1,slow=10ms,stall-after=200,garbage-every=50,lease-stall=herald-0`. Every injected
+//! fault is counted
 //! (`faults_injected` in `/sim/truth`). Faults change delivery, never the stored data
 //! or the ground truth.
 
@@ -37,6 +38,10 @@ pub struct FaultSpec {
     /// Send a malformed line (truncated JSON, not JSON, unknown type, wrong shape, in turn) after every this
     /// many events on a watch stream; the stream goes on.
     pub garbage_every: Option<u64>,
+    /// Lease writes (create or update) that would make a holder whose identity begins with this the holder get
+    /// no answer, the connection staying open: an agent cut off from the API server mid-renew while the
+    /// others still reach it.
+    pub lease_stall: Option<String>,
 }
 
 /// A fault the simulator injected, for the count in `/sim/truth` (`faults_injected`).
@@ -54,16 +59,19 @@ pub enum Injected {
     Stall,
     /// A malformed line in a watch stream (`garbage-every`).
     Garbage,
+    /// A Lease write left unanswered (`lease-stall`).
+    LeaseStall,
 }
 
 impl Injected {
-    const ALL: [Injected; 6] = [
+    const ALL: [Injected; 7] = [
         Injected::Disconnect,
         Injected::Gone,
         Injected::Error500,
         Injected::Error429,
         Injected::Stall,
         Injected::Garbage,
+        Injected::LeaseStall,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,13 +82,14 @@ impl Injected {
             Injected::Error429 => "error_429",
             Injected::Stall => "stall",
             Injected::Garbage => "garbage",
+            Injected::LeaseStall => "lease_stall",
         }
     }
 }
 
 /// How many faults of each kind the simulator injected since it started.
 #[derive(Debug, Default)]
-pub struct FaultCounts([AtomicU64; 6]);
+pub struct FaultCounts([AtomicU64; 7]);
 
 impl FaultCounts {
     pub fn add(&self, fault: Injected) {
@@ -130,6 +139,12 @@ impl std::str::FromStr for FaultSpec {
                 "gone-every" => spec.gone_every = Some(count()?),
                 "stall-after" => spec.stall_after = Some(count()?),
                 "garbage-every" => spec.garbage_every = Some(count()?),
+                "lease-stall" => {
+                    if value.is_empty() {
+                        return Err(err("expected the start of a holder identity"));
+                    }
+                    spec.lease_stall = Some(value.to_string());
+                }
                 "retry-after" => spec.retry_after = count()?,
                 "error-rate" => {
                     spec.error_rate = value
@@ -151,7 +166,7 @@ impl std::str::FromStr for FaultSpec {
                 }
                 _ => {
                     return Err(err(
-                        "unknown fault (disconnect-every, gone-every, error-rate, error-status, retry-after, slow, stall-after, garbage-every)",
+                        "unknown fault (disconnect-every, gone-every, error-rate, error-status, retry-after, slow, stall-after, garbage-every, lease-stall)",
                     ));
                 }
             }
@@ -183,6 +198,9 @@ impl fmt::Display for FaultSpec {
         if let Some(n) = self.garbage_every {
             parts.push(format!("garbage-every={n}"));
         }
+        if let Some(holder) = &self.lease_stall {
+            parts.push(format!("lease-stall={holder}"));
+        }
         f.write_str(&parts.join(","))
     }
 }
@@ -193,7 +211,7 @@ mod tests {
 
     #[test]
     fn parses_and_prints_back() {
-        let s: FaultSpec = "disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=2,slow=10ms,stall-after=7,garbage-every=3"
+        let s: FaultSpec = "disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=2,slow=10ms,stall-after=7,garbage-every=3,lease-stall=herald-0"
             .parse()
             .unwrap();
         assert_eq!(s.disconnect_every, Some(100));
@@ -205,6 +223,7 @@ mod tests {
         assert_eq!(s.slow, Duration::from_millis(10));
         assert_eq!(s.stall_after, Some(7));
         assert_eq!(s.garbage_every, Some(3));
+        assert_eq!(s.lease_stall.as_deref(), Some("herald-0"));
         assert_eq!(s.to_string().parse::<FaultSpec>().unwrap(), s);
         assert_eq!("".parse::<FaultSpec>().unwrap().to_string(), "");
     }
@@ -215,5 +234,9 @@ mod tests {
         assert_eq!(e.part, "gone-every=0");
         assert!("explode=1".parse::<FaultSpec>().is_err());
         assert!("error-rate=2".parse::<FaultSpec>().is_err());
+        assert_eq!(
+            "lease-stall=".parse::<FaultSpec>().unwrap_err().part,
+            "lease-stall="
+        );
     }
 }

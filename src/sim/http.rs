@@ -312,9 +312,9 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
                 "leases",
                 rest @ ..,
             ],
-        ) => small_object(&shared.leases, method.clone(), ns, rest, req).await,
+        ) => small_object(&shared.leases, method.clone(), ns, rest, req, Some(&shared)).await,
         (method, ["api", "v1", "namespaces", ns, "configmaps", rest @ ..]) => {
-            small_object(&shared.config_maps, method.clone(), ns, rest, req).await
+            small_object(&shared.config_maps, method.clone(), ns, rest, req, None).await
         }
         _ => match target(&segments) {
             Some(t) => resource(req, t, &query, shared).await,
@@ -369,23 +369,32 @@ fn resource_list(group_version: &str, core: bool) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [events]})
 }
 
-/// Get, create (POST) and update (PUT) of a Lease or ConfigMap.
+/// Get, create (POST) and update (PUT) of a Lease or ConfigMap. `lease_faults`: the Lease store's faults
+/// (`lease-stall`) apply.
 async fn small_object(
     store: &super::objects::Objects,
     method: Method,
     ns: &str,
     rest: &[&str],
     req: Request<Incoming>,
+    lease_faults: Option<&Shared>,
 ) -> Response<Body> {
+    let body = |bytes: Bytes| async move {
+        let v: Value = serde_json::from_slice(&bytes)?;
+        if let Some(shared) = lease_faults {
+            stall_lease_write(shared, &v).await;
+        }
+        Ok::<Value, serde_json::Error>(v)
+    };
     let result = match (&method, rest) {
         (&Method::GET, [name]) => store.get(ns, name),
-        (&Method::POST, []) => match serde_json::from_slice(&read_body(req).await) {
+        (&Method::POST, []) => match body(read_body(req).await).await {
             Ok(v) => store.create(ns, v),
             Err(e) => return error(400, "BadRequest", &e.to_string()),
         },
         (&Method::PUT, [name]) => {
             let name = name.to_string();
-            match serde_json::from_slice(&read_body(req).await) {
+            match body(read_body(req).await).await {
                 Ok(v) => store.update(ns, &name, v),
                 Err(e) => return error(400, "BadRequest", &e.to_string()),
             }
@@ -396,6 +405,19 @@ async fn small_object(
         Ok(v) if method == Method::POST => json_response(StatusCode::CREATED, &v),
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(r) => error(r.code, r.reason, &r.message),
+    }
+}
+
+/// `lease-stall`: a write naming a matching holder gets no answer, as when the API server stops answering one
+/// agent (for an hour; then the write is handled, so a request nobody waits for does not live forever).
+async fn stall_lease_write(shared: &Shared, lease: &Value) {
+    let Some(prefix) = shared.faults().lease_stall else {
+        return;
+    };
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
+    if !holder.is_empty() && holder.starts_with(&prefix) {
+        shared.injected.add(Injected::LeaseStall);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 
