@@ -23,9 +23,11 @@ pub mod faults;
 pub mod http;
 pub mod load;
 pub mod objects;
+pub mod openapi;
 pub mod scenario;
 pub mod select;
 pub mod store;
+pub mod table;
 pub mod vm_scenario;
 
 pub use faults::FaultSpec;
