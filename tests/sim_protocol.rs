@@ -299,3 +299,151 @@ fn kubectl_lists_events_from_the_simulator() {
     );
     rt.block_on(sim.shutdown());
 }
+
+#[tokio::test]
+async fn a_continue_token_the_server_never_wrote_is_400_bad_request() {
+    let sim = quiet_sim().await;
+    let api: Api<Event> = Api::namespaced(client(&sim), "default");
+    let err = api
+        .list(&ListParams::default().limit(1).continue_token("garbage"))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
+            assert!(
+                s.message.starts_with("continue key is not valid"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("{other}"),
+    }
+    sim.shutdown().await;
+}
+
+/// Occurrences a captured stream stands for, folded from its lines as an API server would have stored them:
+/// an ADDED Event counts its count (series count, else count, else 1), a MODIFIED one what its count rose by.
+fn occurrences_of(lines: &[serde_json::Value]) -> u64 {
+    let count = |o: &serde_json::Value| {
+        o["series"]["count"]
+            .as_u64()
+            .or(o["count"].as_u64())
+            .unwrap_or(1)
+    };
+    let mut last = std::collections::HashMap::new();
+    let mut total = 0;
+    for l in lines {
+        let o = &l["object"];
+        let key = (
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string(),
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        match l["type"].as_str() {
+            Some("ADDED") => {
+                total += count(o);
+                last.insert(key, count(o));
+            }
+            Some("MODIFIED") => {
+                let before = last.get(&key).copied().unwrap_or(0);
+                total += count(o).saturating_sub(before);
+                last.insert(key, count(o));
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
+/// A real captured Events watch (ADDED and MODIFIED lines) with a real BOOKMARK and a real `ERROR 410` line
+/// spliced in, replayed to a real herald process: the ERROR ends herald's watch as an API server does, herald
+/// relists once (counted as expired), and its occurrences equal both the simulator's truth and the
+/// occurrences folded from the captured lines.
+#[test]
+fn a_captured_stream_with_a_410_replays_with_one_relist_and_exact_totals() {
+    let Some(dir) = fixtures() else {
+        return;
+    };
+    let read = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join("watch").join(name))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut lines = read("minikube-2019-curl-api-v1-watch-events.jsonl");
+    assert!(
+        lines.len() >= 12,
+        "the capture has its ADDED and MODIFIED lines"
+    );
+    let bookmark = read("real-BOOKMARK-lines.jsonl").remove(0);
+    let gone = read("real-ERROR-410-lines.jsonl").remove(0);
+    assert!(gone.contains("\"code\":410"));
+    lines.insert(6, bookmark);
+    lines.insert(9, gone);
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: std::collections::BTreeSet<&str> =
+        parsed.iter().filter_map(|l| l["type"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["ADDED", "BOOKMARK", "ERROR", "MODIFIED"]
+            .into_iter()
+            .collect()
+    );
+    let want = occurrences_of(&parsed);
+    let tmp = tempfile::tempdir().unwrap();
+    let stream = tmp.path().join("stream.ndjson");
+    std::fs::write(&stream, lines.join("\n") + "\n").unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt
+        .block_on(RunningSim::start(
+            SimOptions {
+                replay: vec![stream],
+                replay_rate: 10.0,
+                // herald lists and watches first; then the capture plays.
+                replay_start_after: Duration::from_secs(4),
+                ..SimOptions::quiet()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .unwrap();
+    let herald = start_herald(
+        &sim.url(),
+        "sinks:\n  json:\n    enabled: false\n",
+        std::process::Stdio::null(),
+        &[],
+    );
+    herald.wait_ready();
+    assert_eq!(
+        herald.metric(common::truth::OCC, &[]) + 0.0,
+        0.0,
+        "nothing before the replay"
+    );
+    herald.wait_metric(common::truth::OCC, &[], want as f64);
+    herald.wait_metric("herald_watch_restarts_total", &[("reason", "expired")], 1.0);
+    assert_eq!(sim.truth().occurrences_total, want);
+    // Nothing more arrives: the relist counted nothing twice.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(herald.metric(common::truth::OCC, &[]), want as f64);
+    assert_eq!(
+        herald.metric("herald_watch_restarts_total", &[("reason", "expired")]),
+        1.0
+    );
+    eprintln!(
+        "replayed {} captured lines: {want} occurrences over {} objects, one relist",
+        lines.len(),
+        sim.truth().objects
+    );
+    rt.block_on(sim.shutdown());
+}

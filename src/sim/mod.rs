@@ -82,7 +82,7 @@ pub struct SimArgs {
     /// Create this many Events at once when the generator starts, before --start-after (live objects).
     #[arg(long, default_value_t = 0)]
     pub preload: u64,
-    /// Wait this long before the first generated operation (e.g. 10s).
+    /// Wait this long before the first generated operation or replayed line (e.g. 10s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub start_after: Duration,
     /// Faults, e.g. disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=1,slow=10ms,stall-after=200,garbage-every=50.
@@ -92,7 +92,10 @@ pub struct SimArgs {
     /// Load objects from a YAML or JSON file (one object, a List, or several documents). Repeatable.
     #[arg(long)]
     pub load: Vec<PathBuf>,
-    /// Replay a recorded NDJSON watch stream (ADDED/MODIFIED/DELETED lines) at --rate. Repeatable.
+    /// Replay a captured NDJSON watch stream (`kubectl get --raw '/api/v1/events?watch=1'`) at --rate, line by
+    /// line: ADDED/MODIFIED/DELETED are written, BOOKMARK and ERROR lines go to the open watches as captured
+    /// (an ERROR ends them; 410 also expires older resourceVersions). Lines it cannot use are reported once,
+    /// with their line number. Repeatable.
     #[arg(long)]
     pub replay: Vec<PathBuf>,
     /// Changes kept for watches from an older resourceVersion; older ones get 410 Gone.
@@ -122,6 +125,8 @@ pub struct SimOptions {
     pub replay: Vec<PathBuf>,
     /// Rate of `replay` steps per second.
     pub replay_rate: f64,
+    /// Wait this long before the first replayed line (so an agent can list and watch first).
+    pub replay_start_after: Duration,
     pub history: usize,
     pub bookmark_interval: Duration,
     /// Serve the KubeVirt API (`kubevirt.io/v1`); off: the cluster has no KubeVirt.
@@ -140,6 +145,7 @@ impl SimOptions {
             load: Vec::new(),
             replay: Vec::new(),
             replay_rate: 20.0,
+            replay_start_after: Duration::ZERO,
             history: 10_000,
             bookmark_interval: Duration::from_secs(10),
             kubevirt: false,
@@ -184,6 +190,7 @@ impl TryFrom<&SimArgs> for SimOptions {
             } else {
                 20.0
             },
+            replay_start_after: a.start_after,
             history: a.history,
             bookmark_interval: a.bookmark_interval,
             kubevirt: !a.no_kubevirt,
@@ -276,8 +283,10 @@ impl RunningSim {
         if !replays.is_empty() {
             tasks.push(tokio::spawn(load::replay(
                 store.clone(),
+                vm_stores.clone(),
                 replays,
                 opts.replay_rate,
+                opts.replay_start_after,
                 stop.clone(),
             )));
         }
