@@ -530,6 +530,21 @@ fn get_vm_vmi_vmim_prints_kubevirts_columns() {
             ])]
         )
     );
+    // A stale write names the migration's resource, as the API server does.
+    let stale = c.file(
+        "stale.yaml",
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: mig-a\n  namespace: vms\n  resourceVersion: \"1\"\nspec:\n  vmiName: vm-a\n",
+    );
+    let out = c.run(&["replace", "-f", &stale]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Error from server (Conflict)")
+            && err.contains(
+                "Operation cannot be fulfilled on virtualmachineinstancemigrations.kubevirt.io \"mig-a\": the object has been modified"
+            ),
+        "{err}"
+    );
     // The long names resolve too, and -o wide adds the VMI's priority-1 columns.
     let (header, _) =
         parse_table(&c.ok(&["get", "virtualmachineinstances", "-n", "vms", "-o", "wide"]));
@@ -696,5 +711,81 @@ fn status_is_written_through_its_subresource_only() {
         String::from_utf8_lossy(&out.stderr).contains("Error from server (NotFound)"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn patch_json_and_merge_delete_and_typed_creates_answer_as_a_server_does() {
+    let Some(c) = Cluster::start(SimOptions::quiet()) else {
+        return;
+    };
+    c.create(
+        "default",
+        json!({"metadata": {"name": "p.1"}, "involvedObject": {"kind": "Pod", "name": "web"},
+            "reason": "BackOff", "type": "Warning", "message": "Back-off", "count": 1}),
+    );
+    assert_eq!(
+        c.ok(&[
+            "patch",
+            "event",
+            "p.1",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/count","value":4},{"op":"add","path":"/involvedObject/fieldPath","value":"spec.containers{app}"}]"#
+        ])
+        .trim(),
+        "event/p.1 patched"
+    );
+    let stored = c.sim().store().get("default", "p.1").unwrap();
+    assert_eq!(
+        (
+            stored["count"].clone(),
+            stored["involvedObject"]["fieldPath"].clone()
+        ),
+        (json!(4), json!("spec.containers{app}"))
+    );
+    assert_eq!(
+        c.sim().truth().occurrences_total,
+        4,
+        "the raise is an occurrence"
+    );
+    let out = c.run(&[
+        "patch",
+        "event",
+        "p.1",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/count","value":9}]"#,
+    ]);
+    assert!(!out.status.success());
+    c.ok(&[
+        "patch",
+        "event",
+        "p.1",
+        "-p",
+        r#"{"message":"Back-off again"}"#,
+    ]);
+    assert_eq!(
+        c.sim().store().get("default", "p.1").unwrap()["message"],
+        "Back-off again"
+    );
+    assert_eq!(
+        c.ok(&["delete", "event", "p.1"]).trim(),
+        "event \"p.1\" deleted"
+    );
+    let out = c.run(&["get", "event", "p.1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Error from server (NotFound): events \"p.1\" not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // kubectl's typed commands send protobuf, which the simulator does not read: it says so (415).
+    let out = c.run(&["create", "configmap", "c1", "--from-literal=a=b"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("herald sim does not read application/vnd.kubernetes.protobuf"),
+        "{err}"
     );
 }
