@@ -447,3 +447,136 @@ fn a_captured_stream_with_a_410_replays_with_one_relist_and_exact_totals() {
     );
     rt.block_on(sim.shutdown());
 }
+
+/// A replayed BOOKMARK reaches a watch that allows bookmarks (at the watch's resourceVersion), and a replayed
+/// ERROR is sent as captured and ends the stream; a watch resumed from before a replayed 410 gets 410 too.
+#[tokio::test]
+async fn replayed_bookmark_and_error_lines_reach_open_watches_as_captured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stream = tmp.path().join("stream.ndjson");
+    let lines = [
+        r#"{"type":"ADDED","object":{"kind":"Event","apiVersion":"v1","metadata":{"name":"a","namespace":"default"},"involvedObject":{"kind":"Pod","name":"web"},"reason":"Pulled","type":"Normal","count":2}}"#,
+        r#"{"type":"BOOKMARK","object":{"kind":"Event","apiVersion":"v1","metadata":{"resourceVersion":"680400"}}}"#,
+        r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 657887 (680402)","reason":"Expired","code":410}}"#,
+    ];
+    std::fs::write(&stream, lines.join("\n")).unwrap();
+    let sim = sim_with(SimOptions {
+        replay: vec![stream],
+        replay_rate: 20.0,
+        replay_start_after: Duration::from_millis(500),
+        bookmark_interval: Duration::from_secs(3600),
+        ..SimOptions::quiet()
+    })
+    .await;
+    let api: Api<Event> = Api::all(client(&sim));
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let got: Vec<WatchEvent<Event>> = tokio::time::timeout(
+        Duration::from_secs(10),
+        api.watch(&WatchParams::default(), &rv)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the ERROR line ends the stream");
+    assert_eq!(got.len(), 3, "{got:?}");
+    let added_rv = match &got[0] {
+        WatchEvent::Added(e) => {
+            assert_eq!(e.metadata.name.as_deref(), Some("a"));
+            e.metadata.resource_version.clone().unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    match &got[1] {
+        WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, added_rv),
+        other => panic!("{other:?}"),
+    }
+    match &got[2] {
+        WatchEvent::Error(s) => assert_eq!(
+            (s.code, s.reason.as_str(), s.message.as_str()),
+            (410, "Expired", "too old resource version: 657887 (680402)")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut resumed = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match resumed.try_next().await.unwrap() {
+        Some(WatchEvent::Error(s)) => assert_eq!(s.code, 410),
+        other => panic!("{other:?}"),
+    }
+    sim.shutdown().await;
+}
+
+/// `herald sim` as a user runs it: lines of a capture it cannot use are named once with their line number,
+/// and a file of a kind it does not serve is refused, naming the kind.
+#[test]
+fn herald_sim_names_what_it_cannot_replay_or_load() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let stream = tmp.path().join("stream.ndjson");
+    std::fs::write(
+        &stream,
+        [
+            r#"{"type":"ADDED","object":{"kind":"Event","apiVersion":"v1","metadata":{"name":"a"},"involvedObject":{"kind":"Pod"}}}"#,
+            r#"{"object":{"kind":"Event","metadata":{"name":"b"}}}"#,
+            r#"{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web"}}}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(herald_bin())
+        .args(["sim", "--listen", "127.0.0.1:0", "--rate", "0", "--replay"])
+        .arg(&stream)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        let serving = line.contains("Kubernetes API at");
+        said.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let skipped: Vec<&String> = said
+        .iter()
+        .filter(|l| l.contains("replay: skipping"))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{said:#?}");
+    assert!(skipped[0].contains("line 2: no \"type\""), "{said:#?}");
+    assert!(
+        skipped[1].contains("line 3: kind Pod (v1) is not served"),
+        "{said:#?}"
+    );
+
+    let pods = tmp.path().join("pods.yaml");
+    std::fs::write(&pods, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n").unwrap();
+    let out = std::process::Command::new(herald_bin())
+        .args(["sim", "--listen", "127.0.0.1:0", "--load"])
+        .arg(&pods)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pods.yaml: object 1: kind Pod (v1) is not served by herald sim"),
+        "{err}"
+    );
+}
