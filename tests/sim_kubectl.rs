@@ -789,3 +789,144 @@ fn patch_json_and_merge_delete_and_typed_creates_answer_as_a_server_does() {
         "{err}"
     );
 }
+
+/// The real objects of the shared fixtures (Events of both APIs from real clusters, a Harvester cluster's VMs,
+/// VMIs and migrations), loaded as captured: kubectl prints one row per object, with the cells read from the
+/// objects here (an events.k8s.io/v1 object by its own field names).
+#[test]
+fn real_captured_objects_print_as_on_their_clusters() {
+    let Some(dir) = common::fixtures() else {
+        return;
+    };
+    let mut files = Vec::new();
+    for sub in ["events", "events-v1", "kubevirt"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // Round-trip fuzz objects have synthetic values (control characters, names no cluster prints).
+            if (name.ends_with(".json") || name.ends_with(".yaml"))
+                && !name.contains("roundtrip-fuzz")
+            {
+                files.push(path);
+            }
+        }
+    }
+    let objects: Vec<Value> = files
+        .iter()
+        .flat_map(|f| common::fixture_objects(f))
+        .collect();
+    let Some(c) = Cluster::start(SimOptions {
+        kubevirt: true,
+        load: files,
+        ..SimOptions::quiet()
+    }) else {
+        return;
+    };
+    let s = |v: &Value| v.as_str().unwrap_or_default().trim().to_string();
+    let mut want_events: Vec<Vec<String>> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Event")
+        .map(|o| {
+            let v1 = o["apiVersion"] == "events.k8s.io/v1";
+            let regarding = if v1 {
+                &o["regarding"]
+            } else {
+                &o["involvedObject"]
+            };
+            let kind = s(&regarding["kind"]).to_lowercase();
+            let object = match s(&regarding["name"]) {
+                n if n.is_empty() => kind,
+                n => format!("{kind}/{n}"),
+            };
+            let ns = match s(&o["metadata"]["namespace"]) {
+                n if n.is_empty() => "default".to_string(),
+                n => n,
+            };
+            let message = s(if v1 { &o["note"] } else { &o["message"] });
+            vec![ns, s(&o["type"]), s(&o["reason"]), object, message]
+        })
+        .collect();
+    assert!(want_events.len() >= 8, "{}", want_events.len());
+    let (_, rows) = parse_table(&c.ok(&["get", "events", "-A"]));
+    let mut got: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r[0].clone(),
+                r[2].clone(),
+                r[3].clone(),
+                r[4].clone(),
+                r[5].clone(),
+            ]
+        })
+        .collect();
+    want_events.sort();
+    got.sort();
+    assert_eq!(got, want_events);
+
+    let ready = |o: &Value| {
+        o["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| s(&c["status"]))
+            .unwrap_or_default()
+    };
+    let out = c.ok(&["get", "vm,vmi,vmim", "-A"]);
+    let sections: Vec<(Vec<String>, Vec<Vec<String>>)> = out
+        .split("\n\n")
+        .filter(|t| !t.trim().is_empty())
+        .map(parse_table)
+        .collect();
+    let of = |kind: &'static str| objects.iter().filter(move |o| o["kind"] == kind);
+    let mut want_vms: Vec<Vec<String>> = of("VirtualMachine")
+        .map(|o| {
+            vec![
+                format!("virtualmachine.kubevirt.io/{}", s(&o["metadata"]["name"])),
+                s(&o["status"]["printableStatus"]),
+                ready(o),
+            ]
+        })
+        .collect();
+    let mut want_vmis: Vec<Vec<String>> = of("VirtualMachineInstance")
+        .map(|o| {
+            vec![
+                format!(
+                    "virtualmachineinstance.kubevirt.io/{}",
+                    s(&o["metadata"]["name"])
+                ),
+                s(&o["status"]["phase"]),
+                s(&o["status"]["interfaces"][0]["ipAddress"]),
+                s(&o["status"]["nodeName"]),
+                ready(o),
+            ]
+        })
+        .collect();
+    let mut want_vmims: Vec<Vec<String>> = of("VirtualMachineInstanceMigration")
+        .map(|o| {
+            vec![
+                format!(
+                    "virtualmachineinstancemigration.kubevirt.io/{}",
+                    s(&o["metadata"]["name"])
+                ),
+                s(&o["status"]["phase"]),
+                s(&o["spec"]["vmiName"]),
+            ]
+        })
+        .collect();
+    assert!(!want_vms.is_empty() && !want_vmis.is_empty() && !want_vmims.is_empty());
+    let pick = |rows: &[Vec<String>], cols: &[usize]| -> Vec<Vec<String>> {
+        let mut v: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| cols.iter().map(|i| r[*i].clone()).collect())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sections.len(), 3, "{out}");
+    want_vms.sort();
+    want_vmis.sort();
+    want_vmims.sort();
+    assert_eq!(pick(&sections[0].1, &[1, 3, 4]), want_vms, "{out}");
+    assert_eq!(pick(&sections[1].1, &[1, 3, 4, 5, 6]), want_vmis, "{out}");
+    assert_eq!(pick(&sections[2].1, &[1, 2, 3]), want_vmims, "{out}");
+}
