@@ -580,3 +580,40 @@ fn herald_sim_names_what_it_cannot_replay_or_load() {
         "{err}"
     );
 }
+
+/// deletecollection, which discovery lists for Events, deletes exactly what the selector matches.
+#[tokio::test]
+async fn delete_collection_removes_what_the_selector_matches() {
+    let sim = quiet_sim().await;
+    let api: Api<Event> = Api::namespaced(client(&sim), "default");
+    for (name, team) in [("a", "x"), ("b", "y"), ("c", "x")] {
+        let mut e = event(name, 1);
+        e.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        api.create(&PostParams::default(), &e).await.unwrap();
+    }
+    let gone = api
+        .delete_collection(
+            &kube::api::DeleteParams::default(),
+            &ListParams::default().labels("team=x"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = gone
+        .left()
+        .expect("the deleted objects")
+        .items
+        .into_iter()
+        .map(|e| e.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["b"]);
+    sim.shutdown().await;
+}

@@ -1,6 +1,9 @@
-//! The simulator's HTTP API: discovery, list (limit/continue, resourceVersion, selectors, Table for kubectl),
-//! watch (chunked NDJSON, bookmarks, timeoutSeconds, 410, faults), and get/create/update/patch/delete, for
-//! core/v1 and events.k8s.io/v1 Events. Plus `/sim/truth` and `/sim/faults` for tests and people.
+//! The simulator's HTTP API: discovery (with short names and categories), list (limit/continue,
+//! resourceVersion, selectors, Tables for kubectl), watch (chunked NDJSON, bookmarks, timeoutSeconds, 410,
+//! faults, Tables for `kubectl get -w`), get/create/update/patch (merge, strategic as merge, JSON patch)/delete/
+//! deletecollection with `fieldValidation`, for core/v1 and events.k8s.io/v1 Events and KubeVirt's kinds (the
+//! `status` subresource of VMs and migrations), `/openapi/v3`, and Leases and ConfigMaps for herald's own use.
+//! Plus `/sim/truth` and `/sim/faults` for tests and people.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -596,6 +599,40 @@ async fn resource(
             } else {
                 list(store, &filter, param, table)
             }
+        }
+        (Method::DELETE, None) => {
+            // deletecollection, as discovery says: every object the selectors match, returned as a list.
+            let labels = match Selector::labels(param("labelSelector").unwrap_or_default()) {
+                Ok(s) => s,
+                Err(e) => return error(400, "BadRequest", &e),
+            };
+            let fields = match Selector::fields(
+                param("fieldSelector").unwrap_or_default(),
+                t.api == Api::V1,
+            ) {
+                Ok(s) => s,
+                Err(e) => return error(400, "BadRequest", &e),
+            };
+            let filter = Filter {
+                api: t.api,
+                namespace: t.namespace.clone(),
+                labels,
+                fields,
+            };
+            let (_, all) = store.snapshot(filter.namespace.as_deref());
+            let deleted: Vec<Value> = all
+                .iter()
+                .filter(|o| filter.matches(o))
+                .filter_map(|o| {
+                    let (ns, name) = object_key(o);
+                    store.delete(&ns, &name).ok().map(|gone| t.api.serve(&gone))
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": list_kind(t.api), "apiVersion": t.api.group_version(),
+                        "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": deleted}),
+            )
         }
         (Method::POST, None) => {
             let Some(ns) = t.namespace else {

@@ -1,9 +1,11 @@
 //! A protocol-faithful local Kubernetes API server for Events: what `herald demo`, the tests and the
 //! benchmarks run against, through the normal kube client, exactly as herald reaches a real cluster.
 //!
-//! It speaks discovery, list (limit/continue, resourceVersion, selectors, Table for kubectl), chunked watch
-//! streams (bookmarks, timeoutSeconds, 410 Gone for versions older than its history window) and writes, for
-//! core/v1 and events.k8s.io/v1 Events, which are two views of one store as on a real API server. It keeps
+//! It speaks discovery, list (limit/continue, resourceVersion, selectors, Tables with the API server's and
+//! KubeVirt's columns for kubectl), chunked watch streams (bookmarks, timeoutSeconds, 410 Gone for versions
+//! older than its history window) and writes validated against its OpenAPI v3 document, for core/v1 and
+//! events.k8s.io/v1 Events, which are two views of one store as on a real API server, and for KubeVirt's VMs,
+//! VMIs and migrations. It loads real objects and replays captured watch streams line by line. It keeps
 //! the ground truth of every occurrence it created (`GET /sim/truth`) and injects faults on demand
 //! (`--faults`, `PUT /sim/faults`). It must never be needed by the agent: nothing in herald knows it exists.
 
