@@ -91,13 +91,15 @@ pub struct SimArgs {
     /// Counts of injected faults are in /sim/truth; change them live with PUT /sim/faults.
     #[arg(long, default_value = "")]
     pub faults: String,
-    /// Load objects from a YAML or JSON file (one object, a List, or several documents). Repeatable.
+    /// Load objects from a YAML or JSON file (one object, a List as `kubectl get -o yaml` prints it, or several
+    /// documents): Events of both APIs and KubeVirt's VMs, VMIs and migrations; another kind is refused by
+    /// name. Repeatable.
     #[arg(long)]
     pub load: Vec<PathBuf>,
     /// Replay a captured NDJSON watch stream (`kubectl get --raw '/api/v1/events?watch=1'`) at --rate, line by
     /// line: ADDED/MODIFIED/DELETED are written, BOOKMARK and ERROR lines go to the open watches as captured
     /// (an ERROR ends them; 410 also expires older resourceVersions). Lines it cannot use are reported once,
-    /// with their line number. Repeatable.
+    /// with their line number. Nothing is generated while replaying. Repeatable.
     #[arg(long)]
     pub replay: Vec<PathBuf>,
     /// Changes kept for watches from an older resourceVersion; older ones get 410 Gone.
@@ -196,7 +198,8 @@ impl TryFrom<&SimArgs> for SimOptions {
             history: a.history,
             bookmark_interval: a.bookmark_interval,
             kubevirt: !a.no_kubevirt,
-            vm_scenario: (a.vm_rate > 0.0 && !a.no_kubevirt).then(|| {
+            // A replay is the captured cluster alone: no generated Events or VMs mixed in.
+            vm_scenario: (a.vm_rate > 0.0 && !a.no_kubevirt && a.replay.is_empty()).then(|| {
                 vm_scenario::VmScenarioOptions {
                     rate: a.vm_rate,
                     start_after: a.start_after,
