@@ -239,8 +239,8 @@ pub fn read_stream(path: &Path) -> Result<Vec<Step>, LoadError> {
 }
 
 /// Apply a captured stream in order, `rate` steps per second, after `start_after`: writes go to the stores
-/// (a MODIFIED of an object not yet stored creates it, as a stream captured mid-way has them), BOOKMARK and
-/// ERROR lines go to the open watches as they were captured.
+/// (a MODIFIED of an object not yet stored creates it, as a stream captured mid-way has them; an ADDED of a
+/// stored one updates it), BOOKMARK and ERROR lines go to the open watches as they were captured.
 pub async fn replay(
     store: Arc<Store>,
     vm_stores: [Arc<Store>; 3],
@@ -280,7 +280,11 @@ pub async fn replay(
                     .unwrap_or_default()
                     .to_string();
                 let result = match change {
-                    ChangeKind::Modified if target.get(&ns, &name).is_some() => {
+                    // A stream opened without a resourceVersion starts with every existing object as ADDED,
+                    // so an ADDED of a stored object (from --load) is an update, as for a relisting client.
+                    ChangeKind::Added | ChangeKind::Modified
+                        if target.get(&ns, &name).is_some() =>
+                    {
                         let mut o = if object["apiVersion"] == "events.k8s.io/v1" {
                             convert::to_core(&object)
                         } else {
