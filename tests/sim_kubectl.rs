@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::{start_herald, wait_until};
 use herald::sim::{RunningSim, SimOptions};
 use serde_json::{Value, json};
 
@@ -929,4 +930,77 @@ fn real_captured_objects_print_as_on_their_clusters() {
     assert_eq!(pick(&sections[0].1, &[1, 3, 4]), want_vms, "{out}");
     assert_eq!(pick(&sections[1].1, &[1, 3, 4, 5, 6]), want_vmis, "{out}");
     assert_eq!(pick(&sections[2].1, &[1, 2, 3]), want_vmims, "{out}");
+}
+
+/// "Replay your own cluster" as the README tells it: a cluster (here a simulator generating Events and VM
+/// lifecycles) is captured with kubectl (`get -o yaml`, then a raw watch stream), replayed by a second
+/// simulator, and a herald process counting it ends with exactly the replaying simulator's truth.
+#[test]
+fn a_cluster_captured_with_kubectl_replays_to_herald_with_exact_totals() {
+    let Some(source) = Cluster::start(SimOptions::demo(7, 40.0)) else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let objects = source.ok(&["get", "events,vm,vmi,vmim", "-A", "-o", "yaml"]);
+    let objects_path = source.file("objects.yaml", &objects);
+    let stream_path = source.dir.path().join("stream.ndjson");
+    let mut watch = source
+        .command(&[
+            "get",
+            "--raw",
+            "/api/v1/events?watch=1&allowWatchBookmarks=true",
+        ])
+        .stdout(std::fs::File::create(&stream_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let captured = std::fs::read_to_string(&stream_path).unwrap();
+    let modified = captured
+        .lines()
+        .filter(|l| l.contains("\"MODIFIED\""))
+        .count();
+    assert!(
+        captured.lines().count() > 50 && modified > 0,
+        "a stream with changes"
+    );
+
+    let replay = Cluster::start(SimOptions {
+        kubevirt: true,
+        load: vec![objects_path.into()],
+        replay: vec![stream_path],
+        replay_rate: 500.0,
+        replay_start_after: Duration::from_secs(3),
+        ..SimOptions::quiet()
+    })
+    .unwrap();
+    let loaded = replay.sim().truth().occurrences_total;
+    let herald = start_herald(
+        &replay.sim().url(),
+        "sinks:\n  json:\n    enabled: false\nsource:\n  events:\n    startup: replay\n",
+        Stdio::null(),
+        &[],
+    );
+    herald.wait_ready();
+    // The replay is done when the truth stops moving.
+    let mut last = (String::new(), 0);
+    wait_until(Duration::from_secs(30), "the replay to finish", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let t = replay.sim().truth();
+        let now = (t.resource_version.clone(), t.occurrences_total);
+        let done = now == last && t.occurrences_total > loaded;
+        last = now;
+        done
+    });
+    let truth = replay.sim().truth();
+    herald.wait_metric(common::truth::OCC, &[], truth.occurrences_total as f64);
+    eprintln!(
+        "captured {} lines ({modified} MODIFIED) and {} bytes of objects: {} occurrences ({loaded} loaded) over {} objects",
+        captured.lines().count(),
+        objects.len(),
+        truth.occurrences_total,
+        truth.objects
+    );
 }
