@@ -1004,3 +1004,48 @@ fn a_cluster_captured_with_kubectl_replays_to_herald_with_exact_totals() {
         truth.objects
     );
 }
+
+#[test]
+fn server_dry_runs_and_diff_change_nothing() {
+    let Some(c) = Cluster::start(SimOptions::quiet()) else {
+        return;
+    };
+    let file = c.file("event.yaml", EVENT_YAML);
+    assert_eq!(
+        c.ok(&["create", "-f", &file, "--dry-run=server"]).trim(),
+        "event/deploy.1 created (server dry run)"
+    );
+    assert!(c.sim().store().get("default", "deploy.1").is_none());
+    assert_eq!(c.sim().truth().occurrences_total, 0);
+    c.ok(&["create", "-f", &file]);
+    let version = c.sim().truth().resource_version;
+
+    let changed = c.file("changed.yaml", &EVENT_YAML.replace("to 1", "to 5"));
+    let diff = c.run(&["diff", "-f", &changed]);
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "kubectl diff exits 1 on a difference"
+    );
+    let text = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        text.contains("-message: Scaled up replica set shop-6cdd54d56b to 1")
+            && text.contains("+message: Scaled up replica set shop-6cdd54d56b to 5"),
+        "{text}"
+    );
+    assert_eq!(
+        c.ok(&["apply", "-f", &changed, "--dry-run=server"]).trim(),
+        "event/deploy.1 configured (server dry run)"
+    );
+    assert_eq!(
+        c.ok(&["delete", "event", "deploy.1", "--dry-run=server"])
+            .trim(),
+        "event \"deploy.1\" deleted (server dry run)"
+    );
+    let stored = c.sim().store().get("default", "deploy.1").unwrap();
+    assert_eq!(
+        stored["message"],
+        "Scaled up replica set shop-6cdd54d56b to 1"
+    );
+    assert_eq!(c.sim().truth().resource_version, version, "no write at all");
+}

@@ -1,7 +1,7 @@
 //! The simulator's HTTP API: discovery (with short names and categories), list (limit/continue,
 //! resourceVersion, selectors, Tables for kubectl), watch (chunked NDJSON, bookmarks, timeoutSeconds, 410,
 //! faults, Tables for `kubectl get -w`), get/create/update/patch (merge, strategic as merge, JSON patch)/delete/
-//! deletecollection with `fieldValidation`, for core/v1 and events.k8s.io/v1 Events and KubeVirt's kinds (the
+//! deletecollection with `fieldValidation` and `dryRun`, for core/v1 and events.k8s.io/v1 Events and KubeVirt's kinds (the
 //! `status` subresource of VMs and migrations), `/openapi/v3`, and Leases and ConfigMaps for herald's own use.
 //! Plus `/sim/truth` and `/sim/faults` for tests and people.
 
@@ -566,6 +566,18 @@ async fn resource(
         return error(400, "BadRequest", &problem);
     }
     let strict = param("fieldValidation") == Some("Strict");
+    // `dryRun=All` (kubectl diff, --dry-run=server): validated and answered as the write would be, not stored.
+    let dry_run = match param("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return error(
+                400,
+                "BadRequest",
+                &format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""),
+            );
+        }
+    };
     match (req.method().clone(), &t.name) {
         (Method::GET, None) => {
             let faults = shared.faults();
@@ -646,7 +658,12 @@ async fn resource(
                     }
                     let mut stored = t.api.store(&v);
                     split_status(t.api, &mut stored, None);
-                    match store.create(&ns, stored) {
+                    let created = if dry_run {
+                        store.create_dry_run(&ns, stored)
+                    } else {
+                        store.create(&ns, stored)
+                    };
+                    match created {
                         Ok(obj) => json_response(StatusCode::CREATED, &t.api.serve(&obj)),
                         Err(e) => store_error(e),
                     }
@@ -659,7 +676,20 @@ async fn resource(
             let status_only = t.subresource.is_some();
             let result = match method {
                 Method::GET => store.get(&ns, name).ok_or_else(|| store.not_found(name)),
-                Method::DELETE if !status_only => store.delete(&ns, name),
+                Method::DELETE if !status_only => {
+                    // kubectl sends dryRun in the DeleteOptions body rather than the query.
+                    let options: Value =
+                        serde_json::from_slice(&read_body(req).await).unwrap_or_default();
+                    let dry_run = dry_run
+                        || options["dryRun"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().any(|v| v == "All"));
+                    if dry_run {
+                        store.get(&ns, name).ok_or_else(|| store.not_found(name))
+                    } else {
+                        store.delete(&ns, name)
+                    }
+                }
                 Method::PUT | Method::PATCH => {
                     let is_put = method == Method::PUT;
                     let json_patch = !is_put
@@ -735,7 +765,38 @@ async fn resource(
                             .as_str()
                             .map(str::to_string)
                     };
-                    store.update(&ns, name, next, rv.as_deref())
+                    if dry_run {
+                        // As the update would answer, with the stored identity and version.
+                        if let Some(sent) = rv.as_deref().filter(|r| !r.is_empty())
+                            && Some(sent) != current["metadata"]["resourceVersion"].as_str()
+                        {
+                            return store_error(store.conflict(name));
+                        }
+                        if let Some(o) = next.as_object_mut() {
+                            let mut meta = o
+                                .get("metadata")
+                                .and_then(Value::as_object)
+                                .cloned()
+                                .unwrap_or_default();
+                            for k in [
+                                "name",
+                                "namespace",
+                                "uid",
+                                "creationTimestamp",
+                                "resourceVersion",
+                            ] {
+                                if let Some(v) = current["metadata"].get(k) {
+                                    meta.insert(k.into(), v.clone());
+                                }
+                            }
+                            o.insert("metadata".into(), Value::Object(meta));
+                            o.insert("apiVersion".into(), current["apiVersion"].clone());
+                            o.insert("kind".into(), current["kind"].clone());
+                        }
+                        Ok(Arc::new(next))
+                    } else {
+                        store.update(&ns, name, next, rv.as_deref())
+                    }
                 }
                 _ => return error(405, "MethodNotAllowed", "method not allowed"),
             };

@@ -241,7 +241,30 @@ impl Store {
     }
 
     /// Create a core/v1 Event in `namespace`.
-    pub fn create(&self, namespace: &str, mut obj: Value) -> Result<Arc<Value>, StoreError> {
+    pub fn create(&self, namespace: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
+        self.create_or_try(namespace, obj, false)
+    }
+
+    /// What `create` would store (`dryRun=All`), refused as it would be, without storing anything: no
+    /// resourceVersion, no change, no occurrence.
+    pub fn create_dry_run(&self, namespace: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
+        self.create_or_try(namespace, obj, true)
+    }
+
+    /// 409 Conflict for `name`, in the API server's words.
+    pub fn conflict(&self, name: &str) -> StoreError {
+        StoreError::Conflict {
+            resource: self.resource,
+            name: name.to_string(),
+        }
+    }
+
+    fn create_or_try(
+        &self,
+        namespace: &str,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
         if !obj.is_object() {
             return Err(StoreError::Invalid("body must be a JSON object".into()));
@@ -282,13 +305,15 @@ impl Store {
                 name,
             });
         }
-        inner.rv += 1;
-        inner.next_id += 1;
+        let id = inner.next_id + 1;
+        if !dry_run {
+            inner.rv += 1;
+            inner.next_id += 1;
+            meta.insert("resourceVersion".into(), inner.rv.to_string().into());
+        }
         meta.insert("name".into(), name.into());
         meta.insert("namespace".into(), namespace.into());
-        meta.insert("resourceVersion".into(), inner.rv.to_string().into());
         if !meta.get("uid").is_some_and(Value::is_string) {
-            let id = inner.next_id;
             meta.insert(
                 "uid".into(),
                 format!("{:08x}-5157-4e00-8000-{:012x}", id >> 16, id).into(),
@@ -306,6 +331,9 @@ impl Store {
         if let Some(o) = obj.as_object_mut() {
             o.insert("apiVersion".into(), self.type_meta.0.into());
             o.insert("kind".into(), self.type_meta.1.into());
+        }
+        if dry_run {
+            return Ok(Arc::new(obj));
         }
         Self::add_truth(&mut inner, &obj, count_of(&obj));
         let obj = Arc::new(obj);
@@ -655,6 +683,23 @@ mod tests {
                 "Event \"\" is invalid: metadata.name: Required value: name or generateName is required"
             );
         }
+    }
+
+    #[test]
+    fn a_dry_run_create_changes_nothing() {
+        let s = Store::new(10);
+        let tried = s.create_dry_run("ns", ev("a", 3)).unwrap();
+        assert_eq!(tried["metadata"]["namespace"], "ns");
+        assert!(tried["metadata"]["uid"].is_string());
+        assert!(tried["metadata"].get("resourceVersion").is_none());
+        assert_eq!(s.resource_version(), 1000);
+        assert_eq!(s.truth().occurrences_total, 0);
+        assert!(s.get("ns", "a").is_none());
+        s.create("ns", ev("a", 3)).unwrap();
+        assert!(matches!(
+            s.create_dry_run("ns", ev("a", 3)),
+            Err(StoreError::AlreadyExists { .. })
+        ));
     }
 
     #[test]
