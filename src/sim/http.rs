@@ -1,6 +1,9 @@
-//! The simulator's HTTP API: discovery, list (limit/continue, resourceVersion, selectors, Table for kubectl),
-//! watch (chunked NDJSON, bookmarks, timeoutSeconds, 410, faults), and get/create/update/patch/delete, for
-//! core/v1 and events.k8s.io/v1 Events. Plus `/sim/truth` and `/sim/faults` for tests and people.
+//! The simulator's HTTP API: discovery (with short names and categories), list (limit/continue,
+//! resourceVersion, selectors, Tables for kubectl), watch (chunked NDJSON, bookmarks, timeoutSeconds, 410,
+//! faults, Tables for `kubectl get -w`), get/create/update/patch (merge, strategic as merge, JSON patch)/delete/
+//! deletecollection with `fieldValidation` and `dryRun`, for core/v1 and events.k8s.io/v1 Events and KubeVirt's kinds (the
+//! `status` subresource of VMs and migrations), `/openapi/v3`, and Leases and ConfigMaps for herald's own use.
+//! Plus `/sim/truth` and `/sim/faults` for tests and people.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,7 @@ use super::convert;
 use super::faults::{FaultCounts, FaultSpec, Injected};
 use super::select::Selector;
 use super::store::{Change, ChangeKind, Store, StoreError};
+use super::table::{Include, Printer};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -104,9 +108,9 @@ fn error(code: u16, reason: &str, message: &str) -> Response<Body> {
 fn store_error(e: StoreError) -> Response<Body> {
     let msg = e.to_string();
     match e {
-        StoreError::NotFound(_) => error(404, "NotFound", &msg),
-        StoreError::AlreadyExists(_) => error(409, "AlreadyExists", &msg),
-        StoreError::Conflict(_) => error(409, "Conflict", &msg),
+        StoreError::NotFound { .. } => error(404, "NotFound", &msg),
+        StoreError::AlreadyExists { .. } => error(409, "AlreadyExists", &msg),
+        StoreError::Conflict { .. } => error(409, "Conflict", &msg),
         StoreError::Invalid(_) => error(422, "Invalid", &msg),
     }
 }
@@ -147,6 +151,20 @@ impl VmKind {
         }
     }
 
+    /// The short names and singular name kubectl resolves (`kubectl get vm,vmi,vmim`), from KubeVirt's CRDs.
+    pub fn short_names(self) -> [&'static str; 2] {
+        match self {
+            VmKind::Vm => ["vm", "vms"],
+            VmKind::Vmi => ["vmi", "vmis"],
+            VmKind::Vmim => ["vmim", "vmims"],
+        }
+    }
+
+    /// Whether the CRD has a `status` subresource (VMs and migrations do; VMIs do not).
+    pub fn has_status_subresource(self) -> bool {
+        !matches!(self, VmKind::Vmi)
+    }
+
     pub fn from_kind(kind: &str) -> Option<VmKind> {
         VmKind::ALL.into_iter().find(|k| k.kind() == kind)
     }
@@ -162,6 +180,13 @@ impl Api {
             Api::Core => "v1",
             Api::V1 => "events.k8s.io/v1",
             Api::Kubevirt(_) => "kubevirt.io/v1",
+        }
+    }
+    /// The printer of kubectl's Tables for this API.
+    fn printer(self) -> Printer {
+        match self {
+            Api::Core | Api::V1 => Printer::Event,
+            Api::Kubevirt(k) => Printer::Kubevirt(k),
         }
     }
     fn serve(self, stored: &Value) -> Value {
@@ -183,6 +208,8 @@ struct Target {
     watch: bool,
     namespace: Option<String>,
     name: Option<String>,
+    /// `status` of `.../name/status`; anything else is refused as not found.
+    subresource: Option<String>,
 }
 
 /// Parse `/api/v1/...` and `/apis/events.k8s.io/v1/...` resource paths.
@@ -212,12 +239,17 @@ fn target(segments: &[&str]) -> Option<Target> {
         Api::Kubevirt(_) => Api::Kubevirt(VmKind::ALL.into_iter().find(|k| k.plural() == plural)?),
         a => a,
     };
-    let (namespace, name) = match rest {
-        [p] if *p == plural => (None, None),
-        ["namespaces", ns, p] if *p == plural => (Some(ns.to_string()), None),
+    let (namespace, name, subresource) = match rest {
+        [p] if *p == plural => (None, None, None),
+        ["namespaces", ns, p] if *p == plural => (Some(ns.to_string()), None, None),
         ["namespaces", ns, p, name] if *p == plural => {
-            (Some(ns.to_string()), Some(name.to_string()))
+            (Some(ns.to_string()), Some(name.to_string()), None)
         }
+        ["namespaces", ns, p, name, sub] if *p == plural && !watch => (
+            Some(ns.to_string()),
+            Some(name.to_string()),
+            Some(sub.to_string()),
+        ),
         _ => return None,
     };
     Some(Target {
@@ -225,6 +257,7 @@ fn target(segments: &[&str]) -> Option<Target> {
         watch,
         namespace,
         name,
+        subresource,
     })
 }
 
@@ -249,8 +282,30 @@ pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
         ),
         (&Method::GET, ["api", "v1"]) => json_response(StatusCode::OK, &resource_list("v1", true)),
+        (&Method::GET, ["openapi", "v3"]) => {
+            json_response(StatusCode::OK, &super::openapi::root(shared.kubevirt))
+        }
+        (&Method::GET, ["openapi", "v3", gv @ ..]) => {
+            match super::openapi::document(&gv.join("/"), shared.kubevirt) {
+                Some(doc) => json_response(StatusCode::OK, &doc),
+                None => error(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            }
+        }
+        (&Method::GET, ["apis", "coordination.k8s.io"]) => {
+            json_response(StatusCode::OK, &coordination_group())
+        }
+        (&Method::GET, ["apis", "coordination.k8s.io", "v1"]) => json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "coordination.k8s.io/v1",
+                    "resources": [{"name": "leases", "singularName": "lease", "namespaced": true, "kind": "Lease",
+                                   "verbs": ["create", "get", "update"]}]}),
+        ),
         (&Method::GET, ["apis"]) => {
-            let mut groups = vec![group()];
+            let mut groups = vec![group(), coordination_group()];
             if shared.kubevirt {
                 groups.push(kubevirt_group());
             }
@@ -336,6 +391,12 @@ fn group() -> Value {
            "versions": [gv.clone()], "preferredVersion": gv})
 }
 
+fn coordination_group() -> Value {
+    let gv = json!({"groupVersion": "coordination.k8s.io/v1", "version": "v1"});
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": "coordination.k8s.io",
+           "versions": [gv.clone()], "preferredVersion": gv})
+}
+
 fn list_kind(api: Api) -> String {
     match api {
         Api::Kubevirt(k) => format!("{}List", k.kind()),
@@ -354,8 +415,18 @@ fn kubevirt_resources() -> Value {
         .into_iter()
         .map(|k| {
             json!({"name": k.plural(), "singularName": k.kind().to_lowercase(), "namespaced": true,
-                   "kind": k.kind(), "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+                   "kind": k.kind(), "shortNames": k.short_names(), "categories": ["all"],
+                   "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]})
         })
+        .chain(
+            VmKind::ALL
+                .into_iter()
+                .filter(|k| k.has_status_subresource())
+                .map(|k| {
+                    json!({"name": format!("{}/status", k.plural()), "singularName": "", "namespaced": true,
+                           "kind": k.kind(), "verbs": ["get", "patch", "update"]})
+                }),
+        )
         .collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "kubevirt.io/v1", "resources": resources})
 }
@@ -363,10 +434,17 @@ fn kubevirt_resources() -> Value {
 fn resource_list(group_version: &str, core: bool) -> Value {
     let mut events = json!({"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
         "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]});
+    // Both Events APIs answer to `ev`, as on a real API server (kubectl picks the core one).
+    events["shortNames"] = json!(["ev"]);
+    let mut resources = vec![events];
     if core {
-        events["shortNames"] = json!(["ev"]);
+        // Served for herald's checkpoint (get, create, update), so kubectl can create one from a file.
+        resources.push(
+            json!({"name": "configmaps", "singularName": "configmap", "namespaced": true,
+            "kind": "ConfigMap", "shortNames": ["cm"], "verbs": ["create", "get", "update"]}),
+        );
     }
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [events]})
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
 /// Get, create (POST) and update (PUT) of a Lease or ConfigMap. `lease_faults`: the Lease store's faults
@@ -379,6 +457,9 @@ async fn small_object(
     req: Request<Incoming>,
     lease_faults: Option<&Shared>,
 ) -> Response<Body> {
+    if let Some(refused) = unsupported_body(&req) {
+        return refused;
+    }
     let body = |bytes: Bytes| async move {
         let v: Value = serde_json::from_slice(&bytes)?;
         if let Some(shared) = lease_faults {
@@ -421,12 +502,58 @@ async fn stall_lease_write(shared: &Shared, lease: &Value) {
     }
 }
 
+/// 415 for a write whose body is not JSON: kubectl's typed commands (`create configmap`) send protobuf, which
+/// a real API server reads and the simulator does not; saying so beats a JSON parse error.
+fn unsupported_body(req: &Request<Incoming>) -> Option<Response<Body>> {
+    if !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        return None;
+    }
+    let ct = req.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    let json = ct.is_empty() || ct.starts_with("application/") && ct.contains("json");
+    (!json).then(|| {
+        error(
+            415,
+            "UnsupportedMediaType",
+            &format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (herald sim does not read {ct})"
+            ),
+        )
+    })
+}
+
 async fn read_body(req: Request<Incoming>) -> Bytes {
     req.into_body()
         .collect()
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default()
+}
+
+/// Whether kubectl asked for a Table (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`).
+fn wants_table(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+/// How a VM or migration write treats `status` when the CRD has a status subresource: the main resource
+/// ignores it (create drops it, update keeps the stored one), `/status` changes only it.
+fn split_status(api: Api, body: &mut Value, current: Option<&Value>) {
+    let Api::Kubevirt(k) = api else { return };
+    if !k.has_status_subresource() {
+        return;
+    }
+    if let Some(o) = body.as_object_mut() {
+        match current.map(|c| &c["status"]).filter(|s| !s.is_null()) {
+            Some(status) => {
+                o.insert("status".into(), status.clone());
+            }
+            None => {
+                o.remove("status");
+            }
+        }
+    }
 }
 
 async fn resource(
@@ -438,6 +565,41 @@ async fn resource(
     let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let watch = t.watch || matches!(param("watch"), Some("true" | "1"));
     let store = shared.store_for(t.api);
+    if let Some(refused) = unsupported_body(&req) {
+        return refused;
+    }
+    let table = match (wants_table(&req), Include::parse(param("includeObject"))) {
+        (false, _) => None,
+        (true, Ok(include)) => Some((t.api.printer(), include)),
+        (true, Err(e)) => return error(400, "BadRequest", &e),
+    };
+    if let Some(sub) = &t.subresource {
+        let status_ok =
+            sub == "status" && matches!(t.api, Api::Kubevirt(k) if k.has_status_subresource());
+        if !status_ok {
+            return error(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+    }
+    if let Some(problem) = super::openapi::field_validation(param("fieldValidation")) {
+        return error(400, "BadRequest", &problem);
+    }
+    let strict = param("fieldValidation") == Some("Strict");
+    // `dryRun=All` (kubectl diff, --dry-run=server): validated and answered as the write would be, not stored.
+    let dry_run = match param("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return error(
+                400,
+                "BadRequest",
+                &format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""),
+            );
+        }
+    };
     match (req.method().clone(), &t.name) {
         (Method::GET, None) => {
             let faults = shared.faults();
@@ -467,16 +629,44 @@ async fn resource(
                 fields,
             };
             if watch {
-                watch_response(shared.clone(), filter, param).await
+                watch_response(shared.clone(), filter, param, table).await
             } else {
-                let table = !matches!(t.api, Api::Kubevirt(_))
-                    && req
-                        .headers()
-                        .get(ACCEPT)
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|a| a.contains("as=Table"));
                 list(store, &filter, param, table)
             }
+        }
+        (Method::DELETE, None) => {
+            // deletecollection, as discovery says: every object the selectors match, returned as a list.
+            let labels = match Selector::labels(param("labelSelector").unwrap_or_default()) {
+                Ok(s) => s,
+                Err(e) => return error(400, "BadRequest", &e),
+            };
+            let fields = match Selector::fields(
+                param("fieldSelector").unwrap_or_default(),
+                t.api == Api::V1,
+            ) {
+                Ok(s) => s,
+                Err(e) => return error(400, "BadRequest", &e),
+            };
+            let filter = Filter {
+                api: t.api,
+                namespace: t.namespace.clone(),
+                labels,
+                fields,
+            };
+            let (_, all) = store.snapshot(filter.namespace.as_deref());
+            let deleted: Vec<Value> = all
+                .iter()
+                .filter(|o| filter.matches(o))
+                .filter_map(|o| {
+                    let (ns, name) = object_key(o);
+                    store.delete(&ns, &name).ok().map(|gone| t.api.serve(&gone))
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": list_kind(t.api), "apiVersion": t.api.group_version(),
+                        "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": deleted}),
+            )
         }
         (Method::POST, None) => {
             let Some(ns) = t.namespace else {
@@ -484,32 +674,90 @@ async fn resource(
             };
             let body = read_body(req).await;
             match serde_json::from_slice::<Value>(&body) {
-                Ok(v) => match store.create(&ns, t.api.store(&v)) {
-                    Ok(obj) => json_response(StatusCode::CREATED, &t.api.serve(&obj)),
-                    Err(e) => store_error(e),
-                },
+                Ok(v) => {
+                    if strict && let Err(e) = super::openapi::strict(t.api.printer(), &v) {
+                        return error(400, "BadRequest", &e);
+                    }
+                    let mut stored = t.api.store(&v);
+                    split_status(t.api, &mut stored, None);
+                    let created = if dry_run {
+                        store.create_dry_run(&ns, stored)
+                    } else {
+                        store.create(&ns, stored)
+                    };
+                    match created {
+                        Ok(obj) => json_response(StatusCode::CREATED, &t.api.serve(&obj)),
+                        Err(e) => store_error(e),
+                    }
+                }
                 Err(e) => error(400, "BadRequest", &format!("invalid JSON: {e}")),
             }
         }
         (method, Some(name)) => {
             let ns = t.namespace.unwrap_or_default();
+            let status_only = t.subresource.is_some();
             let result = match method {
-                Method::GET => store
-                    .get(&ns, name)
-                    .ok_or_else(|| StoreError::NotFound(name.clone())),
-                Method::DELETE => store.delete(&ns, name),
+                Method::GET => store.get(&ns, name).ok_or_else(|| store.not_found(name)),
+                Method::DELETE if !status_only => {
+                    // kubectl sends dryRun in the DeleteOptions body rather than the query.
+                    let options: Value =
+                        serde_json::from_slice(&read_body(req).await).unwrap_or_default();
+                    let dry_run = dry_run
+                        || options["dryRun"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().any(|v| v == "All"));
+                    if dry_run {
+                        store.get(&ns, name).ok_or_else(|| store.not_found(name))
+                    } else {
+                        store.delete(&ns, name)
+                    }
+                }
                 Method::PUT | Method::PATCH => {
                     let is_put = method == Method::PUT;
+                    let json_patch = !is_put
+                        && req
+                            .headers()
+                            .get(CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|c| c.starts_with("application/json-patch+json"));
                     let body = read_body(req).await;
                     let v: Value = match serde_json::from_slice(&body) {
                         Ok(v) => v,
                         Err(e) => return error(400, "BadRequest", &format!("invalid JSON: {e}")),
                     };
-                    if is_put {
-                        let rv = v["metadata"]["resourceVersion"]
-                            .as_str()
-                            .map(str::to_string);
-                        store.update(&ns, name, t.api.store(&v), rv.as_deref())
+                    if strict
+                        && !json_patch
+                        && let Err(e) = super::openapi::strict(t.api.printer(), &v)
+                    {
+                        return error(400, "BadRequest", &e);
+                    }
+                    let Some(current) = store.get(&ns, name) else {
+                        return store_error(store.not_found(name));
+                    };
+                    let mut next = if is_put {
+                        t.api.store(&v)
+                    } else if json_patch {
+                        // RFC 6902 operations address the object as this API serves it.
+                        let ops: Vec<json_patch::PatchOperation> =
+                            match serde_json::from_value(v.clone()) {
+                                Ok(ops) => ops,
+                                Err(e) => {
+                                    return error(
+                                        400,
+                                        "BadRequest",
+                                        &format!("invalid JSON patch: {e}"),
+                                    );
+                                }
+                            };
+                        let mut doc = t.api.serve(&current);
+                        if let Err(e) = json_patch::patch(&mut doc, &ops) {
+                            return error(
+                                422,
+                                "Invalid",
+                                &format!("the JSON patch does not apply: {e}"),
+                            );
+                        }
+                        t.api.store(&doc)
                     } else {
                         let mut patch = t.api.store(&v);
                         if let Some(o) = patch.as_object_mut()
@@ -518,14 +766,72 @@ async fn resource(
                             o.remove("apiVersion");
                             o.remove("kind");
                         }
-                        store.patch(&ns, name, &patch)
+                        let mut merged = (*current).clone();
+                        super::store::merge(&mut merged, &patch);
+                        merged
+                    };
+                    if status_only {
+                        // `/status` changes the status alone: everything else stays as stored.
+                        let status = next["status"].take();
+                        next = (*current).clone();
+                        next["status"] = status;
+                    } else {
+                        split_status(t.api, &mut next, Some(&current));
+                    }
+                    let rv = if is_put {
+                        v["metadata"]["resourceVersion"]
+                            .as_str()
+                            .map(str::to_string)
+                    } else {
+                        current["metadata"]["resourceVersion"]
+                            .as_str()
+                            .map(str::to_string)
+                    };
+                    if dry_run {
+                        // As the update would answer, with the stored identity and version.
+                        if let Some(sent) = rv.as_deref().filter(|r| !r.is_empty())
+                            && Some(sent) != current["metadata"]["resourceVersion"].as_str()
+                        {
+                            return store_error(store.conflict(name));
+                        }
+                        if let Some(o) = next.as_object_mut() {
+                            let mut meta = o
+                                .get("metadata")
+                                .and_then(Value::as_object)
+                                .cloned()
+                                .unwrap_or_default();
+                            for k in [
+                                "name",
+                                "namespace",
+                                "uid",
+                                "creationTimestamp",
+                                "resourceVersion",
+                            ] {
+                                if let Some(v) = current["metadata"].get(k) {
+                                    meta.insert(k.into(), v.clone());
+                                }
+                            }
+                            o.insert("metadata".into(), Value::Object(meta));
+                            o.insert("apiVersion".into(), current["apiVersion"].clone());
+                            o.insert("kind".into(), current["kind"].clone());
+                        }
+                        Ok(Arc::new(next))
+                    } else {
+                        store.update(&ns, name, next, rv.as_deref())
                     }
                 }
                 _ => return error(405, "MethodNotAllowed", "method not allowed"),
             };
-            match result {
-                Ok(obj) => json_response(StatusCode::OK, &t.api.serve(&obj)),
-                Err(e) => store_error(e),
+            match (result, table) {
+                (Ok(obj), Some((printer, include))) => {
+                    let served = t.api.serve(&obj);
+                    json_response(
+                        StatusCode::OK,
+                        &super::table::table(printer, &[&served], include, json!({}), true),
+                    )
+                }
+                (Ok(obj), None) => json_response(StatusCode::OK, &t.api.serve(&obj)),
+                (Err(e), _) => store_error(e),
             }
         }
         _ => error(405, "MethodNotAllowed", "method not allowed"),
@@ -602,7 +908,7 @@ fn list<'a>(
     store: &Store,
     filter: &Filter,
     param: impl Fn(&str) -> Option<&'a str>,
-    table: bool,
+    table: Option<(Printer, Include)>,
 ) -> Response<Body> {
     let limit = param("limit")
         .and_then(|l| l.parse::<usize>().ok())
@@ -612,11 +918,20 @@ fn list<'a>(
             let parsed = token
                 .split_once('-')
                 .and_then(|(id, off)| Some((id.parse::<u64>().ok()?, off.parse::<usize>().ok()?)));
-            match parsed.and_then(|(id, off)| {
-                store
-                    .find_snapshot(id)
-                    .map(|(rv, items)| (id, off, rv, items))
-            }) {
+            // A token this server never wrote is a bad request; one it wrote but no longer keeps has expired.
+            let Some((id, off)) = parsed else {
+                return error(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "continue key is not valid: {token:?} is not a continue token of this server"
+                    ),
+                );
+            };
+            match store
+                .find_snapshot(id)
+                .map(|(rv, items)| (id, off, rv, items))
+            {
                 Some((id, off, rv, items)) => (rv, items, off, Some(id)),
                 None => {
                     return error(
@@ -650,8 +965,11 @@ fn list<'a>(
     } else if let Some(id) = snapshot_id {
         store.drop_snapshot(id);
     }
-    if table {
-        return json_response(StatusCode::OK, &event_table(&page, metadata));
+    if let Some((printer, include)) = table {
+        return json_response(
+            StatusCode::OK,
+            &super::table::table(printer, &page, include, metadata, true),
+        );
     }
     json_response(
         StatusCode::OK,
@@ -659,54 +977,11 @@ fn list<'a>(
     )
 }
 
-/// A `meta.k8s.io/v1` Table with the API server's columns for Events, for kubectl.
-fn event_table(items: &[&Value], metadata: Value) -> Value {
-    let now = jiff::Timestamp::now();
-    let column = |name: &str, format: &str| json!({"name": name, "type": "string", "format": format, "description": name, "priority": 0});
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let regarding = if o.get("regarding").is_some() { &o["regarding"] } else { &o["involvedObject"] };
-            let last = ["eventTime", "lastTimestamp", "deprecatedLastTimestamp", "firstTimestamp"]
-                .iter()
-                .find_map(|k| o[*k].as_str())
-                .or(o["metadata"]["creationTimestamp"].as_str())
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .map(|t| age(now.duration_since(t)))
-                .unwrap_or_else(|| "<unknown>".into());
-            let object = format!(
-                "{}/{}",
-                regarding["kind"].as_str().unwrap_or_default().to_lowercase(),
-                regarding["name"].as_str().unwrap_or_default()
-            );
-            let message = o["message"].as_str().or(o["note"].as_str()).unwrap_or_default();
-            json!({
-                "cells": [last, o["type"], o["reason"], object, message],
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
-            })
-        })
-        .collect();
-    json!({
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
-        "columnDefinitions": [column("Last Seen", ""), column("Type", ""), column("Reason", ""), column("Object", ""), column("Message", "")],
-        "rows": rows
-    })
-}
-
-fn age(d: jiff::SignedDuration) -> String {
-    let s = d.as_secs().max(0);
-    match s {
-        0..120 => format!("{s}s"),
-        120..7200 => format!("{}m", s / 60),
-        7200..172_800 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
-
 async fn watch_response<'a>(
     shared: Arc<Shared>,
     filter: Filter,
     param: impl Fn(&str) -> Option<&'a str>,
+    table: Option<(Printer, Include)>,
 ) -> Response<Body> {
     let from = match param("resourceVersion") {
         None | Some("") | Some("0") => None,
@@ -729,7 +1004,7 @@ async fn watch_response<'a>(
             .map(Duration::from_secs),
     };
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
-    tokio::spawn(run_watch(tx, shared, filter, from, options));
+    tokio::spawn(run_watch(tx, shared, filter, from, options, table));
     let stream =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
@@ -793,6 +1068,7 @@ async fn run_watch(
     filter: Filter,
     from: Option<u64>,
     options: WatchOptions,
+    table: Option<(Printer, Include)>,
 ) {
     let store = shared.store_for(filter.api).clone();
     let start = match store.watch_from(from) {
@@ -874,6 +1150,19 @@ async fn run_watch(
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
             tokio::select! {
                 change = rx.recv() => match change {
+                    Ok(c) if c.kind == ChangeKind::Bookmark => {
+                        if options.bookmarks {
+                            let bm = json!({"kind": kind_name, "apiVersion": kind, "metadata": {"resourceVersion": last_rv.to_string(), "creationTimestamp": null}});
+                            if tx.send(Ok(Frame::data(line("BOOKMARK", &bm)))).await.is_err() {
+                                return;
+                            }
+                        }
+                        None
+                    }
+                    Ok(c) if c.kind == ChangeKind::Error => {
+                        let _ = tx.send(Ok(Frame::data(line("ERROR", &c.object)))).await;
+                        return;
+                    }
                     Ok(c) if c.rv > last_rv => Some((c.kind, c.object.clone(), c.rv)),
                     Ok(_) => None,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -919,6 +1208,13 @@ async fn run_watch(
         if !faults.slow.is_zero() {
             tokio::time::sleep(faults.slow).await;
         }
+        // kubectl's `get -w` asks for Tables: one row per event, the columns with the first only.
+        let served = match table {
+            Some((printer, include)) => {
+                super::table::table(printer, &[&served], include, json!({}), sent == 0)
+            }
+            None => served,
+        };
         if tx
             .send(Ok(Frame::data(line(change.as_str(), &served))))
             .await

@@ -1,9 +1,11 @@
 //! A protocol-faithful local Kubernetes API server for Events: what `herald demo`, the tests and the
 //! benchmarks run against, through the normal kube client, exactly as herald reaches a real cluster.
 //!
-//! It speaks discovery, list (limit/continue, resourceVersion, selectors, Table for kubectl), chunked watch
-//! streams (bookmarks, timeoutSeconds, 410 Gone for versions older than its history window) and writes, for
-//! core/v1 and events.k8s.io/v1 Events, which are two views of one store as on a real API server. It keeps
+//! It speaks discovery, list (limit/continue, resourceVersion, selectors, Tables with the API server's and
+//! KubeVirt's columns for kubectl), chunked watch streams (bookmarks, timeoutSeconds, 410 Gone for versions
+//! older than its history window) and writes validated against its OpenAPI v3 document, for core/v1 and
+//! events.k8s.io/v1 Events, which are two views of one store as on a real API server, and for KubeVirt's VMs,
+//! VMIs and migrations. It loads real objects and replays captured watch streams line by line. It keeps
 //! the ground truth of every occurrence it created (`GET /sim/truth`) and injects faults on demand
 //! (`--faults`, `PUT /sim/faults`). It must never be needed by the agent: nothing in herald knows it exists.
 
@@ -23,10 +25,12 @@ pub mod faults;
 pub mod http;
 pub mod load;
 pub mod objects;
+pub mod openapi;
 pub mod otlp_console;
 pub mod scenario;
 pub mod select;
 pub mod store;
+pub mod table;
 pub mod vm_scenario;
 
 pub use faults::FaultSpec;
@@ -81,17 +85,22 @@ pub struct SimArgs {
     /// Create this many Events at once when the generator starts, before --start-after (live objects).
     #[arg(long, default_value_t = 0)]
     pub preload: u64,
-    /// Wait this long before the first generated operation (e.g. 10s).
+    /// Wait this long before the first generated operation or replayed line (e.g. 10s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub start_after: Duration,
     /// Faults, e.g. disconnect-every=100,gone-every=500,error-rate=0.05,error-status=429,retry-after=1,slow=10ms,stall-after=200,garbage-every=50.
     /// Counts of injected faults are in /sim/truth; change them live with PUT /sim/faults.
     #[arg(long, default_value = "")]
     pub faults: String,
-    /// Load objects from a YAML or JSON file (one object, a List, or several documents). Repeatable.
+    /// Load objects from a YAML or JSON file (one object, a List as `kubectl get -o yaml` prints it, or several
+    /// documents): Events of both APIs and KubeVirt's VMs, VMIs and migrations; another kind is refused by
+    /// name. Repeatable.
     #[arg(long)]
     pub load: Vec<PathBuf>,
-    /// Replay a recorded NDJSON watch stream (ADDED/MODIFIED/DELETED lines) at --rate. Repeatable.
+    /// Replay a captured NDJSON watch stream (`kubectl get --raw '/api/v1/events?watch=1'`) at --rate, line by
+    /// line: ADDED/MODIFIED/DELETED are written, BOOKMARK and ERROR lines go to the open watches as captured
+    /// (an ERROR ends them; 410 also expires older resourceVersions). Lines it cannot use are reported once,
+    /// with their line number. Nothing is generated while replaying. Repeatable.
     #[arg(long)]
     pub replay: Vec<PathBuf>,
     /// Changes kept for watches from an older resourceVersion; older ones get 410 Gone.
@@ -121,6 +130,8 @@ pub struct SimOptions {
     pub replay: Vec<PathBuf>,
     /// Rate of `replay` steps per second.
     pub replay_rate: f64,
+    /// Wait this long before the first replayed line (so an agent can list and watch first).
+    pub replay_start_after: Duration,
     pub history: usize,
     pub bookmark_interval: Duration,
     /// Serve the KubeVirt API (`kubevirt.io/v1`); off: the cluster has no KubeVirt.
@@ -139,6 +150,7 @@ impl SimOptions {
             load: Vec::new(),
             replay: Vec::new(),
             replay_rate: 20.0,
+            replay_start_after: Duration::ZERO,
             history: 10_000,
             bookmark_interval: Duration::from_secs(10),
             kubevirt: false,
@@ -183,10 +195,12 @@ impl TryFrom<&SimArgs> for SimOptions {
             } else {
                 20.0
             },
+            replay_start_after: a.start_after,
             history: a.history,
             bookmark_interval: a.bookmark_interval,
             kubevirt: !a.no_kubevirt,
-            vm_scenario: (a.vm_rate > 0.0 && !a.no_kubevirt).then(|| {
+            // A replay is the captured cluster alone: no generated Events or VMs mixed in.
+            vm_scenario: (a.vm_rate > 0.0 && !a.no_kubevirt && a.replay.is_empty()).then(|| {
                 vm_scenario::VmScenarioOptions {
                     rate: a.vm_rate,
                     start_after: a.start_after,
@@ -275,8 +289,10 @@ impl RunningSim {
         if !replays.is_empty() {
             tasks.push(tokio::spawn(load::replay(
                 store.clone(),
+                vm_stores.clone(),
                 replays,
                 opts.replay_rate,
+                opts.replay_start_after,
                 stop.clone(),
             )));
         }

@@ -11,15 +11,25 @@ use tokio::sync::broadcast;
 
 /// A write refused, in the API server's terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The resource is named as the API server names it in messages (`events`, `virtualmachines.kubevirt.io`).
 pub enum StoreError {
-    #[error("events \"{0}\" not found")]
-    NotFound(String),
-    #[error("events \"{0}\" already exists")]
-    AlreadyExists(String),
+    #[error("{resource} \"{name}\" not found")]
+    NotFound {
+        resource: &'static str,
+        name: String,
+    },
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists {
+        resource: &'static str,
+        name: String,
+    },
     #[error(
-        "Operation cannot be fulfilled on events \"{0}\": the object has been modified; please apply your changes to the latest version and try again"
+        "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
     )]
-    Conflict(String),
+    Conflict {
+        resource: &'static str,
+        name: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -29,6 +39,10 @@ pub enum ChangeKind {
     Added,
     Modified,
     Deleted,
+    /// A replayed BOOKMARK: open watches that allow bookmarks send one at their resourceVersion.
+    Bookmark,
+    /// A replayed ERROR: open watches send the captured Status and end, as the API server ends them.
+    Error,
 }
 
 impl ChangeKind {
@@ -37,6 +51,8 @@ impl ChangeKind {
             ChangeKind::Added => "ADDED",
             ChangeKind::Modified => "MODIFIED",
             ChangeKind::Deleted => "DELETED",
+            ChangeKind::Bookmark => "BOOKMARK",
+            ChangeKind::Error => "ERROR",
         }
     }
 }
@@ -102,6 +118,8 @@ pub struct WatchStart {
 pub struct Store {
     /// `apiVersion` and `kind` written on every stored object.
     type_meta: (&'static str, &'static str),
+    /// The resource as error messages name it.
+    resource: &'static str,
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Change>>,
 }
@@ -143,8 +161,15 @@ impl Store {
     /// A store of another kind (KubeVirt's), stamped with its own apiVersion and kind.
     pub fn of_kind(api_version: &'static str, kind: &'static str, history_cap: usize) -> Store {
         let (tx, _) = broadcast::channel(16 * 1024);
+        let resource = match kind {
+            "VirtualMachine" => "virtualmachines.kubevirt.io",
+            "VirtualMachineInstance" => "virtualmachineinstances.kubevirt.io",
+            "VirtualMachineInstanceMigration" => "virtualmachineinstancemigrations.kubevirt.io",
+            _ => "events",
+        };
         Store {
             type_meta: (api_version, kind),
+            resource,
             inner: Mutex::new(Inner {
                 objects: BTreeMap::new(),
                 // Start where a young cluster might be, not at 0 ("0" means "any" to clients).
@@ -157,6 +182,19 @@ impl Store {
                 next_id: 1,
             }),
             tx,
+        }
+    }
+
+    /// The kind stored here (`Event`, `VirtualMachine`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.type_meta.1
+    }
+
+    /// 404 for `name`, in the API server's words.
+    pub fn not_found(&self, name: &str) -> StoreError {
+        StoreError::NotFound {
+            resource: self.resource,
+            name: name.to_string(),
         }
     }
 
@@ -203,37 +241,79 @@ impl Store {
     }
 
     /// Create a core/v1 Event in `namespace`.
-    pub fn create(&self, namespace: &str, mut obj: Value) -> Result<Arc<Value>, StoreError> {
+    pub fn create(&self, namespace: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
+        self.create_or_try(namespace, obj, false)
+    }
+
+    /// What `create` would store (`dryRun=All`), refused as it would be, without storing anything: no
+    /// resourceVersion, no change, no occurrence.
+    pub fn create_dry_run(&self, namespace: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
+        self.create_or_try(namespace, obj, true)
+    }
+
+    /// 409 Conflict for `name`, in the API server's words.
+    pub fn conflict(&self, name: &str) -> StoreError {
+        StoreError::Conflict {
+            resource: self.resource,
+            name: name.to_string(),
+        }
+    }
+
+    fn create_or_try(
+        &self,
+        namespace: &str,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
         if !obj.is_object() {
             return Err(StoreError::Invalid("body must be a JSON object".into()));
         }
+        let (version, kind) = self.type_meta;
         let meta = obj
             .as_object_mut()
             .and_then(|o| {
-                o.entry("metadata")
-                    .or_insert_with(|| Value::Object(Default::default()))
-                    .as_object_mut()
+                // An absent or empty `metadata:` is no name, as the API server decodes it.
+                let m = o
+                    .entry("metadata")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if m.is_null() {
+                    *m = Value::Object(Default::default());
+                }
+                m.as_object_mut()
             })
-            .ok_or_else(|| StoreError::Invalid("metadata must be an object".into()))?;
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: metadata: expected an object"
+                ))
+            })?;
         let name = match meta.get("name").and_then(Value::as_str) {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => match meta.get("generateName").and_then(Value::as_str) {
                 Some(prefix) => format!("{prefix}{:05x}", inner.next_id),
-                None => return Err(StoreError::Invalid("metadata.name: Required value".into())),
+                None => {
+                    return Err(StoreError::Invalid(format!(
+                        "{kind} \"\" is invalid: metadata.name: Required value: name or generateName is required"
+                    )));
+                }
             },
         };
         let key = (namespace.to_string(), name.clone());
         if inner.objects.contains_key(&key) {
-            return Err(StoreError::AlreadyExists(name));
+            return Err(StoreError::AlreadyExists {
+                resource: self.resource,
+                name,
+            });
         }
-        inner.rv += 1;
-        inner.next_id += 1;
+        let id = inner.next_id + 1;
+        if !dry_run {
+            inner.rv += 1;
+            inner.next_id += 1;
+            meta.insert("resourceVersion".into(), inner.rv.to_string().into());
+        }
         meta.insert("name".into(), name.into());
         meta.insert("namespace".into(), namespace.into());
-        meta.insert("resourceVersion".into(), inner.rv.to_string().into());
         if !meta.get("uid").is_some_and(Value::is_string) {
-            let id = inner.next_id;
             meta.insert(
                 "uid".into(),
                 format!("{:08x}-5157-4e00-8000-{:012x}", id >> 16, id).into(),
@@ -252,11 +332,30 @@ impl Store {
             o.insert("apiVersion".into(), self.type_meta.0.into());
             o.insert("kind".into(), self.type_meta.1.into());
         }
+        if dry_run {
+            return Ok(Arc::new(obj));
+        }
         Self::add_truth(&mut inner, &obj, count_of(&obj));
         let obj = Arc::new(obj);
         inner.objects.insert(key, obj.clone());
         self.commit(&mut inner, ChangeKind::Added, obj.clone());
         Ok(obj)
+    }
+
+    /// Send a BOOKMARK or ERROR to every open watch, as a captured stream had it. Not a write: no
+    /// resourceVersion, no history. An ERROR with code 410 also compacts the history, so a watch resumed from
+    /// an older resourceVersion is told 410 too and the client relists, as after a real compaction.
+    pub fn signal(&self, kind: ChangeKind, object: Value) {
+        let mut inner = self.lock();
+        if kind == ChangeKind::Error && object["code"].as_i64() == Some(410) {
+            inner.history.clear();
+            inner.compacted = inner.rv;
+        }
+        let _ = self.tx.send(Arc::new(Change {
+            rv: inner.rv,
+            kind,
+            object: Arc::new(object),
+        }));
     }
 
     /// Replace an Event; `expected_rv` (when set) must match the stored one.
@@ -273,12 +372,15 @@ impl Store {
             .objects
             .get(&key)
             .cloned()
-            .ok_or_else(|| StoreError::NotFound(name.into()))?;
+            .ok_or_else(|| self.not_found(name))?;
         if let Some(rv) = expected_rv
             && !rv.is_empty()
             && rv != str_at(&old, &["metadata", "resourceVersion"])
         {
-            return Err(StoreError::Conflict(name.into()));
+            return Err(StoreError::Conflict {
+                resource: self.resource,
+                name: name.into(),
+            });
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -319,7 +421,7 @@ impl Store {
     ) -> Result<Arc<Value>, StoreError> {
         let current = self
             .get(namespace, name)
-            .ok_or_else(|| StoreError::NotFound(name.into()))?;
+            .ok_or_else(|| self.not_found(name))?;
         let mut merged = (*current).clone();
         merge(&mut merged, patch);
         let rv = str_at(&current, &["metadata", "resourceVersion"]).to_string();
@@ -332,7 +434,7 @@ impl Store {
         let old = inner
             .objects
             .remove(&key)
-            .ok_or_else(|| StoreError::NotFound(name.into()))?;
+            .ok_or_else(|| self.not_found(name))?;
         inner.rv += 1;
         let mut gone = (*old).clone();
         gone["metadata"]["resourceVersion"] = inner.rv.to_string().into();
@@ -485,7 +587,10 @@ mod tests {
         assert!(a["metadata"]["uid"].is_string());
         assert_eq!(
             s.create("ns", ev("a", 1)),
-            Err(StoreError::AlreadyExists("a".into()))
+            Err(StoreError::AlreadyExists {
+                resource: "events",
+                name: "a".into()
+            })
         );
         s.patch("ns", "a", &json!({"count": 5})).unwrap();
         s.patch("ns", "a", &json!({"count": 4})).unwrap();
@@ -496,7 +601,10 @@ mod tests {
         assert_eq!(t.resource_version, "1004");
         assert_eq!(
             s.update("ns", "a", ev("a", 1), None),
-            Err(StoreError::NotFound("a".into()))
+            Err(StoreError::NotFound {
+                resource: "events",
+                name: "a".into()
+            })
         );
     }
 
@@ -550,7 +658,47 @@ mod tests {
         s.create("ns", ev("a", 1)).unwrap();
         assert!(matches!(
             s.update("ns", "a", ev("a", 2), Some("1")),
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn messages_name_the_resource_and_the_missing_name_as_the_api_server_does() {
+        let s = Store::of_kind("kubevirt.io/v1", "VirtualMachineInstanceMigration", 10);
+        s.create("ns", json!({"metadata": {"name": "m"}})).unwrap();
+        let e = s
+            .update("ns", "m", json!({"metadata": {}}), Some("1"))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "Operation cannot be fulfilled on virtualmachineinstancemigrations.kubevirt.io \"m\""
+            ),
+            "{e}"
+        );
+        let events = Store::new(10);
+        for body in [json!({"reason": "x"}), json!({"metadata": null})] {
+            let e = events.create("ns", body).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "Event \"\" is invalid: metadata.name: Required value: name or generateName is required"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dry_run_create_changes_nothing() {
+        let s = Store::new(10);
+        let tried = s.create_dry_run("ns", ev("a", 3)).unwrap();
+        assert_eq!(tried["metadata"]["namespace"], "ns");
+        assert!(tried["metadata"]["uid"].is_string());
+        assert!(tried["metadata"].get("resourceVersion").is_none());
+        assert_eq!(s.resource_version(), 1000);
+        assert_eq!(s.truth().occurrences_total, 0);
+        assert!(s.get("ns", "a").is_none());
+        s.create("ns", ev("a", 3)).unwrap();
+        assert!(matches!(
+            s.create_dry_run("ns", ev("a", 3)),
+            Err(StoreError::AlreadyExists { .. })
         ));
     }
 
