@@ -465,7 +465,7 @@ fn print_demo_tour(
          \nNext steps:\n  \
          curl -s {metrics}/metrics | grep -E '^herald_(event_occurrences|vm_transitions)_total'\n  \
          kubectl --kubeconfig {kc} get events -A\n  \
-         kubectl --kubeconfig {kc} get virtualmachineinstances -A\n  \
+         kubectl --kubeconfig {kc} get vm,vmi,vmim -A\n  \
          {otlp_line}\n  \
          {json_line}\n\
          \nA summary line follows every 10 s; Ctrl-C stops.\n",
