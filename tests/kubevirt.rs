@@ -166,7 +166,7 @@ async fn vm_scenario_matches_ground_truth_across_relists_and_restarts() {
     );
 
     // The VMI, VM and migration watches are separate streams: let the slowest catch up.
-    wait_until(Duration::from_secs(10), "migration durations", || {
+    wait_until(Duration::from_secs(30), "migration durations", || {
         metric_sum(
             &herald.metrics(),
             "herald_vm_migration_duration_seconds_count",
@@ -278,7 +278,7 @@ async fn vm_scenario_matches_ground_truth_across_relists_and_restarts() {
     drop(herald);
     let again = start_herald(&sim.url(), QUIET, Stdio::null(), &[]);
     again.wait_ready();
-    wait_until(Duration::from_secs(10), "VMI gauge after restart", || {
+    wait_until(Duration::from_secs(30), "VMI gauge after restart", || {
         metric_sum(&again.metrics(), "herald_vmis", &[]) == gauge.values().sum::<f64>()
     });
     assert_eq!(again.metric("herald_vm_transitions_total", &[]), 0.0);
@@ -290,7 +290,7 @@ async fn a_cluster_without_kubevirt_is_reported_not_fatal() {
     let sim = quiet_sim().await;
     let herald = start_herald(&sim.url(), QUIET, Stdio::null(), &[]);
     herald.wait_ready();
-    wait_until(Duration::from_secs(10), "kubevirt note", || {
+    wait_until(Duration::from_secs(30), "kubevirt note", || {
         herald
             .get("/readyz")
             .is_some_and(|(code, body)| code == 200 && body.contains("kubevirt: not installed"))
@@ -544,7 +544,7 @@ async fn real_objects_in_the_cluster_are_the_baseline() {
     if shared.is_some() {
         want_vmis.insert(vec!["test-migration".into(), "Running".into()], 1.0);
     }
-    wait_until(Duration::from_secs(10), "gauges of the baseline", || {
+    wait_until(Duration::from_secs(30), "gauges of the baseline", || {
         let text = herald.metrics();
         samples(&text, "herald_vmis", &["namespace", "phase"]) == want_vmis
             && samples(
@@ -590,6 +590,30 @@ async fn create(client: &kube::Client, obj: &serde_json::Value) {
         ),
     };
     write(client, http::Method::POST, &path, obj).await;
+    write_status(
+        client,
+        &format!("{path}/{}", obj["metadata"]["name"].as_str().unwrap()),
+        obj,
+    )
+    .await;
+}
+
+/// VirtualMachines and migrations have a status subresource (as their CRDs say): a create or update of the
+/// object leaves their status alone, so a controller writes it through `/status`, as this does.
+async fn write_status(client: &kube::Client, object_path: &str, obj: &serde_json::Value) {
+    let has_subresource = matches!(
+        obj["kind"].as_str(),
+        Some("VirtualMachine" | "VirtualMachineInstanceMigration")
+    );
+    if has_subresource && obj.get("status").is_some() {
+        write(
+            client,
+            http::Method::PUT,
+            &format!("{object_path}/status"),
+            obj,
+        )
+        .await;
+    }
 }
 
 async fn replace(client: &kube::Client, obj: &serde_json::Value) {
@@ -601,6 +625,7 @@ async fn replace(client: &kube::Client, obj: &serde_json::Value) {
         meta["name"].as_str().unwrap()
     );
     write(client, http::Method::PUT, &path, obj).await;
+    write_status(client, &path, obj).await;
 }
 
 /// Migrations as KubeVirt reports them, driven through the real agent: a 0.5x migration with only its phase
@@ -624,7 +649,7 @@ async fn migrations_as_kubevirt_reports_them() {
     );
     let herald = start_herald(&sim.url(), &config, Stdio::null(), &[]);
     herald.wait_ready();
-    wait_until(Duration::from_secs(10), "KubeVirt watches open", || {
+    wait_until(Duration::from_secs(30), "KubeVirt watches open", || {
         herald.get("/readyz").is_some_and(|(_, body)| {
             body.contains("virtualmachineinstances.kubevirt.io: ok")
                 && body.contains("virtualmachineinstancemigrations.kubevirt.io: ok")
@@ -662,11 +687,11 @@ async fn migrations_as_kubevirt_reports_them() {
     create(&client, &vm).await;
     create(&client, &vmi_before).await;
     create(&client, &vmim_running).await;
-    wait_until(Duration::from_secs(10), "0.54 migration started", || {
+    wait_until(Duration::from_secs(30), "0.54 migration started", || {
         seen("tenant-a", "migration_started") == 1.0
     });
     replace(&client, &vmi_after).await;
-    wait_until(Duration::from_secs(10), "0.54 VMI moved", || {
+    wait_until(Duration::from_secs(30), "0.54 VMI moved", || {
         seen("tenant-a", "node_changed") == 1.0
     });
     replace(&client, &vmim_done).await;
@@ -682,7 +707,7 @@ async fn migrations_as_kubevirt_reports_them() {
     let mut evacuation_pending = evacuation.clone();
     evacuation_pending["status"] = serde_json::json!({"phase": "Pending"});
     create(&client, &evacuation_pending).await;
-    wait_until(Duration::from_secs(10), "evacuation started", || {
+    wait_until(Duration::from_secs(30), "evacuation started", || {
         seen("prod", "migration_started") == 1.0
     });
     replace(&client, &evacuation).await;
@@ -695,7 +720,7 @@ async fn migrations_as_kubevirt_reports_them() {
         .unwrap()
         .remove("conditions");
     create(&client, &fresh).await;
-    wait_until(Duration::from_secs(10), "quota migration started", || {
+    wait_until(Duration::from_secs(30), "quota migration started", || {
         seen("tenant-b", "migration_started") == 1.0
     });
     replace(&client, &rejected).await;
@@ -719,7 +744,7 @@ async fn migrations_as_kubevirt_reports_them() {
         (key("tenant-b", "migration_rejected"), 1.0),
     ]);
     let mut got = BTreeMap::new();
-    wait_until(Duration::from_secs(10), "transitions as written", || {
+    wait_until(Duration::from_secs(30), "transitions as written", || {
         got = transitions(&herald);
         got == want
     });
@@ -789,7 +814,7 @@ async fn migrations_as_kubevirt_reports_them() {
 
     // The log records describe the migration itself; its VMI is in kubevirt.vm.name.
     let all: f64 = want.values().sum();
-    wait_until(Duration::from_secs(10), "one record per transition", || {
+    wait_until(Duration::from_secs(30), "one record per transition", || {
         rx.records()
             .iter()
             .filter(|r| r.attr("kubevirt.transition").is_some())
@@ -870,7 +895,7 @@ async fn migrations_as_kubevirt_reports_them() {
         spans
     };
     // Spans are exported next to the log records, not necessarily in the same request.
-    wait_until(Duration::from_secs(10), "two migration spans", || {
+    wait_until(Duration::from_secs(30), "two migration spans", || {
         migration_spans().len() >= 2
     });
     assert_eq!(migration_spans(), [6, 9]);
@@ -971,7 +996,7 @@ async fn daemonset_agents_split_vmis_by_node_and_count_once() {
         "migrations moved VMIs between agents: {want:?}"
     );
     let vmis = vmis_by_phase(&sim).await;
-    wait_until(Duration::from_secs(10), "VMIs by phase", || {
+    wait_until(Duration::from_secs(30), "VMIs by phase", || {
         summed("herald_vmis", &["namespace", "phase"]) == vmis
     });
     wait_until(

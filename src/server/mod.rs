@@ -268,7 +268,19 @@ pub async fn serve(
     let lane = conns::Registry::new(conns::PROBE_LANE);
     let mut accept_errors = AcceptErrors::new();
     let mut refused_log = Throttle::new(ACCEPT_LOG_EVERY);
+    let open = Arc::new(OpenSockets::default());
+    // Every place, the probe lane, and the one connection held while waiting for a place.
+    let max_open = regular.max() + conns::PROBE_LANE + 1;
     loop {
+        // An evicted connection closes in its own task a moment later: wait for that before taking another
+        // descriptor, so a flood never pushes herald past its cap (and into EMFILE for its checkpoints).
+        while open.count.load(Ordering::Acquire) >= max_open {
+            tokio::select! {
+                _ = open.closed.notified() => {}
+                _ = tokio::time::sleep(ADMISSION_POLL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
         let (stream, _) = tokio::select! {
             accepted = tcp.accept() => match accepted {
                 Ok(conn) => {
@@ -292,6 +304,7 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => return,
         };
+        let socket = OpenSocket::new(&open);
         // Both full means every place is mid-request or not yet read from, which lasts milliseconds
         // (a probe lane answer, a rendering): hold this one connection, and leave the rest in the
         // kernel's queue, rather than reset a probe that happened to arrive in that moment.
@@ -334,6 +347,7 @@ pub async fn serve(
         };
         tokio::spawn(connection(
             stream,
+            socket,
             tls.clone(),
             limits.clone(),
             admitted,
@@ -342,6 +356,30 @@ pub async fn serve(
             conns,
             shutdown.clone(),
         ));
+    }
+}
+
+/// Sockets accepted and not yet closed.
+#[derive(Default)]
+struct OpenSockets {
+    count: std::sync::atomic::AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+/// One accepted socket, counted in [`OpenSockets`] until the connection's task drops it.
+struct OpenSocket(Arc<OpenSockets>);
+
+impl OpenSocket {
+    fn new(open: &Arc<OpenSockets>) -> OpenSocket {
+        open.count.fetch_add(1, Ordering::AcqRel);
+        OpenSocket(open.clone())
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.closed.notify_one();
     }
 }
 
@@ -355,6 +393,7 @@ struct Conns {
 #[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: tokio::net::TcpStream,
+    _socket: OpenSocket,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     admitted: conns::Admitted,
