@@ -282,6 +282,8 @@ impl EventRecord {
 
 /// Deduplicates repeated strings. Bounded: past `max_entries` distinct values it stops remembering new ones
 /// (they are still returned, just not shared), so a hostile stream of unique reasons cannot grow it forever.
+/// Strings longer than [`Interner::MAX_SHARED_BYTES`] are never remembered: real reasons, kinds and types
+/// are short, and `max_entries` unique 4 KB reasons would otherwise pin hundreds of MB.
 #[derive(Debug)]
 pub struct Interner {
     set: ahash::HashSet<Sym>,
@@ -296,7 +298,13 @@ impl Interner {
         }
     }
 
+    /// The longest string worth sharing.
+    pub const MAX_SHARED_BYTES: usize = 256;
+
     pub fn intern(&mut self, s: &str) -> Sym {
+        if s.len() > Self::MAX_SHARED_BYTES {
+            return Arc::from(s);
+        }
         if let Some(found) = self.set.get(s) {
             return found.clone();
         }
@@ -332,6 +340,10 @@ mod tests {
         assert_eq!(i.len(), 2);
         assert_eq!(c1, c2);
         assert!(!Arc::ptr_eq(&c1, &c2));
+        let long = "r".repeat(Interner::MAX_SHARED_BYTES + 1);
+        let mut i = Interner::new(10);
+        i.intern(&long);
+        assert_eq!(i.len(), 0, "a long string is returned, never remembered");
     }
 
     #[test]

@@ -74,6 +74,8 @@ catalogue! {
         "Event objects whose last count herald remembers.";
     SERIES_OVERFLOW = "herald_metric_series_overflow_total", "counter", "metric",
         "Updates folded into the __other__ label set by the cardinality guard.";
+    LABELS_TRUNCATED = "herald_label_values_truncated_total", "counter", "metric",
+        "Label values longer than 128 bytes, cut (ending in ...) so the guard bounds the bytes of a series too.";
     VM_TRANSITIONS = "herald_vm_transitions_total", "counter", "namespace, transition",
         "KubeVirt lifecycle transitions: created, started, stopped, paused, unpaused, deleted, failed, error, node_changed, migration_started, migration_succeeded, migration_failed.";
     VM_MIGRATIONS = "herald_vm_migrations_total", "counter", "namespace, outcome",

@@ -3,6 +3,10 @@
 //! Handles are resolved once per label set and cached, so a record costs a hash look-up and an add.
 //! The cardinality guard caps the label sets; past the cap, updates go to one `__other__` set and are counted
 //! in `herald_metric_series_overflow_total`, so totals stay exact even when labels do not.
+//! It bounds bytes as well as series: a label value longer than [`MAX_LABEL_VALUE_BYTES`] is cut (counted in
+//! `herald_label_values_truncated_total`), because core/v1 accepts reasons and kinds of any length and a few
+//! thousand 4 KB reasons would otherwise make every scrape, the registry and the checkpoint tens of MB.
+//! The quota map obeys the same guard: past the cap a new (namespace, resource) is folded, never remembered.
 //!
 //! With `state_dir`, the sink also writes the Event checkpoint (see [`crate::checkpoint`]) and the counters
 //! it exports only ever show saved values: each Event watch's share of every series is kept apart, copied
@@ -23,6 +27,27 @@ use crate::telemetry::{self, Telemetry};
 
 /// Name of the label set that absorbs overflow.
 pub const OTHER: &str = "__other__";
+
+/// The longest label value exported, in bytes. events.k8s.io/v1 validates `reason` to 128 characters and
+/// Kubernetes names are at most 63 (namespace) or 253 bytes; core/v1 checks nothing. 128 keeps every real
+/// reason, kind and quota resource whole while bounding a series to a few hundred bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 128;
+
+/// Appended to a cut label value, so a reader sees it is not the whole value.
+const CUT_MARK: &str = "...";
+
+/// `value` itself when short enough, else its first bytes (on a UTF-8 boundary) and [`CUT_MARK`], at most
+/// [`MAX_LABEL_VALUE_BYTES`] in all.
+pub fn bound_label(value: &Sym) -> Option<Sym> {
+    if value.len() <= MAX_LABEL_VALUE_BYTES {
+        return None;
+    }
+    let mut end = MAX_LABEL_VALUE_BYTES - CUT_MARK.len();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(Sym::from(format!("{}{CUT_MARK}", &value[..end])))
+}
 
 /// Labels of the Event counters: namespace, kind, reason, type.
 type EventLabels = (Sym, Sym, Sym, Sym);
@@ -57,13 +82,14 @@ impl Series {
         }
     }
 
-    /// The series a saved counter stands for; `None` for one this version does not know.
+    /// The series a saved counter stands for; `None` for one this version does not know. Values are cut as
+    /// new ones are, so a checkpoint written before the cut existed cannot bring long labels back.
     fn from_saved(c: &SavedCounter) -> Option<Series> {
         let get = |name: &str| -> Option<Sym> {
-            c.labels
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| Sym::from(v.as_str()))
+            c.labels.iter().find(|(k, _)| k == name).map(|(_, v)| {
+                let v = Sym::from(v.as_str());
+                bound_label(&v).unwrap_or(v)
+            })
         };
         let event_labels = || {
             Some((
@@ -133,6 +159,9 @@ pub struct MetricsSink {
     max_series: usize,
     other: (usize, usize),
     overflow: Counter,
+    /// Label values cut to [`MAX_LABEL_VALUE_BYTES`]: Event counters, quota counter.
+    truncated: Counter,
+    truncated_quota: Counter,
     sent: Counter,
     /// `herald_quota_exceeded_total` tallies by (namespace, resource).
     quota: ahash::HashMap<(Sym, Sym), usize>,
@@ -160,6 +189,14 @@ impl MetricsSink {
             overflow: telemetry.counter(
                 telemetry::SERIES_OVERFLOW,
                 &[("metric", telemetry::OCCURRENCES)],
+            ),
+            truncated: telemetry.counter(
+                telemetry::LABELS_TRUNCATED,
+                &[("metric", telemetry::OCCURRENCES)],
+            ),
+            truncated_quota: telemetry.counter(
+                telemetry::LABELS_TRUNCATED,
+                &[("metric", telemetry::QUOTA_EXCEEDED)],
             ),
             sent: telemetry.counter(telemetry::SINK_SENT, &[("sink", "metrics")]),
             quota: ahash::HashMap::default(),
@@ -216,8 +253,9 @@ impl MetricsSink {
                 if let Some(series) = Series::from_saved(c) {
                     let t = self.tally(series);
                     let t = &mut self.tallies[t];
-                    t.live[i] = c.value;
-                    t.saved[i] = c.value;
+                    // Added: two long values saved apart may be cut to the same series.
+                    t.live[i] += c.value;
+                    t.saved[i] += c.value;
                 }
             }
         }
@@ -264,12 +302,24 @@ impl MetricsSink {
                 self.tallies[t].add(r.watch, u64::from(r.delta));
             }
         }
+        let mut cut = 0;
+        let mut bounded = |v: &Sym| match bound_label(v) {
+            Some(short) => {
+                cut += 1;
+                short
+            }
+            None => v.clone(),
+        };
+        // Keyed by the values as exported: the cache never holds more bytes than the registry.
         let key = (
-            r.namespace.clone(),
-            r.regarding.kind.clone(),
-            r.reason.clone(),
-            r.type_.clone(),
+            bounded(&r.namespace),
+            bounded(&r.regarding.kind),
+            bounded(&r.reason),
+            bounded(&r.type_),
         );
+        if cut > 0 {
+            self.truncated.increment(cut);
+        }
         let (events, occurrences) = if let Some(h) = self.cache.get(&key) {
             *h
         } else if self.cache.len() < self.max_series {
@@ -287,20 +337,37 @@ impl MetricsSink {
         self.sent.increment(1);
     }
 
+    /// The quota tally of (namespace, resource). Past the guard the update goes to `__other__` and the key
+    /// is not remembered, so the map holds at most `max_series` keys of bounded size.
     fn quota(&mut self, namespace: &Sym, resource: &str) -> usize {
-        let key = (namespace.clone(), Sym::from(resource));
+        let mut cut = 0;
+        let mut bounded = |v: Sym| match bound_label(&v) {
+            Some(short) => {
+                cut += 1;
+                short
+            }
+            None => v,
+        };
+        let key = (bounded(namespace.clone()), bounded(Sym::from(resource)));
+        if cut > 0 {
+            self.truncated_quota.increment(cut);
+        }
         if let Some(t) = self.quota.get(&key) {
             return *t;
         }
-        let series = if self.quota.len() < self.max_series {
-            Series::Quota(key.0.clone(), key.1.clone())
-        } else {
+        if self.quota.len() >= self.max_series {
             self.overflow_quota.increment(1);
-            Series::Quota(OTHER.into(), OTHER.into())
-        };
-        let t = self.tally(series);
+            return self.tally(Series::Quota(OTHER.into(), OTHER.into()));
+        }
+        let t = self.tally(Series::Quota(key.0.clone(), key.1.clone()));
         self.quota.insert(key, t);
         t
+    }
+
+    /// Label sets remembered by the guard (Event label sets, quota keys), for tests of the bound.
+    #[cfg(test)]
+    fn remembered(&self) -> (usize, usize) {
+        (self.cache.len(), self.quota.len())
     }
 
     /// A watch's barrier, in order with its records.
@@ -477,6 +544,68 @@ mod tests {
                 r#"herald_metric_series_overflow_total{metric="herald_event_occurrences_total"} 1"#
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn long_label_values_are_cut_on_a_character_boundary_and_counted() {
+        let t = Arc::new(Telemetry::new(&MetricsConfig::default()));
+        let mut sink = MetricsSink::new(t.clone(), 100);
+        // 'é' is two bytes: the cut point falls inside one.
+        let reason = format!("x{}", "é".repeat(3000));
+        let mut r = EventRecord::for_test("default", "Pod", "p", &reason, "Warning");
+        r.delta = 4;
+        sink.record(&r);
+        let text = t.render();
+        let cut = format!("x{}...", "é".repeat(62));
+        assert!(cut.len() <= MAX_LABEL_VALUE_BYTES);
+        assert!(
+            text.contains(&format!(
+                r#"herald_event_occurrences_total{{namespace="default",kind="Pod",reason="{cut}",type="Warning"}} 4"#
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"herald_label_values_truncated_total{metric="herald_event_occurrences_total"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.lines().all(|l| l.len() < 512),
+            "no line carries the long reason"
+        );
+    }
+
+    #[test]
+    fn the_quota_map_stops_at_the_guard() {
+        let t = Arc::new(Telemetry::new(&MetricsConfig::default()));
+        let mut sink = MetricsSink::new(t.clone(), 50);
+        let mut total = 0u64;
+        for i in 0..100 {
+            let requested: Vec<String> = (0..300).map(|j| format!("r{i}-{j}=1")).collect();
+            let mut r = EventRecord::for_test("ns", "Pod", "p", "FailedCreate", "Warning");
+            r.message = format!(
+                "pods \"p\" is forbidden: exceeded quota: q, requested: {}, used: x=1, limited: x=1",
+                requested.join(",")
+            );
+            r.delta = 1;
+            total += 300;
+            sink.record(&r);
+        }
+        assert_eq!(sink.remembered().1, 50, "only the guard's worth of keys");
+        let scrape = crate::bench::probe::Scrape::parse(&t.render());
+        assert_eq!(
+            scrape.sum(telemetry::QUOTA_EXCEEDED, &[]),
+            total as f64,
+            "the totals stay exact"
+        );
+        assert_eq!(
+            scrape.sum(
+                telemetry::SERIES_OVERFLOW,
+                &[("metric", telemetry::QUOTA_EXCEEDED)]
+            ),
+            (total - 50) as f64
         );
     }
 
