@@ -418,8 +418,12 @@ pub struct RedactRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedactConfig {
-    /// Drop the message of Events about Secrets entirely (they may quote secret data).
+    /// Drop the message of Events about Secrets entirely (they may quote secret data): any kind ending in
+    /// `Secret` (SealedSecret, ExternalSecret), as the object the Event is about or as its related object.
     pub drop_secret_messages: bool,
+    /// Applied in order to the message (note), reason and action of every record: the defaults cover the
+    /// common credential shapes (PEM private keys, secret-named JSON values, URL userinfo, Basic and Bearer
+    /// authorization, AWS access key IDs, GitHub tokens, bare JWTs, password=, token=, api_key=).
     pub rules: Vec<RedactRule>,
 }
 
@@ -433,17 +437,68 @@ impl Default for RedactConfig {
         RedactConfig {
             drop_secret_messages: true,
             rules: vec![
+                // Private keys in PEM form (a cut message may lack the END line).
+                rule(
+                    "private_key",
+                    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|$)",
+                    "[REDACTED PRIVATE KEY]",
+                ),
+                // Secret-named JSON string values: {"password":"x"}, also with escaped quotes.
+                rule(
+                    "json_secret",
+                    r#"(?i)(\\?"(?:password|passwd|secret|token|access_token|refresh_token|api[_-]?key|access[_-]?key|secret[_-]?key|client[_-]?secret|private[_-]?key)\\?"\s*:\s*\\?")[^"\\]*"#,
+                    "${1}[REDACTED]",
+                ),
+                // user:password@ in URLs.
+                rule(
+                    "url_credentials",
+                    r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@",
+                    "${1}[REDACTED]@",
+                ),
+                // Basic authorization headers.
+                rule(
+                    "basic_auth",
+                    r"(?i)((?:proxy-)?authorization\s*[=:]\s*basic\s+)[A-Za-z0-9+/]+=*",
+                    "${1}[REDACTED]",
+                ),
+                // Bearer tokens.
                 rule(
                     "bearer",
                     r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*",
                     "${1}[REDACTED]",
                 ),
+                // AWS access key IDs.
+                rule(
+                    "aws_access_key",
+                    r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
+                    "[REDACTED]",
+                ),
+                // GitHub tokens (classic and fine-grained).
+                rule(
+                    "github_token",
+                    r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
+                    "[REDACTED]",
+                ),
+                // Bare JSON Web Tokens (header and payload are base64url JSON, so start with eyJ).
+                rule(
+                    "jwt",
+                    r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+                    "[REDACTED]",
+                ),
+                // password=... and password: ...
                 rule(
                     "password",
                     r"(?i)(password\s*[=:]\s*)[^\s,;&]+",
                     "${1}[REDACTED]",
                 ),
+                // token=... and token: ...
                 rule("token", r"(?i)(token\s*[=:]\s*)[^\s,;&]+", "${1}[REDACTED]"),
+                // api_key=..., access_key: ..., client_secret=... (query strings and headers).
+                rule(
+                    "api_key",
+                    r#"(?i)((?:api[_-]?key|apikey|access[_-]?key|secret[_-]?key|client[_-]?secret)\s*[=:]\s*)[^\s,;&"']+"#,
+                    "${1}[REDACTED]",
+                ),
             ],
         }
     }
