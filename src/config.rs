@@ -736,7 +736,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    /// `http://` or `https://` URL the batches are POSTed to (required).
+    /// `http://` or `https://` URL the batches are POSTed to (required). A `user:password@` in it is sent as
+    /// `Authorization: Basic` (not with `bearer_token_file`); logs and errors show the URL without it and
+    /// without query values.
     pub url: String,
     /// Which records this webhook gets, on top of the pipeline's `filters` (same keys).
     pub filter: FilterConfig,
@@ -778,14 +780,26 @@ impl Default for WebhookConfig {
 impl WebhookConfig {
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
         let uri: Result<http::Uri, _> = self.url.parse();
+        // Errors show the URL as logs do: without its user:password or query values.
+        let shown = crate::sink::url::shown(&self.url);
         match uri {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
             _ => {
                 return Err(ConfigError::new(
                     format!("{key}.url"),
-                    format!("expected an http:// or https:// URL, got {:?}", self.url),
+                    format!("expected an http:// or https:// URL, got {shown:?}"),
                 ));
             }
+        }
+        match crate::sink::url::SinkUrl::parse(&self.url) {
+            Err(e) => return Err(ConfigError::new(format!("{key}.url"), e.to_string())),
+            Ok(u) if u.basic_auth.is_some() && self.bearer_token_file.is_some() => {
+                return Err(ConfigError::new(
+                    format!("{key}.url"),
+                    "has a user:password (sent as Basic authorization) and bearer_token_file is set too; keep one",
+                ));
+            }
+            Ok(_) => {}
         }
         for (field, v) in [
             ("batch_size", self.batch_size),
@@ -1193,6 +1207,21 @@ mod tests {
         .unwrap();
         assert_eq!(ok.sinks.webhooks[0].filter.types, ["Warning"]);
         assert_eq!(ok.sinks.webhooks[0].batch_size, 100);
+    }
+
+    #[test]
+    fn webhook_credentials_are_never_in_errors_and_not_given_twice() {
+        let e = err("sinks:\n  webhooks:\n    - url: gopher://admin:S3cretPW@a/?api_key=k3y\n");
+        assert!(e.starts_with("sinks.webhooks[0].url: expected"), "{e}");
+        assert!(!e.contains("S3cretPW") && !e.contains("k3y"), "{e}");
+        let e = err(
+            "sinks:\n  webhooks:\n    - url: https://admin:S3cretPW@a/\n      bearer_token_file: /t\n",
+        );
+        assert!(
+            e.starts_with("sinks.webhooks[0].url: has a user:password"),
+            "{e}"
+        );
+        assert!(!e.contains("S3cretPW"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod json;
 pub mod metrics_sink;
 pub mod otlp;
 pub mod shape;
+pub mod url;
 pub mod webhook;
 
 /// How long a sink lets records gather after the first one arrives before it drains its ring

@@ -172,7 +172,7 @@ impl Exporter {
                     counters.sent.increment(n.saturating_sub(rejected));
                     counters.failures.increment(rejected.min(n));
                     if !self.health.accepting() {
-                        tracing::info!(endpoint = %self.settings.endpoint, "OTLP export recovered");
+                        tracing::info!(endpoint = %self.settings.shown_endpoint, "OTLP export recovered");
                     }
                     self.health.set_accepting(true);
                     return;
@@ -190,7 +190,7 @@ impl Exporter {
                     // Logged once per outage, not once per batch.
                     if self.health.accepting() {
                         tracing::error!(
-                            endpoint = %self.settings.endpoint,
+                            endpoint = %self.settings.shown_endpoint,
                             error = %e.message,
                             items = n,
                             "OTLP export failed; counting in herald_sink_failures_total until it recovers"
