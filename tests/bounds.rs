@@ -113,11 +113,50 @@ async fn four_kilobyte_reasons_keep_memory_metrics_and_checkpoint_bounded() {
     );
     let before_restart = resident;
 
+    // A trickle of 5 Events a second for 12 s: each checkpoint write (a rename, so a new inode) is seen and
+    // its size added up. Writes are paced to 1 MiB/s on average, whatever the checkpoint's size.
+    use std::os::unix::fs::MetadataExt;
+    let started = std::time::Instant::now();
+    let mut last_inode = std::fs::metadata(&checkpoint).unwrap().ino();
+    let (mut writes, mut written) = (0u64, 0u64);
+    let mut next = 0;
+    while started.elapsed() < Duration::from_secs(12) {
+        let due = (started.elapsed().as_millis() / 200) as usize;
+        while next <= due {
+            store
+                .create(
+                    "default",
+                    event(&format!("t{next}"), "Trickle", "Normal", "m"),
+                )
+                .unwrap();
+            next += 1;
+        }
+        if let Ok(m) = std::fs::metadata(&checkpoint)
+            && m.ino() != last_inode
+        {
+            last_inode = m.ino();
+            writes += 1;
+            written += m.len();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rate = written as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "trickle of {next} Events in 12 s: {writes} checkpoint writes, {:.2} MiB/s",
+        rate / MIB as f64
+    );
+    assert!(writes >= 1, "the trickle is saved");
+    assert!(
+        rate < 1.5 * MIB as f64,
+        "checkpoint written at {rate} bytes/s"
+    );
+    wait_total(&herald, OCC, &[], (EVENTS + next) as f64);
+
     // A restart restores the checkpoint: the counters continue, and memory stays as bounded.
     assert!(herald.terminate(Duration::from_secs(30)).success());
     let herald = start_herald(&sim.url(), config, Stdio::null(), &args);
     herald.wait_ready();
-    wait_total(&herald, OCC, &[], EVENTS as f64);
+    wait_total(&herald, OCC, &[], (EVENTS + next) as f64);
     std::thread::sleep(Duration::from_secs(2));
     let resident = rss(herald.child.id());
     println!(

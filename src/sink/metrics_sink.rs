@@ -14,6 +14,12 @@
 //! written. So a scrape never shows a count that a crash (or a fail-over) could take back, and a restarted
 //! agent continues its counters from the checkpoint instead of from zero. The price is that counters move in
 //! steps of the checkpoint interval, and stand still while the checkpoint cannot be written.
+//!
+//! Writes are paced to [`CHECKPOINT_BYTES_PER_SECOND`]: after writing N bytes the sink takes no other
+//! barrier for N / rate seconds (a barrier it does not take is not acknowledged, so its watch sends a newer
+//! one). A small checkpoint is still written every interval; the largest the bounds allow (tens of MB) no
+//! longer turns a trickle of Events into a constant stream of disk writes. The newest barrier held back is
+//! written when the pipeline shuts down, so a clean stop saves everything.
 
 use std::sync::Arc;
 
@@ -24,6 +30,9 @@ use crate::checkpoint::{self, Acks, Barrier, EventWatch, EventsFile, SavedCounte
 use crate::pipeline::ring::Ring;
 use crate::record::{EventRecord, Sym};
 use crate::telemetry::{self, Telemetry};
+
+/// The most the Event checkpoint may write per second, on average.
+pub const CHECKPOINT_BYTES_PER_SECOND: u64 = 1024 * 1024;
 
 /// Name of the label set that absorbs overflow.
 pub const OTHER: &str = "__other__";
@@ -148,6 +157,11 @@ struct Saving {
     acks: Arc<Acks>,
     failures: Counter,
     failing: bool,
+    /// No barrier is written before this, except while shutting down ([`CHECKPOINT_BYTES_PER_SECOND`]).
+    next_write: std::time::Instant,
+    /// Per watch, the newest barrier the pacing held back and the watch's share of every series then.
+    pending: Vec<Option<(Arc<EventWatch>, Vec<u64>)>>,
+    bytes_per_second: u64,
 }
 
 pub struct MetricsSink {
@@ -237,6 +251,7 @@ impl MetricsSink {
                 }
             }
         }
+        let pending = vec![None; watches.len()];
         self.saving = Some(Saving {
             store: persist.store,
             writer: persist.writer,
@@ -247,6 +262,9 @@ impl MetricsSink {
                 .telemetry
                 .counter(telemetry::CHECKPOINT_FAILURES, &[("checkpoint", "events")]),
             failing: false,
+            next_write: std::time::Instant::now(),
+            pending,
+            bytes_per_second: CHECKPOINT_BYTES_PER_SECOND,
         });
         for (i, counters) in restored {
             for c in &counters {
@@ -370,8 +388,8 @@ impl MetricsSink {
         (self.cache.len(), self.quota.len())
     }
 
-    /// A watch's barrier, in order with its records.
-    async fn barrier(&mut self, watch: u16, barrier: &Barrier) {
+    /// A watch's barrier, in order with its records; `closing`: the pipeline is shutting down (always write).
+    async fn barrier(&mut self, watch: u16, barrier: &Barrier, closing: bool) {
         let Some(saving) = &mut self.saving else {
             return;
         };
@@ -383,6 +401,7 @@ impl MetricsSink {
             Barrier::Start => {
                 // Unsaved counts of an earlier run of this watch were never shown and will be counted again
                 // from the saved state: forget them.
+                saving.pending[i] = None;
                 for t in &mut self.tallies {
                     t.live[i] = t.saved[i];
                 }
@@ -393,17 +412,36 @@ impl MetricsSink {
         // The watch's share of every series as of now goes with its state into the checkpoint; the counters
         // show it once the checkpoint is written, never before.
         let candidate: Vec<u64> = self.tallies.iter().map(|t| t.live[i]).collect();
+        if !closing && std::time::Instant::now() < saving.next_write {
+            // Paced: kept (the newest only) for the end of the run, and not acknowledged, so the watch sends
+            // a newer state on its next tick.
+            saving.pending[i] = Some((state.clone(), candidate));
+            return;
+        }
+        self.save(i, state, candidate).await;
+    }
+
+    /// Write watch `i`'s `state` with its share `candidate` of every series (series made since count 0).
+    async fn save(&mut self, i: usize, state: &Arc<EventWatch>, candidate: Vec<u64>) {
+        let Some(saving) = &mut self.saving else {
+            return;
+        };
+        let Ok(watch) = u16::try_from(i) else { return };
+        saving.pending[i] = None;
         let before: Vec<u64> = self.tallies.iter().map(|t| t.saved[i]).collect();
         let previous = saving.watches[i].replace(state.clone());
-        for (t, v) in self.tallies.iter_mut().zip(&candidate) {
-            t.saved[i] = *v;
+        for (n, t) in self.tallies.iter_mut().enumerate() {
+            t.saved[i] = candidate.get(n).copied().unwrap_or(0);
         }
         let file = self.file();
         let Some(saving) = &mut self.saving else {
             return;
         };
         match saving.store.save(file).await {
-            Ok(()) => {
+            Ok(bytes) => {
+                let pause = bytes as f64 / saving.bytes_per_second.max(1) as f64;
+                saving.next_write =
+                    std::time::Instant::now() + std::time::Duration::from_secs_f64(pause);
                 if saving.failing {
                     tracing::info!(to = %saving.store.describe(), "the Event checkpoint is written again");
                     saving.failing = false;
@@ -428,6 +466,22 @@ impl MetricsSink {
                     saving.failing = true;
                 }
             }
+        }
+    }
+
+    /// At the end of the run: write the barriers the pacing held back.
+    async fn save_pending(&mut self) {
+        let Some(saving) = &mut self.saving else {
+            return;
+        };
+        let pending: Vec<_> = saving
+            .pending
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, p)| p.take().map(|p| (i, p)))
+            .collect();
+        for (i, (state, candidate)) in pending {
+            self.save(i, &state, candidate).await;
         }
     }
 
@@ -478,11 +532,12 @@ impl MetricsSink {
         while ring.ready(super::LINGER).await {
             while let Some(r) = ring.try_pop() {
                 match &r.checkpoint {
-                    Some(barrier) => self.barrier(r.watch, barrier).await,
+                    Some(barrier) => self.barrier(r.watch, barrier, ring.is_closed()).await,
                     None => self.record(&r),
                 }
             }
         }
+        self.save_pending().await;
     }
 }
 
@@ -545,6 +600,67 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn checkpoint_writes_are_paced_but_a_closing_barrier_is_always_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.json");
+        let acks = Arc::new(Acks::new(1));
+        let persist = Persist {
+            store: checkpoint::Store::File(path.clone()),
+            keys: vec!["w".into()],
+            restored: None,
+            writer: "herald-0".into(),
+            acks: acks.clone(),
+        };
+        let state = |sequence: u64| {
+            Arc::new(EventWatch {
+                key: "w".into(),
+                resource_version: sequence.to_string(),
+                sequence,
+                last_event_time: None,
+                objects: vec![],
+            })
+        };
+        let t = Arc::new(Telemetry::new(&MetricsConfig::default()));
+        let mut sink = MetricsSink::new(t.clone(), 100).with_checkpoints(persist);
+        // One byte a second: after the first write, nothing for minutes.
+        if let Some(s) = sink.saving.as_mut() {
+            s.bytes_per_second = 1;
+        }
+        let mut r = EventRecord::for_test("default", "Pod", "p", "BackOff", "Warning");
+        r.delta = 5;
+        sink.record(&r);
+        sink.barrier(0, &Barrier::Save(state(1)), false).await;
+        assert_eq!(acks.saved(0), 1);
+        sink.record(&r);
+        sink.barrier(0, &Barrier::Save(state(2)), false).await;
+        assert_eq!(acks.saved(0), 1, "paced: not taken, so not acknowledged");
+        let saved: EventsFile = checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(saved.watches[0].watch.sequence, 1);
+        let occurrences = |t: &Telemetry| {
+            crate::bench::probe::Scrape::parse(&t.render()).sum(telemetry::OCCURRENCES, &[])
+        };
+        assert_eq!(occurrences(&t), 5.0);
+        sink.barrier(0, &Barrier::Save(state(3)), true).await;
+        assert_eq!(acks.saved(0), 3, "shutting down: written at once");
+        assert_eq!(occurrences(&t), 10.0);
+
+        // Held back at the end of a run: written when the run ends.
+        sink.record(&r);
+        sink.barrier(0, &Barrier::Save(state(4)), false).await;
+        sink.record(&r);
+        assert_eq!(acks.saved(0), 3);
+        sink.save_pending().await;
+        assert_eq!(acks.saved(0), 4);
+        assert_eq!(
+            occurrences(&t),
+            15.0,
+            "the share as of the barrier, not the record after it"
+        );
+        let saved: EventsFile = checkpoint::load(&path).unwrap().unwrap();
+        assert_eq!(saved.watches[0].watch.sequence, 4);
     }
 
     #[test]
@@ -639,14 +755,14 @@ mod tests {
         r.delta = 5;
         sink.record(&r);
         assert_eq!(occurrences(&t), 0.0, "not saved yet, so not shown");
-        sink.barrier(0, &Barrier::Save(state(1))).await;
+        sink.barrier(0, &Barrier::Save(state(1)), false).await;
         assert_eq!(occurrences(&t), 5.0);
         r.delta = 2;
         sink.record(&r);
         assert_eq!(occurrences(&t), 5.0, "a crash now would take the 2 back");
         // The watch starts again (a new leadership term): the unsaved 2 will be counted from the checkpoint.
-        sink.barrier(0, &Barrier::Start).await;
-        sink.barrier(0, &Barrier::Save(state(2))).await;
+        sink.barrier(0, &Barrier::Start, false).await;
+        sink.barrier(0, &Barrier::Save(state(2)), false).await;
         assert_eq!(occurrences(&t), 5.0, "the unsaved 2 were forgotten");
 
         // A restart: the new process shows the saved totals at once and counts on from them.
@@ -657,7 +773,7 @@ mod tests {
         let mut sink = MetricsSink::new(t.clone(), 100).with_checkpoints(persist(Some(saved)));
         assert_eq!(occurrences(&t), 5.0);
         sink.record(&r);
-        sink.barrier(0, &Barrier::Save(state(3))).await;
+        sink.barrier(0, &Barrier::Save(state(3)), false).await;
         assert_eq!(occurrences(&t), 7.0);
     }
 }
