@@ -368,10 +368,19 @@ fn init_logging(
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = tracing_subscriber::fmt::layer();
     let stderr = match format {
-        LogFormat::Json => stderr.json().with_filter(filter).boxed(),
-        LogFormat::Text => stderr.with_filter(filter).boxed(),
+        LogFormat::Json => stderr
+            .with_writer(std::io::stderr)
+            .json()
+            .with_filter(filter)
+            .boxed(),
+        // Names and messages from the API server must not break a text line (forged log lines).
+        LogFormat::Text => stderr
+            .with_ansi(false)
+            .with_writer(|| herald::telemetry::OneLine(std::io::stderr()))
+            .with_filter(filter)
+            .boxed(),
     };
     let (diagnostics, queue) = match otlp {
         true => {

@@ -172,6 +172,44 @@ impl Telemetry {
     }
 }
 
+/// A writer for the text log format that keeps one event on one line and the terminal in its state: every
+/// control character except tab is written as `\xNN`, the final newline excepted. Object names and messages
+/// come from the API server; a newline or carriage return in one would forge log lines, an ESC would drive
+/// the reader's terminal (tracing-subscriber does not escape `%`-formatted field values). So the text format
+/// is written without colours. The fmt layer writes each event with one call: the final newline is its own.
+pub struct OneLine<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let escape = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+        let (body, newline) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, true),
+            None => (buf, false),
+        };
+        if !body.iter().any(|b| escape(*b)) {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            if escape(b) {
+                out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        if newline {
+            out.push(b'\n');
+        }
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     let labels: Vec<Label> = labels
         .iter()
@@ -208,6 +246,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"herald_build_info{version=""#), "{text}");
+    }
+
+    #[test]
+    fn text_logs_keep_one_event_on_one_line() {
+        use std::io::Write;
+        let mut w = OneLine(Vec::new());
+        w.write_all(b"WARN name=web\n2026-01-01 ERROR forged\r\x07 \x1b[2mdim\x1b[0m\ttab\n")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(w.0).unwrap(),
+            "WARN name=web\\x0a2026-01-01 ERROR forged\\x0d\\x07 \\x1b[2mdim\\x1b[0m\ttab\n"
+        );
+        let mut w = OneLine(Vec::new());
+        w.write_all(b"plain line\n").unwrap();
+        assert_eq!(w.0, b"plain line\n");
     }
 
     #[test]

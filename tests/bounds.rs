@@ -228,3 +228,73 @@ async fn unique_quota_resources_stop_at_the_guard() {
     );
     assert!(resident[3] < 160 * MIB, "RSS {} bytes", resident[3]);
 }
+
+/// An object name with a newline, a carriage return and a terminal escape, logged by herald in the text
+/// format (a malformed Event is logged with its name): every line herald writes is one of its own events,
+/// none starts with the forged text, and the escape never reaches the terminal raw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_names_cannot_forge_text_log_lines() {
+    use std::io::Read;
+    let sim = quiet_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&sim.url())).unwrap();
+    let config_path = dir.path().join("herald.yaml");
+    std::fs::write(
+        &config_path,
+        "sinks:\n  json:\n    enabled: false\nlog:\n  format: text\n",
+    )
+    .unwrap();
+    let addr = free_addr();
+    let mut child = std::process::Command::new(herald_bin())
+        .args(["run", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--listen", &addr.to_string()])
+        .env("HERALD_LOG_LEVEL", "warn")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    wait_until(Duration::from_secs(15), "herald ready", || {
+        http_get(addr, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    let name = "evil\n2026-01-01T00:00:00Z ERROR herald: forged\r\x1b[2Jcleared";
+    let mut e = event(name, "Failed", "Warning", "m");
+    e["count"] = json!("three");
+    sim.store().create("default", e).unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "the malformed Event logged",
+        || String::from_utf8_lossy(&log.lock().unwrap()).contains("skipping malformed Event"),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00Z ERROR") && !line.contains("forged\r"),
+            "a forged line: {line:?}"
+        );
+    }
+    assert!(!log.contains("\x1b[2J"), "a raw terminal escape: {log:?}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("skipping malformed Event") && l.contains("forged")),
+        "the name is on the event's own line, escaped: {log:?}"
+    );
+}
