@@ -65,7 +65,7 @@ catalogue! {
     WATCH_LAST_EVENT = "herald_watch_last_event_timestamp_seconds", "gauge", "resource",
         "Unix time of the last object or bookmark received on a watch.";
     INVALID_OBJECTS = "herald_invalid_objects_total", "counter", "resource, reason",
-        "Malformed objects from the API, counted and skipped: missing_field, wrong_type, undecodable.";
+        "Malformed objects from the API, counted and skipped: missing_field, wrong_type, undecodable; invalid_utf8 counts list pages whose invalid UTF-8 was replaced by U+FFFD (objects kept).";
     MESSAGES_TRUNCATED = "herald_messages_truncated_total", "counter", "resource",
         "Event messages longer than source.events.max_message_bytes, cut on a UTF-8 boundary and marked truncated.";
     STATE_EVICTIONS = "herald_source_state_evictions_total", "counter", "resource",

@@ -298,3 +298,106 @@ async fn control_characters_in_names_cannot_forge_text_log_lines() {
         "the name is on the event's own line, escaped: {log:?}"
     );
 }
+
+/// A list page in which one object's message holds invalid UTF-8, served by a minimal API server written
+/// here (the simulator stores JSON values, which cannot hold invalid UTF-8): the page is read, the other
+/// object counted, the bad bytes replaced by U+FFFD in the one that carried them, and the page counted in
+/// `herald_invalid_objects_total{reason="invalid_utf8"}`, instead of the whole list failing forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_list_fails_neither_the_list_nor_the_other_objects() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+
+    type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+    let mut list =
+        br#"{"kind":"EventList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":["#
+            .to_vec();
+    let item = |name: &str, count: u32, message: &[u8]| {
+        let mut v = format!(
+            r#"{{"metadata":{{"name":"{name}","namespace":"default","uid":"uid-{name}","resourceVersion":"{count}"}},"involvedObject":{{"kind":"Pod","name":"web-1","namespace":"default"}},"reason":"Started","type":"Normal","count":{count},"message":""#
+        )
+        .into_bytes();
+        v.extend_from_slice(message);
+        v.extend_from_slice(b"\"}");
+        v
+    };
+    list.extend(item("good", 3, b"fine"));
+    list.push(b',');
+    list.extend(item("bad", 2, b"caf\xe9 \xff\xfe"));
+    list.extend_from_slice(b"]}");
+    let list = Bytes::from(list);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let list = list.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let list = list.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let query = req.uri().query().unwrap_or_default().to_string();
+                            let body: Body = if path == "/api/v1/events"
+                                && query.contains("watch=true")
+                            {
+                                // An open, quiet watch.
+                                StreamBody::new(futures::stream::pending::<
+                                    Result<Frame<Bytes>, std::convert::Infallible>,
+                                >())
+                                .boxed()
+                            } else if path == "/api/v1/events" {
+                                Full::new(list).boxed()
+                            } else {
+                                let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#;
+                                return Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(404)
+                                        .header("content-type", "application/json")
+                                        .body(
+                                            Full::new(Bytes::from_static(status.as_bytes()))
+                                                .boxed(),
+                                        )
+                                        .unwrap(),
+                                );
+                            };
+                            Ok(hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(body)
+                                .unwrap())
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+
+    let herald = start_herald(
+        &format!("http://{api}"),
+        "sinks:\n  json:\n    enabled: false\n",
+        Stdio::null(),
+        &["--startup", "replay"],
+    );
+    herald.wait_ready();
+    herald.wait_metric(OCC, &[], 5.0);
+    assert_eq!(
+        herald.metric(
+            "herald_invalid_objects_total",
+            &[("reason", "invalid_utf8")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        herald.metric("herald_watch_errors_total", &[("kind", "list")]),
+        0.0,
+        "the list never failed"
+    );
+}
