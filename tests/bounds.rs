@@ -401,3 +401,48 @@ async fn invalid_utf8_in_a_list_fails_neither_the_list_nor_the_other_objects() {
         "the list never failed"
     );
 }
+
+/// Count semantics where herald and the simulator's truth must agree, written out: a count that goes down
+/// and up again adds only what exceeds its earlier highest value (10, 3, 12, 20 is 20 occurrences); two
+/// Events sent with the same UID are two objects (the API server assigns UIDs); a count beyond int32 is
+/// refused by the API server, so one Event stands for at most 2^31-1 occurrences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decreasing_counts_and_forged_uids_count_as_the_truth_says() {
+    let sim = quiet_sim().await;
+    let herald = start_herald(
+        &sim.url(),
+        "dedup:\n  enabled: false\nsinks:\n  json:\n    enabled: false\n",
+        Stdio::null(),
+        &[],
+    );
+    herald.wait_ready();
+    let store = sim.store();
+    let mut e = event("down-up", "BackOff", "Warning", "m");
+    e["count"] = json!(10);
+    store.create("default", e).unwrap();
+    herald.wait_metric(OCC, &[], 10.0);
+    for count in [3, 12, 20] {
+        store
+            .patch("default", "down-up", &json!({"count": count}))
+            .unwrap();
+    }
+    herald.wait_metric(OCC, &[], 20.0);
+    assert_eq!(sim.truth().occurrences_total, 20, "the truth written out");
+
+    for name in ["same-uid-1", "same-uid-2"] {
+        let mut e = event(name, "Pulled", "Normal", "m");
+        e["metadata"]["uid"] = json!("forged-uid");
+        e["count"] = json!(6);
+        store.create("default", e).unwrap();
+    }
+    herald.wait_metric(OCC, &[], 32.0);
+    let mut huge = event("huge", "BackOff", "Warning", "m");
+    huge["count"] = json!(4_294_967_295_u64);
+    assert!(
+        store.create("default", huge).is_err(),
+        "refused as an API server does"
+    );
+    assert_eq!(sim.truth().occurrences_total, 32);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(herald.metric(OCC, &[]), 32.0);
+}

@@ -114,6 +114,9 @@ struct Inner {
     /// Highest resourceVersion no longer in the history.
     compacted: u64,
     truth: BTreeMap<(String, String, String, String), u64>,
+    /// Per object, the highest count the truth has taken: a count that goes down and up again adds only
+    /// what exceeds it (herald's rule: counts never go backwards, so a stale or reset count cannot count twice).
+    high_water: BTreeMap<Key, u64>,
     snapshots: VecDeque<(u64, u64, Snapshot)>,
     next_id: u64,
 }
@@ -124,6 +127,23 @@ pub fn count_of(obj: &Value) -> u64 {
     positive(&obj["series"]["count"])
         .or_else(|| positive(&obj["count"]))
         .unwrap_or(1)
+}
+
+/// `count` and `series.count` are int32 in the API: larger values are refused, as a real API server does.
+fn check_counts(obj: &Value) -> Result<(), StoreError> {
+    for (path, value) in [
+        ("count", &obj["count"]),
+        ("series.count", &obj["series"]["count"]),
+    ] {
+        if value.as_i64().is_some_and(|c| c > i64::from(i32::MAX))
+            || value.as_u64().is_some_and(|c| c > i32::MAX as u64)
+        {
+            return Err(StoreError::Invalid(format!(
+                "{path}: Invalid value: must be at most 2147483647"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn str_at<'a>(obj: &'a Value, path: &[&str]) -> &'a str {
@@ -153,6 +173,7 @@ impl Store {
                 history_cap: history_cap.max(1),
                 compacted: 1000,
                 truth: BTreeMap::new(),
+                high_water: BTreeMap::new(),
                 snapshots: VecDeque::new(),
                 next_id: 1,
             }),
@@ -208,6 +229,7 @@ impl Store {
         if !obj.is_object() {
             return Err(StoreError::Invalid("body must be a JSON object".into()));
         }
+        check_counts(&obj)?;
         let meta = obj
             .as_object_mut()
             .and_then(|o| {
@@ -232,13 +254,12 @@ impl Store {
         meta.insert("name".into(), name.into());
         meta.insert("namespace".into(), namespace.into());
         meta.insert("resourceVersion".into(), inner.rv.to_string().into());
-        if !meta.get("uid").is_some_and(Value::is_string) {
-            let id = inner.next_id;
-            meta.insert(
-                "uid".into(),
-                format!("{:08x}-5157-4e00-8000-{:012x}", id >> 16, id).into(),
-            );
-        }
+        // Always the server's, as a real API server does: a client cannot give two Events one UID.
+        let id = inner.next_id;
+        meta.insert(
+            "uid".into(),
+            format!("{:08x}-5157-4e00-8000-{:012x}", id >> 16, id).into(),
+        );
         if !meta.get("creationTimestamp").is_some_and(Value::is_string) {
             meta.insert(
                 "creationTimestamp".into(),
@@ -253,6 +274,7 @@ impl Store {
             o.insert("kind".into(), self.type_meta.1.into());
         }
         Self::add_truth(&mut inner, &obj, count_of(&obj));
+        inner.high_water.insert(key.clone(), count_of(&obj));
         let obj = Arc::new(obj);
         inner.objects.insert(key, obj.clone());
         self.commit(&mut inner, ChangeKind::Added, obj.clone());
@@ -274,6 +296,7 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| StoreError::NotFound(name.into()))?;
+        check_counts(&obj)?;
         if let Some(rv) = expected_rv
             && !rv.is_empty()
             && rv != str_at(&old, &["metadata", "resourceVersion"])
@@ -302,7 +325,15 @@ impl Store {
         } else {
             return Err(StoreError::Invalid("body must be a JSON object".into()));
         }
-        let increase = count_of(&obj).saturating_sub(count_of(&old));
+        let high = inner
+            .high_water
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| count_of(&old));
+        let increase = count_of(&obj).saturating_sub(high);
+        inner
+            .high_water
+            .insert(key.clone(), high.max(count_of(&obj)));
         Self::add_truth(&mut inner, &obj, increase);
         let obj = Arc::new(obj);
         inner.objects.insert(key, obj.clone());
@@ -333,6 +364,7 @@ impl Store {
             .objects
             .remove(&key)
             .ok_or_else(|| StoreError::NotFound(name.into()))?;
+        inner.high_water.remove(&key);
         inner.rv += 1;
         let mut gone = (*old).clone();
         gone["metadata"]["resourceVersion"] = inner.rv.to_string().into();
@@ -489,11 +521,23 @@ mod tests {
         );
         s.patch("ns", "a", &json!({"count": 5})).unwrap();
         s.patch("ns", "a", &json!({"count": 4})).unwrap();
+        // Down to 4 and up to 6: only what exceeds the earlier 5 counts.
+        s.patch("ns", "a", &json!({"count": 6})).unwrap();
+        assert_eq!(s.truth().occurrences_total, 6);
+        assert!(matches!(
+            s.patch("ns", "a", &json!({"count": 4_294_967_295_u64})),
+            Err(StoreError::Invalid(_))
+        ));
+        let mut forged = ev("b", 1);
+        forged["metadata"]["uid"] = json!("uid-of-a");
+        let b = s.create("ns", forged).unwrap();
+        assert_ne!(b["metadata"]["uid"], "uid-of-a", "the server assigns UIDs");
+        s.delete("ns", "b").unwrap();
         s.delete("ns", "a").unwrap();
         let t = s.truth();
-        assert_eq!(t.occurrences_total, 5);
+        assert_eq!(t.occurrences_total, 7);
         assert_eq!(t.objects, 0);
-        assert_eq!(t.resource_version, "1004");
+        assert_eq!(t.resource_version, "1007");
         assert_eq!(
             s.update("ns", "a", ev("a", 1), None),
             Err(StoreError::NotFound("a".into()))
