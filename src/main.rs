@@ -240,7 +240,9 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             None => {
                 let kube_config = kube_config(args.kubeconfig.as_deref()).await?;
                 let own = own_namespace(&kube_config.default_namespace);
-                tracing::info!(api_server = %kube_config.cluster_url, "connecting");
+                // Shown as sink URLs are: a kubeconfig's server URL may carry credentials too.
+                let shown = herald::sink::url::shown(&kube_config.cluster_url.to_string());
+                tracing::info!(api_server = %shown, "connecting");
                 (kube::Client::try_from(kube_config)?, own, None)
             }
         };
