@@ -245,9 +245,46 @@ async fn webhook_url_credentials_are_sent_as_basic_auth_and_never_logged() {
         "dedup:\n  enabled: false\nsinks:\n  json:\n    enabled: false\n  webhooks:\n    - url: http://admin:S3cretPW@{}/in?api_key=k3yV4lue\n      flush_interval: 100ms\n      max_retries: 0\nlog:\n  format: text\n",
         receiver.addr
     );
+    let (mut child, log, _dir) = spawn_logging(&sim.url(), &config);
+    sim.store()
+        .create("default", event("hook", "Failed", "m"))
+        .unwrap();
+    wait_until(Duration::from_secs(15), "the failure logged", || {
+        log.lock().unwrap().contains("webhook delivery failed")
+    });
+    sim.store()
+        .create("default", event("hook-2", "Failed", "m"))
+        .unwrap();
+    receiver.wait_records(1).await;
+    wait_until(Duration::from_secs(15), "the recovery logged", || {
+        log.lock().unwrap().contains("webhook delivery recovered")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.lock().unwrap().clone();
+    assert!(!log.contains("S3cretPW"), "the password leaked: {log}");
+    assert!(!log.contains("k3yV4lue"), "the api_key leaked: {log}");
+    assert!(
+        log.contains("[REDACTED]@"),
+        "the URL is still recognisable: {log}"
+    );
+    let received = receiver.requests();
+    let first = received.first().expect("the receiver took the second POST");
+    // base64("admin:S3cretPW")
+    assert_eq!(
+        first.headers.get("authorization").map(String::as_str),
+        Some("Basic YWRtaW46UzNjcmV0UFc=")
+    );
+}
+
+/// herald at `api_url` with `config`, its stderr (debug level) collected as text, ready.
+fn spawn_logging(
+    api_url: &str,
+    config: &str,
+) -> (std::process::Child, Arc<Mutex<String>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kubeconfig_yaml(&sim.url())).unwrap();
+    std::fs::write(&kubeconfig, kubeconfig_yaml(api_url)).unwrap();
     let config_path = dir.path().join("herald.yaml");
     std::fs::write(&config_path, config).unwrap();
     let addr = free_addr();
@@ -280,30 +317,37 @@ async fn webhook_url_credentials_are_sent_as_basic_auth_and_never_logged() {
     wait_until(Duration::from_secs(15), "herald ready", || {
         http_get(addr, "/readyz").is_some_and(|(s, _)| s == 200)
     });
+    (child, log, dir)
+}
+
+/// The OTLP endpoint's user:password: sent as Basic authorization, absent from the failure log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_endpoint_credentials_are_sent_as_basic_auth_and_never_logged() {
+    let sim = quiet_sim().await;
+    let receiver = common::otlp::Receiver::start(false, free_addr()).await;
+    receiver.answer_next(&[common::otlp::Answer::Unavailable]);
+    let config = format!(
+        "dedup:\n  enabled: false\nsinks:\n  json:\n    enabled: false\n  otlp:\n    endpoint: http://admin:S3cretPW@{}\n    protocol: http/protobuf\n    batch_interval: 100ms\n    max_retries: 0\nlog:\n  format: text\n",
+        receiver.addr
+    );
+    let (mut child, log, _dir) = spawn_logging(&sim.url(), &config);
     sim.store()
-        .create("default", event("hook", "Failed", "m"))
+        .create("default", event("otlp-1", "Failed", "m"))
         .unwrap();
     wait_until(Duration::from_secs(15), "the failure logged", || {
-        log.lock().unwrap().contains("webhook delivery failed")
+        log.lock().unwrap().contains("OTLP export failed")
     });
     sim.store()
-        .create("default", event("hook-2", "Failed", "m"))
+        .create("default", event("otlp-2", "Failed", "m"))
         .unwrap();
-    receiver.wait_records(1).await;
-    wait_until(Duration::from_secs(15), "the recovery logged", || {
-        log.lock().unwrap().contains("webhook delivery recovered")
+    wait_until(Duration::from_secs(15), "a request accepted", || {
+        !receiver.requests().is_empty()
     });
     let _ = child.kill();
     let _ = child.wait();
     let log = log.lock().unwrap().clone();
     assert!(!log.contains("S3cretPW"), "the password leaked: {log}");
-    assert!(!log.contains("k3yV4lue"), "the api_key leaked: {log}");
-    assert!(
-        log.contains("[REDACTED]@"),
-        "the URL is still recognisable: {log}"
-    );
-    let received = receiver.requests();
-    let first = received.first().expect("the receiver took the second POST");
+    let first = receiver.requests()[0].clone();
     // base64("admin:S3cretPW")
     assert_eq!(
         first.headers.get("authorization").map(String::as_str),
