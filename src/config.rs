@@ -405,7 +405,8 @@ impl Default for SeverityConfig {
     }
 }
 
-/// A regular-expression redaction applied to every message before any sink sees it.
+/// A regular-expression redaction applied to every record's message, reason and action before any sink or
+/// metric label sees them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactRule {

@@ -43,7 +43,7 @@ catalogue! {
     DEDUPLICATED = "herald_pipeline_deduplicated_total", "counter", "",
         "Records marked duplicate (still counted in metrics, not written to log sinks).";
     REDACTED = "herald_pipeline_redacted_total", "counter", "",
-        "Records whose message was changed by redaction.";
+        "Records whose message, reason or action was changed by redaction (or whose message was dropped).";
     QUEUE_DROPPED = "herald_queue_dropped_total", "counter", "queue",
         "Records a full queue refused (a sink queue drops for that sink only).";
     QUEUE_BACKLOG = "herald_queue_backlog", "gauge", "queue", "Records waiting in a queue.";
