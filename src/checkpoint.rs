@@ -118,8 +118,8 @@ impl Store {
         }
     }
 
-    /// Write the checkpoint durably; only then may counters show what it holds.
-    pub async fn save(&self, file: EventsFile) -> Result<(), Error> {
+    /// Write the checkpoint durably; only then may counters show what it holds. Returns the bytes written.
+    pub async fn save(&self, file: EventsFile) -> Result<usize, Error> {
         match self {
             Store::File(path) => {
                 let path = path.clone();
@@ -215,7 +215,7 @@ impl ConfigMapStore {
             .map_err(|e| corrupt(e.to_string()))
     }
 
-    async fn save(&self, file: &EventsFile) -> Result<(), Error> {
+    async fn save(&self, file: &EventsFile) -> Result<usize, Error> {
         use k8s_openapi::ByteString;
         use k8s_openapi::api::core::v1::ConfigMap;
         use kube::api::{ObjectMeta, PostParams};
@@ -249,6 +249,7 @@ impl ConfigMapStore {
                 source: e,
             })?;
         }
+        let written = bytes.len();
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
@@ -270,7 +271,7 @@ impl ConfigMapStore {
             Err(e) => Err(self.api_error(e)),
         }?;
         if *self.leading.borrow() || self.held_until.as_ref().is_some_and(|h| h.certainly_held()) {
-            Ok(())
+            Ok(written)
         } else {
             // Written, but the lead was lost meanwhile: the successor may have read the older state, so
             // what this agent counted since must not be shown.
@@ -334,8 +335,9 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
 }
 
 /// Write atomically and durably: a temporary file next to it, fsync, rename over the old one, fsync the
-/// directory (so the rename itself survives a power loss).
-pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+/// directory (so the rename itself survives a power loss). Returns the bytes written; while it runs the
+/// old file and the new one both exist, so the state volume needs room for twice the largest checkpoint.
+pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<usize, Error> {
     let io = |source| Error::Io {
         path: path.into(),
         source,
@@ -355,7 +357,7 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
+    Ok(bytes.len())
 }
 
 #[cfg(test)]

@@ -408,7 +408,8 @@ impl Default for SeverityConfig {
     }
 }
 
-/// A regular-expression redaction applied to every message before any sink sees it.
+/// A regular-expression redaction applied to every record's message, reason and action before any sink or
+/// metric label sees them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactRule {
@@ -421,8 +422,12 @@ pub struct RedactRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedactConfig {
-    /// Drop the message of Events about Secrets entirely (they may quote secret data).
+    /// Drop the message of Events about Secrets entirely (they may quote secret data): any kind ending in
+    /// `Secret` (SealedSecret, ExternalSecret), as the object the Event is about or as its related object.
     pub drop_secret_messages: bool,
+    /// Applied in order to the message (note), reason and action of every record: the defaults cover the
+    /// common credential shapes (PEM private keys, secret-named JSON values, URL userinfo, Basic and Bearer
+    /// authorization, AWS access key IDs, GitHub tokens, bare JWTs, password=, token=, api_key=).
     pub rules: Vec<RedactRule>,
 }
 
@@ -436,17 +441,68 @@ impl Default for RedactConfig {
         RedactConfig {
             drop_secret_messages: true,
             rules: vec![
+                // Private keys in PEM form (a cut message may lack the END line).
+                rule(
+                    "private_key",
+                    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|$)",
+                    "[REDACTED PRIVATE KEY]",
+                ),
+                // Secret-named JSON string values: {"password":"x"}, also with escaped quotes.
+                rule(
+                    "json_secret",
+                    r#"(?i)(\\?"(?:password|passwd|secret|token|access_token|refresh_token|api[_-]?key|access[_-]?key|secret[_-]?key|client[_-]?secret|private[_-]?key)\\?"\s*:\s*\\?")[^"\\]*"#,
+                    "${1}[REDACTED]",
+                ),
+                // user:password@ in URLs.
+                rule(
+                    "url_credentials",
+                    r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@",
+                    "${1}[REDACTED]@",
+                ),
+                // Basic authorization headers.
+                rule(
+                    "basic_auth",
+                    r"(?i)((?:proxy-)?authorization\s*[=:]\s*basic\s+)[A-Za-z0-9+/]+=*",
+                    "${1}[REDACTED]",
+                ),
+                // Bearer tokens.
                 rule(
                     "bearer",
                     r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*",
                     "${1}[REDACTED]",
                 ),
+                // AWS access key IDs.
+                rule(
+                    "aws_access_key",
+                    r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
+                    "[REDACTED]",
+                ),
+                // GitHub tokens (classic and fine-grained).
+                rule(
+                    "github_token",
+                    r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
+                    "[REDACTED]",
+                ),
+                // Bare JSON Web Tokens (header and payload are base64url JSON, so start with eyJ).
+                rule(
+                    "jwt",
+                    r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+                    "[REDACTED]",
+                ),
+                // password=... and password: ...
                 rule(
                     "password",
                     r"(?i)(password\s*[=:]\s*)[^\s,;&]+",
                     "${1}[REDACTED]",
                 ),
+                // token=... and token: ...
                 rule("token", r"(?i)(token\s*[=:]\s*)[^\s,;&]+", "${1}[REDACTED]"),
+                // api_key=..., access_key: ..., client_secret=... (query strings and headers).
+                rule(
+                    "api_key",
+                    r#"(?i)((?:api[_-]?key|apikey|access[_-]?key|secret[_-]?key|client[_-]?secret)\s*[=:]\s*)[^\s,;&"']+"#,
+                    "${1}[REDACTED]",
+                ),
             ],
         }
     }
@@ -803,7 +859,9 @@ pub enum TemplatePer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    /// `http://` or `https://` URL the batches are POSTed to (required).
+    /// `http://` or `https://` URL the batches are POSTed to (required). A `user:password@` in it is sent as
+    /// `Authorization: Basic` (not with `bearer_token_file`); logs and errors show the URL without it and
+    /// without query values.
     pub url: String,
     /// Which records this webhook gets, on top of the pipeline's `filters` (same keys).
     pub filter: FilterConfig,
@@ -862,14 +920,26 @@ impl Default for WebhookConfig {
 impl WebhookConfig {
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
         let uri: Result<http::Uri, _> = self.url.parse();
+        // Errors show the URL as logs do: without its user:password or query values.
+        let shown = crate::sink::url::shown(&self.url);
         match uri {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
             _ => {
                 return Err(ConfigError::new(
                     format!("{key}.url"),
-                    format!("expected an http:// or https:// URL, got {:?}", self.url),
+                    format!("expected an http:// or https:// URL, got {shown:?}"),
                 ));
             }
+        }
+        match crate::sink::url::SinkUrl::parse(&self.url) {
+            Err(e) => return Err(ConfigError::new(format!("{key}.url"), e.to_string())),
+            Ok(u) if u.basic_auth.is_some() && self.bearer_token_file.is_some() => {
+                return Err(ConfigError::new(
+                    format!("{key}.url"),
+                    "has a user:password (sent as Basic authorization) and bearer_token_file is set too; keep one",
+                ));
+            }
+            Ok(_) => {}
         }
         for (field, v) in [
             ("batch_size", self.batch_size),
@@ -1599,6 +1669,21 @@ mod tests {
             e.starts_with("sinks.webhooks[0].template: syntax error"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn webhook_credentials_are_never_in_errors_and_not_given_twice() {
+        let e = err("sinks:\n  webhooks:\n    - url: gopher://admin:S3cretPW@a/?api_key=k3y\n");
+        assert!(e.starts_with("sinks.webhooks[0].url: expected"), "{e}");
+        assert!(!e.contains("S3cretPW") && !e.contains("k3y"), "{e}");
+        let e = err(
+            "sinks:\n  webhooks:\n    - url: https://admin:S3cretPW@a/\n      bearer_token_file: /t\n",
+        );
+        assert!(
+            e.starts_with("sinks.webhooks[0].url: has a user:password"),
+            "{e}"
+        );
+        assert!(!e.contains("S3cretPW"), "{e}");
     }
 
     #[test]

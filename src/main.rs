@@ -362,7 +362,9 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             None => {
                 let kube_config = kube_config(args.kubeconfig.as_deref()).await?;
                 let own = own_namespace(&kube_config.default_namespace);
-                tracing::info!(api_server = %kube_config.cluster_url, "connecting");
+                // Shown as sink URLs are: a kubeconfig's server URL may carry credentials too.
+                let shown = herald::sink::url::shown(&kube_config.cluster_url.to_string());
+                tracing::info!(api_server = %shown, "connecting");
                 (kube::Client::try_from(kube_config)?, own, None)
             }
         };
@@ -648,15 +650,19 @@ fn init_logging(
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal, and never with NO_COLOR set (https://no-color.org).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let stderr = tracing_subscriber::fmt::layer();
     let stderr = match format {
-        LogFormat::Json => stderr.json().with_filter(filter).boxed(),
-        LogFormat::Text => stderr.with_filter(filter).boxed(),
+        LogFormat::Json => stderr
+            .with_writer(std::io::stderr)
+            .json()
+            .with_filter(filter)
+            .boxed(),
+        // Names and messages from the API server must not break a text line (forged log lines).
+        LogFormat::Text => stderr
+            .with_ansi(false)
+            .with_writer(|| herald::telemetry::OneLine(std::io::stderr()))
+            .with_filter(filter)
+            .boxed(),
     };
     let (diagnostics, queue) = match otlp {
         true => {

@@ -293,6 +293,11 @@ impl EventRecord {
 
 /// Deduplicates repeated strings. Bounded: past `max_entries` distinct values it stops remembering new ones
 /// (they are still returned, just not shared), so a hostile stream of unique reasons cannot grow it forever.
+/// Interned fields are short by nature (namespace, kind, apiVersion, reason, type, component:
+/// events.k8s.io/v1 validates reason to 128 characters, names are at most 253 bytes), but core/v1 checks none
+/// of them: a longer value is cut to [`Interner::MAX_BYTES`] on a UTF-8 boundary. That bounds what one record
+/// and the interner hold (`max_entries` unique 4 KB reasons pinned hundreds of MB, and a full ring of records
+/// carrying them tens of MB more); the metrics sink cuts its label values shorter still.
 #[derive(Debug)]
 pub struct Interner {
     set: ahash::HashSet<Sym>,
@@ -307,7 +312,11 @@ impl Interner {
         }
     }
 
+    /// The longest value kept.
+    pub const MAX_BYTES: usize = 256;
+
     pub fn intern(&mut self, s: &str) -> Sym {
+        let s = cut(s, Self::MAX_BYTES);
         if let Some(found) = self.set.get(s) {
             return found.clone();
         }
@@ -327,6 +336,18 @@ impl Interner {
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +364,12 @@ mod tests {
         assert_eq!(i.len(), 2);
         assert_eq!(c1, c2);
         assert!(!Arc::ptr_eq(&c1, &c2));
+        // 'é' is two bytes: 256 falls inside one, so the cut keeps 255.
+        let long = format!("x{}", "é".repeat(4000));
+        let mut i = Interner::new(10);
+        let cut = i.intern(&long);
+        assert_eq!(cut.len(), Interner::MAX_BYTES - 1);
+        assert!(long.starts_with(&*cut));
     }
 
     #[test]

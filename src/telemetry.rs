@@ -43,7 +43,7 @@ catalogue! {
     DEDUPLICATED = "herald_pipeline_deduplicated_total", "counter", "",
         "Records marked duplicate (still counted in metrics, not written to log sinks).";
     REDACTED = "herald_pipeline_redacted_total", "counter", "",
-        "Records whose message was changed by redaction.";
+        "Records whose message, reason or action was changed by redaction (or whose message was dropped).";
     QUEUE_DROPPED = "herald_queue_dropped_total", "counter", "queue",
         "Records a full queue refused (a sink queue drops for that sink only).";
     QUEUE_BACKLOG = "herald_queue_backlog", "gauge", "queue", "Records waiting in a queue.";
@@ -65,7 +65,7 @@ catalogue! {
     WATCH_LAST_EVENT = "herald_watch_last_event_timestamp_seconds", "gauge", "resource",
         "Unix time of the last object or bookmark received on a watch.";
     INVALID_OBJECTS = "herald_invalid_objects_total", "counter", "resource, reason",
-        "Malformed objects from the API, counted and skipped: missing_field, wrong_type, undecodable.";
+        "Malformed objects from the API, counted and skipped: missing_field, wrong_type, undecodable; invalid_utf8 counts list pages whose invalid UTF-8 was replaced by U+FFFD (objects kept).";
     MESSAGES_TRUNCATED = "herald_messages_truncated_total", "counter", "resource",
         "Event messages longer than source.events.max_message_bytes, cut on a UTF-8 boundary and marked truncated.";
     STATE_EVICTIONS = "herald_source_state_evictions_total", "counter", "resource",
@@ -74,6 +74,8 @@ catalogue! {
         "Event objects whose last count herald remembers.";
     SERIES_OVERFLOW = "herald_metric_series_overflow_total", "counter", "metric",
         "Updates folded into the __other__ label set by the cardinality guard.";
+    LABELS_TRUNCATED = "herald_label_values_truncated_total", "counter", "metric",
+        "Label values longer than 128 bytes, cut (ending in ...) so the guard bounds the bytes of a series too.";
     VM_TRANSITIONS = "herald_vm_transitions_total", "counter", "namespace, transition",
         "KubeVirt lifecycle transitions: created, started, stopped, paused, unpaused, deleted, failed, error, node_changed, migration_started, migration_rejected, migration_succeeded, migration_failed.";
     VM_MIGRATIONS = "herald_vm_migrations_total", "counter", "namespace, outcome",
@@ -200,6 +202,44 @@ impl Telemetry {
     }
 }
 
+/// A writer for the text log format that keeps one event on one line and the terminal in its state: every
+/// control character except tab is written as `\xNN`, the final newline excepted. Object names and messages
+/// come from the API server; a newline or carriage return in one would forge log lines, an ESC would drive
+/// the reader's terminal (tracing-subscriber does not escape `%`-formatted field values). So the text format
+/// is written without colours. The fmt layer writes each event with one call: the final newline is its own.
+pub struct OneLine<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let escape = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+        let (body, newline) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, true),
+            None => (buf, false),
+        };
+        if !body.iter().any(|b| escape(*b)) {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            if escape(b) {
+                out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        if newline {
+            out.push(b'\n');
+        }
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     let labels: Vec<Label> = labels
         .iter()
@@ -236,6 +276,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"herald_build_info{version=""#), "{text}");
+    }
+
+    #[test]
+    fn text_logs_keep_one_event_on_one_line() {
+        use std::io::Write;
+        let mut w = OneLine(Vec::new());
+        w.write_all(b"WARN name=web\n2026-01-01 ERROR forged\r\x07 \x1b[2mdim\x1b[0m\ttab\n")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(w.0).unwrap(),
+            "WARN name=web\\x0a2026-01-01 ERROR forged\\x0d\\x07 \\x1b[2mdim\\x1b[0m\ttab\n"
+        );
+        let mut w = OneLine(Vec::new());
+        w.write_all(b"plain line\n").unwrap();
+        assert_eq!(w.0, b"plain line\n");
     }
 
     #[test]

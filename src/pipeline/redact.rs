@@ -1,13 +1,22 @@
-//! Redaction, applied to every message before any sink sees it: the message of an Event about a Secret is
-//! dropped (controllers sometimes quote data), then each configured regex replaces what it matches.
-//! Patterns are compiled once; a message no rule matches is not copied.
+//! Redaction, applied to every record before any sink sees it: the message of an Event about a Secret is
+//! dropped (controllers sometimes quote data), then each configured regex replaces what it matches in every
+//! free-text field that reaches a sink or a metric label: the message (`note`), the reason and the action.
+//! Patterns are compiled once; a field no rule matches is not copied.
+//!
+//! "About a Secret" means a kind ending in `Secret` (Secret, SealedSecret, ExternalSecret, ...), as the object
+//! the Event is about or as its related object: the quoted data is the same whichever side names it.
 
 use std::borrow::Cow;
 
 use regex::{Regex, RegexSet};
 
 use crate::config::RedactConfig;
-use crate::record::EventRecord;
+use crate::record::{EventRecord, Sym};
+
+/// Whether objects of `kind` hold secret data whose Events must not carry their message.
+fn is_secret_kind(kind: &str) -> bool {
+    kind.ends_with("Secret")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,24 +69,45 @@ impl Redactor {
         })
     }
 
-    /// Returns true when the message changed.
+    /// Returns true when a field changed.
     pub fn apply(&self, record: &mut EventRecord) -> bool {
-        if self.drop_secret_messages && &*record.regarding.kind == "Secret" {
-            let changed = !record.message.is_empty();
-            record.message.clear();
-            return changed;
-        }
         let mut changed = false;
-        if !self.any.is_match(&record.message) {
-            return false;
+        let about_secret = is_secret_kind(&record.regarding.kind)
+            || record
+                .related
+                .as_ref()
+                .is_some_and(|r| is_secret_kind(&r.kind));
+        if self.drop_secret_messages && about_secret {
+            changed = !record.message.is_empty();
+            record.message.clear();
+        } else if let Some(new) = self.redact(&record.message) {
+            record.message = new;
+            changed = true;
         }
-        for (re, replacement) in &self.rules {
-            if let Cow::Owned(new) = re.replace_all(&record.message, replacement.as_str()) {
-                record.message = new;
-                changed = true;
-            }
+        if let Some(new) = self.redact(&record.reason) {
+            record.reason = Sym::from(new);
+            changed = true;
+        }
+        if let Some(new) = self.redact(&record.action) {
+            record.action = new.into();
+            changed = true;
         }
         changed
+    }
+
+    /// `text` with every rule applied, or `None` when no rule matches.
+    fn redact(&self, text: &str) -> Option<String> {
+        if text.is_empty() || !self.any.is_match(text) {
+            return None;
+        }
+        let mut out: Option<String> = None;
+        for (re, replacement) in &self.rules {
+            let current = out.as_deref().unwrap_or(text);
+            if let Cow::Owned(new) = re.replace_all(current, replacement.as_str()) {
+                out = Some(new);
+            }
+        }
+        out
     }
 }
 
@@ -128,5 +158,84 @@ mod tests {
     #[test]
     fn secret_messages_are_dropped() {
         assert_eq!(redact("Secret", "data: c2VjcmV0"), (String::new(), true));
+        assert_eq!(
+            redact("SealedSecret", "data: c2VjcmV0"),
+            (String::new(), true)
+        );
+        let r = Redactor::new(&RedactConfig::default()).unwrap();
+        let mut rec = EventRecord::for_test("ns", "Pod", "x", "Failed", "Warning");
+        rec.message = "data: c2VjcmV0".into();
+        rec.related = Some(crate::record::ObjectRef {
+            kind: "Secret".into(),
+            ..Default::default()
+        });
+        assert!(r.apply(&mut rec));
+        assert_eq!(rec.message, "", "a Secret named only as the related object");
+    }
+
+    /// Each common credential shape, and what must be left of it.
+    #[test]
+    fn default_rules_cover_the_common_credential_shapes() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        for (message, secret, want) in [
+            (
+                "sts failed for AKIAIOSFODNN7EXAMPLE in us-east-1",
+                "AKIAIOSFODNN7EXAMPLE",
+                "sts failed for [REDACTED] in us-east-1",
+            ),
+            (
+                r#"bad config {"user":"admin","password":"hunter2"}"#,
+                "hunter2",
+                r#"bad config {"user":"admin","password":"[REDACTED]"}"#,
+            ),
+            (
+                "probe sent Authorization: Basic YWRtaW46UzNjcmV0UFc=",
+                "YWRtaW46UzNjcmV0UFc",
+                "probe sent Authorization: Basic [REDACTED]",
+            ),
+            (
+                "pull from https://admin:S3cretPW@registry.example.com/v2/ failed",
+                "S3cretPW",
+                "pull from https://[REDACTED]@registry.example.com/v2/ failed",
+            ),
+            (
+                "GET /v1/x?api_key=abcd1234&page=2 returned 403",
+                "abcd1234",
+                "GET /v1/x?api_key=[REDACTED]&page=2 returned 403",
+            ),
+            (
+                "tls: -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY----- invalid",
+                "MIIEpAIBAAKCAQEA",
+                "tls: [REDACTED PRIVATE KEY] invalid",
+            ),
+            (
+                "clone failed with ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+                "ghp_aBcD",
+                "clone failed with [REDACTED]",
+            ),
+            (
+                &format!("webhook rejected {jwt} as expired"),
+                "eyJzdWIi",
+                "webhook rejected [REDACTED] as expired",
+            ),
+        ] {
+            let (out, changed) = redact("Pod", message);
+            assert!(changed, "{message}");
+            assert!(!out.contains(secret), "{message} -> {out}");
+            assert_eq!(out, want);
+        }
+        // A PEM key cut by the message limit has no END line: all of it goes.
+        let (out, _) = redact("Pod", "key -----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN");
+        assert_eq!(out, "key [REDACTED PRIVATE KEY]");
+    }
+
+    #[test]
+    fn reason_and_action_are_redacted_too() {
+        let r = Redactor::new(&RedactConfig::default()).unwrap();
+        let mut rec = EventRecord::for_test("ns", "Pod", "x", "password=hunter2", "Warning");
+        rec.action = "token=abc".into();
+        assert!(r.apply(&mut rec));
+        assert_eq!(&*rec.reason, "password=[REDACTED]");
+        assert_eq!(&*rec.action, "token=[REDACTED]");
     }
 }

@@ -132,6 +132,9 @@ struct Inner {
     /// Highest resourceVersion no longer in the history.
     compacted: u64,
     truth: BTreeMap<(String, String, String, String), u64>,
+    /// Per object, the highest count the truth has taken: a count that goes down and up again adds only
+    /// what exceeds it (herald's rule: counts never go backwards, so a stale or reset count cannot count twice).
+    high_water: BTreeMap<Key, u64>,
     snapshots: VecDeque<(u64, u64, Snapshot)>,
     next_id: u64,
 }
@@ -142,6 +145,23 @@ pub fn count_of(obj: &Value) -> u64 {
     positive(&obj["series"]["count"])
         .or_else(|| positive(&obj["count"]))
         .unwrap_or(1)
+}
+
+/// `count` and `series.count` are int32 in the API: larger values are refused, as a real API server does.
+fn check_counts(obj: &Value) -> Result<(), StoreError> {
+    for (path, value) in [
+        ("count", &obj["count"]),
+        ("series.count", &obj["series"]["count"]),
+    ] {
+        if value.as_i64().is_some_and(|c| c > i64::from(i32::MAX))
+            || value.as_u64().is_some_and(|c| c > i32::MAX as u64)
+        {
+            return Err(StoreError::Invalid(format!(
+                "{path}: Invalid value: must be at most 2147483647"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn str_at<'a>(obj: &'a Value, path: &[&str]) -> &'a str {
@@ -178,6 +198,7 @@ impl Store {
                 history_cap: history_cap.max(1),
                 compacted: 1000,
                 truth: BTreeMap::new(),
+                high_water: BTreeMap::new(),
                 snapshots: VecDeque::new(),
                 next_id: 1,
             }),
@@ -270,6 +291,7 @@ impl Store {
             return Err(StoreError::Invalid("body must be a JSON object".into()));
         }
         let (version, kind) = self.type_meta;
+        check_counts(&obj)?;
         let meta = obj
             .as_object_mut()
             .and_then(|o| {
@@ -313,7 +335,9 @@ impl Store {
         }
         meta.insert("name".into(), name.into());
         meta.insert("namespace".into(), namespace.into());
-        if !meta.get("uid").is_some_and(Value::is_string) {
+        // Events always get the server's UID, as from a real API server: a client cannot give two Events one
+        // UID. Loaded KubeVirt objects keep theirs, so captured ownerReferences still point at their owners.
+        if kind == "Event" || !meta.get("uid").is_some_and(Value::is_string) {
             meta.insert(
                 "uid".into(),
                 format!("{:08x}-5157-4e00-8000-{:012x}", id >> 16, id).into(),
@@ -336,6 +360,7 @@ impl Store {
             return Ok(Arc::new(obj));
         }
         Self::add_truth(&mut inner, &obj, count_of(&obj));
+        inner.high_water.insert(key.clone(), count_of(&obj));
         let obj = Arc::new(obj);
         inner.objects.insert(key, obj.clone());
         self.commit(&mut inner, ChangeKind::Added, obj.clone());
@@ -373,6 +398,7 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| self.not_found(name))?;
+        check_counts(&obj)?;
         if let Some(rv) = expected_rv
             && !rv.is_empty()
             && rv != str_at(&old, &["metadata", "resourceVersion"])
@@ -404,7 +430,15 @@ impl Store {
         } else {
             return Err(StoreError::Invalid("body must be a JSON object".into()));
         }
-        let increase = count_of(&obj).saturating_sub(count_of(&old));
+        let high = inner
+            .high_water
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| count_of(&old));
+        let increase = count_of(&obj).saturating_sub(high);
+        inner
+            .high_water
+            .insert(key.clone(), high.max(count_of(&obj)));
         Self::add_truth(&mut inner, &obj, increase);
         let obj = Arc::new(obj);
         inner.objects.insert(key, obj.clone());
@@ -435,6 +469,7 @@ impl Store {
             .objects
             .remove(&key)
             .ok_or_else(|| self.not_found(name))?;
+        inner.high_water.remove(&key);
         inner.rv += 1;
         let mut gone = (*old).clone();
         gone["metadata"]["resourceVersion"] = inner.rv.to_string().into();
@@ -594,11 +629,23 @@ mod tests {
         );
         s.patch("ns", "a", &json!({"count": 5})).unwrap();
         s.patch("ns", "a", &json!({"count": 4})).unwrap();
+        // Down to 4 and up to 6: only what exceeds the earlier 5 counts.
+        s.patch("ns", "a", &json!({"count": 6})).unwrap();
+        assert_eq!(s.truth().occurrences_total, 6);
+        assert!(matches!(
+            s.patch("ns", "a", &json!({"count": 4_294_967_295_u64})),
+            Err(StoreError::Invalid(_))
+        ));
+        let mut forged = ev("b", 1);
+        forged["metadata"]["uid"] = json!("uid-of-a");
+        let b = s.create("ns", forged).unwrap();
+        assert_ne!(b["metadata"]["uid"], "uid-of-a", "the server assigns UIDs");
+        s.delete("ns", "b").unwrap();
         s.delete("ns", "a").unwrap();
         let t = s.truth();
-        assert_eq!(t.occurrences_total, 5);
+        assert_eq!(t.occurrences_total, 7);
         assert_eq!(t.objects, 0);
-        assert_eq!(t.resource_version, "1004");
+        assert_eq!(t.resource_version, "1007");
         assert_eq!(
             s.update("ns", "a", ev("a", 1), None),
             Err(StoreError::NotFound {

@@ -14,6 +14,7 @@ pub mod json;
 pub mod metrics_sink;
 pub mod otlp;
 pub mod shape;
+pub mod url;
 pub mod webhook;
 pub mod webhook_format;
 

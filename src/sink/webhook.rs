@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use super::Shared;
 use super::https::{self, HttpsClient, SendError};
 use super::shape::Identity;
+use super::url::SinkUrl;
 use super::webhook_format::{self, Formatter};
 use crate::config::{Config, WebhookConfig};
 use crate::health::SinkHealth;
@@ -71,7 +72,12 @@ pub fn sink_name(index: usize) -> &'static str {
 pub struct WebhookSink {
     name: &'static str,
     index: usize,
+    /// The URL without userinfo.
     uri: http::Uri,
+    /// `Basic ...` from the URL's userinfo.
+    basic_auth: Option<String>,
+    /// The URL as logs show it (no userinfo, no query values).
+    shown: String,
     settings: WebhookConfig,
     filter: Filter,
     formatter: Formatter,
@@ -96,14 +102,14 @@ impl WebhookSink {
         telemetry: &Telemetry,
         health: Arc<SinkHealth>,
     ) -> Result<WebhookSink, Error> {
-        let uri: http::Uri =
-            settings
-                .url
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| Error::Url {
-                    index,
-                    reason: e.to_string(),
-                })?;
+        let url = SinkUrl::parse(&settings.url).map_err(|e| Error::Url {
+            index,
+            reason: e.to_string(),
+        })?;
+        let uri: http::Uri = url.url.parse().map_err(|_| Error::Url {
+            index,
+            reason: format!("expected an http:// or https:// URL, got {:?}", url.shown),
+        })?;
         let client = https::client(None).map_err(|source| Error::Tls { index, source })?;
         let formatter = formatter(&settings).map_err(|source| Error::Format { index, source })?;
         let labels = [("sink", name)];
@@ -111,6 +117,8 @@ impl WebhookSink {
             name,
             index,
             uri,
+            basic_auth: url.basic_auth,
+            shown: url.shown,
             filter: Filter::new(&settings.filter),
             formatter,
             render_failing: false,
@@ -247,7 +255,7 @@ impl WebhookSink {
             match result {
                 Ok(()) => {
                     if !self.health.accepting() {
-                        tracing::info!(sink = self.name, url = %self.uri, "webhook delivery recovered");
+                        tracing::info!(sink = self.name, url = %self.shown, "webhook delivery recovered");
                     }
                     self.health.set_accepting(true);
                     self.sent.increment(n);
@@ -267,7 +275,7 @@ impl WebhookSink {
                     if self.health.accepting() {
                         tracing::error!(
                             sink = self.name,
-                            url = %self.uri,
+                            url = %self.shown,
                             error = %e.message,
                             records = n,
                             "webhook delivery failed; counting records in herald_sink_failures_total until it recovers"
@@ -289,6 +297,9 @@ impl WebhookSink {
                 http::header::USER_AGENT,
                 concat!("herald/", env!("CARGO_PKG_VERSION")),
             );
+        if let Some(basic) = &self.basic_auth {
+            builder = builder.header(http::header::AUTHORIZATION, basic.as_str());
+        }
         if let Some(path) = &self.settings.bearer_token_file {
             let token = read_secret(path).await?;
             let token = String::from_utf8_lossy(&token).into_owned();

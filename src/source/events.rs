@@ -469,6 +469,14 @@ pub fn normalise<A>(
         Field::Missing | Field::Null => (None, None),
     };
     let count_field = get!(fields.count, "count");
+    // Both are int32 in the API: an API server refuses larger values, so one object can never stand for more
+    // than 2^31-1 occurrences. A larger one is not an Event an API server would keep: malformed.
+    if count_field.is_some_and(|c| c > i64::from(i32::MAX)) {
+        return Err(fail("wrong_type", "count"));
+    }
+    if series_count.is_some_and(|c| c > i64::from(i32::MAX)) {
+        return Err(fail("wrong_type", "series.count"));
+    }
     // A series carries the running count; otherwise `count`; an Event without either happened once.
     // Zero or negative counts (seen in fuzzed objects) also mean once.
     let count = series_count
@@ -552,6 +560,18 @@ mod tests {
     fn core(json: &str) -> Result<EventRecord, Invalid> {
         let ev: LeanEvent<decode::CoreV1> = serde_json::from_str(json).unwrap();
         normalise(ev, EventApi::CoreV1, &mut Interner::new(100))
+    }
+
+    #[test]
+    fn counts_beyond_int32_are_malformed() {
+        let ev = |count: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"p.1","namespace":"default","uid":"u1"}},"involvedObject":{{"kind":"Pod","name":"p"}},"count":{count}}}"#
+            )
+        };
+        assert_eq!(core(&ev("2147483647")).unwrap().count, 2_147_483_647);
+        let e = core(&ev("4294967295")).unwrap_err();
+        assert_eq!((e.reason, e.field), ("wrong_type", "count"));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! The watch body is split into lines and decoded here, one line at a time ([`open_lines`]): a line that is
 //! not a watch event (malformed or truncated JSON, an unknown type, a wrong shape) is counted in
 //! `herald_invalid_objects_total{reason="undecodable"}`, logged once per kind of problem, and skipped; the
-//! stream goes on.
+//! stream goes on. List pages are read by [`list_page_lossy`], so invalid UTF-8 in one object cannot fail a
+//! whole list.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -94,6 +95,8 @@ struct WatchMetrics {
     list_errors: Counter,
     watch_errors: Counter,
     undecodable: Counter,
+    /// List pages whose invalid UTF-8 was replaced.
+    invalid_utf8: Counter,
     last_event: Gauge,
     restarts: Arc<Telemetry>,
     resource: &'static str,
@@ -123,6 +126,10 @@ impl WatchMetrics {
             undecodable: t.counter(
                 telemetry::INVALID_OBJECTS,
                 &[("resource", resource), ("reason", "undecodable")],
+            ),
+            invalid_utf8: t.counter(
+                telemetry::INVALID_OBJECTS,
+                &[("resource", resource), ("reason", "invalid_utf8")],
             ),
             last_event: t.gauge(telemetry::WATCH_LAST_EVENT, &[("resource", resource)]),
             restarts: {
@@ -288,12 +295,17 @@ where
         if let Some(token) = &continue_token {
             params = params.continue_token(token);
         }
+        let url = self.api.resource_url();
         let result = tokio::select! {
-            r = self.api.list(&params) => r,
+            r = list_page_lossy::<K>(&self.client, url, &params) => r,
             _ = self.shutdown.cancelled() => return,
         };
         match result {
-            Ok(page) => {
+            Ok((page, replaced)) => {
+                if replaced {
+                    self.metrics.invalid_utf8.increment(1);
+                    warn_once_invalid_utf8(self.metrics.resource);
+                }
                 if continue_token.is_none() {
                     self.lists += 1;
                     self.pending.push_back(Step::ListStart);
@@ -583,6 +595,56 @@ fn retry_after(error: &kube::Error) -> Option<Duration> {
             .map(|s| Duration::from_secs(s.into())),
         _ => None,
     }
+}
+
+/// One page of a list. Not `Api::list`: kube reads the body as one UTF-8 string, so one object with invalid
+/// UTF-8 failed the whole list, on every retry, forever, and the valid objects on the page were never
+/// counted. Here invalid UTF-8 is replaced by U+FFFD (the object is kept with that text, as for any other
+/// text herald cannot read), and the page says so (`true`). Errors are the API server's Status, as kube
+/// reports them.
+pub async fn list_page_lossy<K>(
+    client: &kube::Client,
+    url: &str,
+    params: &ListParams,
+) -> kube::Result<(kube::core::ObjectList<K>, bool)>
+where
+    K: Clone + DeserializeOwned,
+{
+    use http_body_util::BodyExt;
+
+    let mut request = kube::core::Request::new(url)
+        .list(params)
+        .map_err(kube::Error::BuildRequest)?;
+    request.extensions_mut().insert("list");
+    let response = client.send(request.map(kube::client::Body::from)).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    if status.is_client_error() || status.is_server_error() {
+        let text = String::from_utf8_lossy(&body);
+        let status = serde_json::from_str::<kube::core::Status>(&text)
+            .ok()
+            .filter(|s| s.code != 0)
+            .unwrap_or_else(|| {
+                kube::core::Status::failure(text.trim(), "").with_code(status.as_u16())
+            });
+        return Err(kube::Error::Api(status.boxed()));
+    }
+    let (text, replaced) = match std::str::from_utf8(&body) {
+        Ok(text) => (std::borrow::Cow::Borrowed(text), false),
+        Err(_) => (String::from_utf8_lossy(&body), true),
+    };
+    let page = serde_json::from_str(&text).map_err(kube::Error::SerdeError)?;
+    Ok((page, replaced))
+}
+
+fn warn_once_invalid_utf8(resource: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            resource,
+            "a list page held invalid UTF-8: replaced by U+FFFD and the objects kept (counted in herald_invalid_objects_total{{reason=\"invalid_utf8\"}}; logged once)"
+        )
+    });
 }
 
 /// One line of a watch stream.

@@ -177,7 +177,7 @@ impl Exporter {
                     counters.sent.increment(n.saturating_sub(rejected));
                     counters.failures.increment(rejected.min(n));
                     if !self.health.accepting() || self.outage_logged.swap(false, Relaxed) {
-                        tracing::info!(endpoint = %self.settings.endpoint, "OTLP export recovered");
+                        tracing::info!(endpoint = %self.settings.shown_endpoint, "OTLP export recovered");
                     }
                     self.health.set_accepting(true);
                     return;
@@ -188,7 +188,7 @@ impl Exporter {
                     let wait = e.retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
                     if !self.outage_logged.swap(true, Relaxed) {
                         tracing::warn!(
-                            endpoint = %self.settings.endpoint,
+                            endpoint = %self.settings.shown_endpoint,
                             error = %e.message,
                             max_retries = self.settings.max_retries,
                             "OTLP export failed; retrying with backoff (logged once until it recovers)"
@@ -204,7 +204,7 @@ impl Exporter {
                     // Logged once per outage, not once per batch.
                     if self.health.accepting() && !self.outage_logged.swap(true, Relaxed) {
                         tracing::error!(
-                            endpoint = %self.settings.endpoint,
+                            endpoint = %self.settings.shown_endpoint,
                             error = %e.message,
                             items = n,
                             "OTLP export failed; counting in herald_sink_failures_total until it recovers"

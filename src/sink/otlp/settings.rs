@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, OtlpCompression, OtlpProtocol, OtlpSinkConfig};
 use crate::sink::shape::Identity;
+use crate::sink::url::SinkUrl;
 
 /// Everything the OTLP sink needs, checked.
 #[derive(Debug, Clone)]
@@ -16,6 +17,9 @@ pub struct Settings {
     pub protocol: OtlpProtocol,
     /// gRPC: the collector's base URL. HTTP: the full URL of the logs endpoint.
     pub endpoint: String,
+    /// `endpoint` as logs and errors show it: without query values (a user:password never reaches
+    /// `endpoint`; it is sent as an `authorization` header).
+    pub shown_endpoint: String,
     /// HTTP: the full URL for spans (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else the logs URL with
     /// `/v1/traces` for `/v1/logs`). gRPC: the same as `endpoint`.
     pub traces_endpoint: String,
@@ -78,16 +82,20 @@ impl Settings {
         } else {
             return Ok(None);
         };
+        // A user:password in the URL becomes Basic authorization; errors and logs never show it.
+        let parsed = SinkUrl::parse(&url).map_err(|e| ConfigError::new(&key, e.to_string()))?;
+        let shown = parsed.shown;
+        let url = parsed.url;
         let uri: http::Uri = url.parse().map_err(|e| {
             ConfigError::new(
                 &key,
-                format!("expected a URL like http://collector:4318, got {url:?} ({e})"),
+                format!("expected a URL like http://collector:4318, got {shown:?} ({e})"),
             )
         })?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(ConfigError::new(
                 &key,
-                format!("expected an http:// or https:// URL with a host, got {url:?}"),
+                format!("expected an http:// or https:// URL with a host, got {shown:?}"),
             ));
         }
         let endpoint = match protocol {
@@ -99,12 +107,27 @@ impl Settings {
 
         let traces_endpoint = match protocol {
             OtlpProtocol::Grpc => endpoint.clone(),
-            OtlpProtocol::HttpProtobuf => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| match endpoint.strip_suffix("/v1/logs") {
-                    Some(base) => format!("{base}/v1/traces"),
-                    None => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
-                }),
+            OtlpProtocol::HttpProtobuf => {
+                match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.is_empty()) {
+                    Some(v) => {
+                        let key = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+                        let traces =
+                            SinkUrl::parse(&v).map_err(|e| ConfigError::new(key, e.to_string()))?;
+                        // One Authorization header serves both signals.
+                        if traces.basic_auth.is_some() && traces.basic_auth != parsed.basic_auth {
+                            return Err(ConfigError::new(
+                                key,
+                                "has a user:password that the logs endpoint does not have; put it on the logs endpoint",
+                            ));
+                        }
+                        traces.url
+                    }
+                    None => match endpoint.strip_suffix("/v1/logs") {
+                        Some(base) => format!("{base}/v1/traces"),
+                        None => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+                    },
+                }
+            }
         };
 
         let mut headers: Vec<(String, String)> = Vec::new();
@@ -165,6 +188,16 @@ impl Settings {
             add(&format!("sinks.otlp.headers.{k}"), k, v)?;
         }
 
+        if let Some(basic) = parsed.basic_auth {
+            if headers.iter().any(|(n, _)| n == "authorization") {
+                return Err(ConfigError::new(
+                    &key,
+                    "has a user:password (sent as Basic authorization) and an Authorization header is set too; keep one",
+                ));
+            }
+            headers.push(("authorization".to_string(), basic));
+        }
+
         let ca_pem = match (&cfg.ca_file, var("CERTIFICATE")) {
             (Some(path), _) => Some(read_ca("sinks.otlp.ca_file", path)?),
             (None, Some((name, path))) => Some(read_ca(&name, Path::new(&path))?),
@@ -202,6 +235,7 @@ impl Settings {
 
         Ok(Some(Settings {
             protocol,
+            shown_endpoint: crate::sink::url::shown(&endpoint),
             endpoint,
             traces_endpoint,
             headers,
@@ -246,6 +280,40 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::resolve(cfg, |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn a_user_password_in_the_endpoint_is_basic_auth_and_never_shown() {
+        let cfg = OtlpSinkConfig {
+            endpoint: "http://admin:S3cretPW@collector:4318?api_key=k3y".into(),
+            ..OtlpSinkConfig::default()
+        };
+        let s = resolve(&cfg, &[]).unwrap().unwrap();
+        assert!(!s.endpoint.contains("S3cretPW"), "{}", s.endpoint);
+        assert!(!s.shown_endpoint.contains("S3cretPW"));
+        assert!(!s.shown_endpoint.contains("k3y"), "{}", s.shown_endpoint);
+        // base64("admin:S3cretPW")
+        assert!(
+            s.headers
+                .contains(&("authorization".into(), "Basic YWRtaW46UzNjcmV0UFc=".into())),
+            "{:?}",
+            s.headers
+        );
+        let both = OtlpSinkConfig {
+            headers: [("Authorization".to_string(), "Bearer x".to_string())].into(),
+            ..cfg
+        };
+        let e = resolve(&both, &[]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("sinks.otlp.endpoint: has a user:password"),
+            "{e}"
+        );
+        let bad = OtlpSinkConfig {
+            endpoint: "ftp://admin:S3cretPW@collector".into(),
+            ..OtlpSinkConfig::default()
+        };
+        let e = resolve(&bad, &[]).unwrap_err().to_string();
+        assert!(!e.contains("S3cretPW"), "{e}");
     }
 
     #[test]
