@@ -69,7 +69,7 @@ fn put(store: &Store, obj: &Value) -> Result<(), String> {
         m.remove("selfLink");
     }
     store
-        .create(&ns, clean)
+        .restore(&ns, clean)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

@@ -263,13 +263,20 @@ impl Store {
 
     /// Create a core/v1 Event in `namespace`.
     pub fn create(&self, namespace: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
-        self.create_or_try(namespace, obj, false)
+        self.create_or_try(namespace, obj, false, false)
+    }
+
+    /// Store a captured object (`--load`, `--replay`) as it was, its UID included, so that the captured
+    /// stream's later lines and the objects' ownerReferences still point at it. A client's create gets the
+    /// server's UID instead.
+    pub fn restore(&self, namespace: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
+        self.create_or_try(namespace, obj, false, true)
     }
 
     /// What `create` would store (`dryRun=All`), refused as it would be, without storing anything: no
     /// resourceVersion, no change, no occurrence.
     pub fn create_dry_run(&self, namespace: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
-        self.create_or_try(namespace, obj, true)
+        self.create_or_try(namespace, obj, true, false)
     }
 
     /// 409 Conflict for `name`, in the API server's words.
@@ -285,6 +292,7 @@ impl Store {
         namespace: &str,
         mut obj: Value,
         dry_run: bool,
+        keep_uid: bool,
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
         if !obj.is_object() {
@@ -335,9 +343,11 @@ impl Store {
         }
         meta.insert("name".into(), name.into());
         meta.insert("namespace".into(), namespace.into());
-        // Events always get the server's UID, as from a real API server: a client cannot give two Events one
-        // UID. Loaded KubeVirt objects keep theirs, so captured ownerReferences still point at their owners.
-        if kind == "Event" || !meta.get("uid").is_some_and(Value::is_string) {
+        // An Event a client creates gets the server's UID, as from a real API server (a client cannot give two
+        // Events one UID). A captured object restored as it was keeps its own, and so do KubeVirt objects a
+        // test writes (their ownerReferences name their owners' UIDs); without one, the server's.
+        let client_uid = meta.get("uid").is_some_and(Value::is_string);
+        if !client_uid || (kind == "Event" && !keep_uid) {
             meta.insert(
                 "uid".into(),
                 format!("{:08x}-5157-4e00-8000-{:012x}", id >> 16, id).into(),

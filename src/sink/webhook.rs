@@ -90,6 +90,9 @@ pub struct WebhookSink {
     retries: Counter,
     filtered: Counter,
     health: Arc<SinkHealth>,
+    /// The current outage was already logged: its first failed attempt is logged at once, not only after
+    /// every retry has run out.
+    outage_logged: bool,
     reload: Option<watch::Receiver<Arc<Config>>>,
 }
 
@@ -130,6 +133,7 @@ impl WebhookSink {
             retries: telemetry.counter(telemetry::SINK_RETRIES, &labels),
             filtered: telemetry.counter(telemetry::SINK_FILTERED, &labels),
             health,
+            outage_logged: false,
             reload: None,
         })
     }
@@ -254,7 +258,7 @@ impl WebhookSink {
             };
             match result {
                 Ok(()) => {
-                    if !self.health.accepting() {
+                    if !self.health.accepting() || std::mem::take(&mut self.outage_logged) {
                         tracing::info!(sink = self.name, url = %self.shown, "webhook delivery recovered");
                     }
                     self.health.set_accepting(true);
@@ -265,7 +269,17 @@ impl WebhookSink {
                     attempt += 1;
                     self.retries.increment(1);
                     let wait = e.retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
-                    tracing::debug!(sink = self.name, error = %e.message, attempt, ?wait, "webhook POST failed, retrying");
+                    if std::mem::replace(&mut self.outage_logged, true) {
+                        tracing::debug!(sink = self.name, error = %e.message, attempt, ?wait, "webhook POST failed, retrying");
+                    } else {
+                        tracing::warn!(
+                            sink = self.name,
+                            url = %self.shown,
+                            error = %e.message,
+                            max_retries = self.settings.max_retries,
+                            "webhook POST failed; retrying with backoff (further retries are not logged until it recovers)"
+                        );
+                    }
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }

@@ -191,7 +191,7 @@ impl Exporter {
                             endpoint = %self.settings.shown_endpoint,
                             error = %e.message,
                             max_retries = self.settings.max_retries,
-                            "OTLP export failed; retrying with backoff (logged once until it recovers)"
+                            "OTLP export failed; retrying with backoff (further retries are not logged until it recovers)"
                         );
                     } else {
                         tracing::debug!(error = %e.message, attempt, ?wait, "OTLP export failed, retrying");
@@ -202,7 +202,7 @@ impl Exporter {
                 Err(e) => {
                     counters.failures.increment(n);
                     // Logged once per outage, not once per batch.
-                    if self.health.accepting() && !self.outage_logged.swap(true, Relaxed) {
+                    if self.health.accepting() {
                         tracing::error!(
                             endpoint = %self.settings.shown_endpoint,
                             error = %e.message,
