@@ -130,7 +130,7 @@ fn event(name: &str) -> Event {
 }
 
 /// Create `n` Events and wait until herald has counted them: the JSON sink then holds lines it cannot write.
-async fn feed(sim: &herald::sim::RunningSim, herald: &Stuck, n: usize) {
+async fn feed(sim: &herald_sim::RunningSim, herald: &Stuck, n: usize) {
     let api: Api<Event> = Api::namespaced(client(sim), "default");
     for i in 0..n {
         api.create(&PostParams::default(), &event(&format!("e{i}")))

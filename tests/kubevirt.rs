@@ -13,9 +13,9 @@ use std::time::Duration;
 use common::fixtures::shared_fixtures;
 use common::otlp::Receiver;
 use common::*;
-use herald::sim::vm_scenario::VmScenarioOptions;
-use herald::sim::{RunningSim, SimOptions};
 use herald::source::vm_lifecycle::{self, VmResource};
+use herald_sim::vm_scenario::VmScenarioOptions;
+use herald_sim::{RunningSim, SimOptions};
 
 const QUIET: &str = "sinks:\n  json:\n    enabled: false\n";
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::ops;
 use common::prometheus::{self, Proc};
-use herald::sim::{FaultSpec, RunningSim, SimOptions};
+use herald_sim::{FaultSpec, RunningSim, SimOptions};
 use serde_json::Value;
 
 /// Faults during the whole run: frequent watch disconnects, so the watch-restart panels have data.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::otlp::{Answer, Attr, Receiver};
 use common::*;
-use herald::sim::{RunningSim, SimOptions};
+use herald_sim::{RunningSim, SimOptions};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, PostParams};
 use serde_json::Value;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::truth::*;
 use common::*;
-use herald::sim::{RunningSim, SimOptions};
+use herald_sim::{RunningSim, SimOptions};
 
 fn config(state_dir: &std::path::Path) -> String {
     format!(

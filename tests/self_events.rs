@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::webhook::Receiver;
 use common::*;
-use herald::sim::RunningSim;
+use herald_sim::RunningSim;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{start_herald, wait_until};
-use herald::sim::{RunningSim, SimOptions};
+use herald_sim::{RunningSim, SimOptions};
 use serde_json::{Value, json};
 
 /// A tokio runtime serving a simulator while the test thread runs kubectl.

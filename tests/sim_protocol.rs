@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::{StreamExt, TryStreamExt};
-use herald::sim::{FaultSpec, RunningSim, SimOptions};
+use herald_sim::{FaultSpec, RunningSim, SimOptions};
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::events::v1::Event as EventV1;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use herald::sim::{RunningSim, SimOptions};
+use herald_sim::{RunningSim, SimOptions};
 use serde_json::json;
 
 const OCC: &str = "herald_event_occurrences_total";

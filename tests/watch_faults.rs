@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::truth::*;
 use common::*;
-use herald::sim::{FaultSpec, RunningSim, ScenarioOptions, SimOptions, Truth};
+use herald_sim::{FaultSpec, RunningSim, ScenarioOptions, SimOptions, Truth};
 
 /// A short stall timeout, no JSON lines, and `page_size` objects per list page.
 fn config(page_size: u32) -> String {

@@ -494,7 +494,7 @@ mod tests {
             acks: Arc::new(Acks::new(1)),
         };
         let occurrences = |t: &Telemetry| {
-            crate::bench::probe::Scrape::parse(&t.render()).sum(telemetry::OCCURRENCES, &[])
+            herald_test_support::probe::Scrape::parse(&t.render()).sum(telemetry::OCCURRENCES, &[])
         };
         let state = |sequence| {
             Arc::new(EventWatch {

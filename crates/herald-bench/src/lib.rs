@@ -9,7 +9,7 @@
 //! two processes for a long time with faults and samples them; the pieces both use live here.
 
 mod otlp;
-pub mod probe;
+pub use herald_test_support::probe;
 mod soak;
 
 pub use soak::{SoakArgs, run_soak};
@@ -45,7 +45,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 100_000)]
     pub events: u64,
     /// Operations per second, or max (as fast as the agent takes them).
-    #[arg(long, default_value = "max", value_parser = crate::sim::parse_rate)]
+    #[arg(long, default_value = "max", value_parser = herald_sim::parse_rate)]
     pub rate: f64,
     /// Events alive in the API before the stream starts (listed by the agent at startup).
     #[arg(long, default_value_t = 0)]
@@ -185,7 +185,7 @@ impl Drop for Scratch {
 }
 
 fn load(args: &LoadArgs) -> anyhow::Result<Summary> {
-    let exe = std::env::current_exe().context("cannot find the herald executable")?;
+    let exe = Programs::find()?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -207,7 +207,7 @@ fn load(args: &LoadArgs) -> anyhow::Result<Summary> {
     result
 }
 
-fn measure(args: &LoadArgs, exe: &Path, dir: &Path) -> anyhow::Result<Summary> {
+fn measure(args: &LoadArgs, exe: &Programs, dir: &Path) -> anyhow::Result<Summary> {
     let receiver = otlp::Receiver::start().context("cannot start the OTLP receiver")?;
 
     // The simulator: preload the live objects, wait `warmup`, stream `events` operations.
@@ -393,14 +393,44 @@ fn drained(scrape: &Scrape, receiver: &otlp::Receiver, otlp_on: bool) -> bool {
     backlog == 0.0 && (!otlp_on || (sent >= passed && sent as u64 == receiver.records()))
 }
 
-/// The simulator as a child process: `herald sim` on a free loopback port without KubeVirt, with `args`, its
+/// The two programs the harness runs: the agent (`herald`) and the simulator (`herald-sim`).
+pub struct Programs {
+    herald: PathBuf,
+    sim: PathBuf,
+}
+
+impl Programs {
+    /// Beside this executable, as cargo builds them into one target directory (`cargo build --release
+    /// --workspace`); `HERALD_BENCH_AGENT` and `HERALD_BENCH_SIM` name others. The harness measures the binaries
+    /// it finds and never builds them, so a stale build is measured as it is.
+    pub fn find() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the herald-bench executable")?;
+        let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        let pick = |var: &str, name: &str| -> anyhow::Result<PathBuf> {
+            let path = std::env::var_os(var).map_or_else(|| dir.join(name), PathBuf::from);
+            if !path.is_file() {
+                bail!(
+                    "{name} not found at {} (build it beside herald-bench with `cargo build --release --workspace`, \
+                     or set {var} to its path)",
+                    path.display()
+                );
+            }
+            Ok(path)
+        };
+        Ok(Self {
+            herald: pick("HERALD_BENCH_AGENT", "herald")?,
+            sim: pick("HERALD_BENCH_SIM", "herald-sim")?,
+        })
+    }
+}
+
+/// The simulator as a child process: `herald-sim` on a free loopback port without KubeVirt, with `args`, its
 /// kubeconfig written to `dir/kubeconfig` and its log to `dir/sim.log`. Returns once it serves.
-fn start_sim(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(Guard, SocketAddr)> {
+fn start_sim(exe: &Programs, dir: &Path, args: &[String]) -> anyhow::Result<(Guard, SocketAddr)> {
     let kubeconfig = dir.join("kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
-    let mut cmd = Command::new(exe);
-    cmd.arg("sim")
-        .args(["--listen", "127.0.0.1:0", "--no-kubevirt", "--vm-rate", "0"])
+    let mut cmd = Command::new(&exe.sim);
+    cmd.args(["--listen", "127.0.0.1:0", "--no-kubevirt", "--vm-rate", "0"])
         .args(args)
         .arg("--write-kubeconfig")
         .arg(&kubeconfig);
@@ -422,7 +452,7 @@ fn start_sim(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(Guard, 
 /// configuration of [`agent_config`] in `dir/herald.yaml` and its log in `dir/agent.log`. Returns once its
 /// Events source is ready, with its address and the seconds that took.
 fn start_agent(
-    exe: &Path,
+    exe: &Programs,
     dir: &Path,
     sinks: &[SinkName],
     otlp: SocketAddr,
@@ -431,7 +461,7 @@ fn start_agent(
     let config = dir.join("herald.yaml");
     std::fs::write(&config, agent_config(sinks, addr, otlp))
         .context("cannot write the agent's configuration")?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(&exe.herald);
     cmd.arg("run")
         .arg("--config")
         .arg(&config)
@@ -660,8 +690,8 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
         );
-        let value = crate::config::yaml_value(&text, "bench").unwrap();
-        let config = crate::config::Config::from_value(value, "bench").unwrap();
+        let value = herald::config::yaml_value(&text, "bench").unwrap();
+        let config = herald::config::Config::from_value(value, "bench").unwrap();
         assert!(!config.sinks.json.enabled);
         assert!(!config.dedup.enabled);
         assert_eq!(warmup(&args), Duration::from_secs(3));

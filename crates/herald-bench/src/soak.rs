@@ -186,7 +186,7 @@ fn soak(args: &SoakArgs) -> anyhow::Result<SoakSummary> {
         None => PathBuf::from(default_out_dir(jiff::Timestamp::now())),
     };
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let exe = std::env::current_exe().context("cannot find the herald executable")?;
+    let exe = super::Programs::find()?;
     let result = run(args, &phases, &exe, &out);
     if result.is_err() {
         eprintln!(
@@ -240,7 +240,12 @@ impl Setup<'_> {
     }
 }
 
-fn run(args: &SoakArgs, phases: &[String], exe: &Path, out: &Path) -> anyhow::Result<SoakSummary> {
+fn run(
+    args: &SoakArgs,
+    phases: &[String],
+    exe: &super::Programs,
+    out: &Path,
+) -> anyhow::Result<SoakSummary> {
     let ttl = event_ttl(args.live_objects, args.rate);
     let warmup = args.warmup.unwrap_or_else(|| {
         default_warmup(args.duration, ttl, args.fault_phase * phases.len() as u32)
@@ -472,7 +477,7 @@ fn fault_phases(spec: &str) -> anyhow::Result<Vec<String>> {
     let phases = spec
         .split(';')
         .map(|p| {
-            p.parse::<crate::sim::FaultSpec>()
+            p.parse::<herald_sim::FaultSpec>()
                 .map(|f| f.to_string())
                 .with_context(|| format!("--faults: phase {p:?}"))
         })

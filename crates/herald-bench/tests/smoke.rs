@@ -1,21 +1,20 @@
-//! Short runs of the load and soak harnesses (`herald bench load`, `herald bench soak`) so they do not rot:
+//! Short runs of the load and soak harnesses (`herald-bench load`, `herald-bench soak`) so they do not rot:
 //! no thresholds, only that they run end to end, print one JSON line, write their files, and every count
-//! matches what the simulator sent.
+//! matches what the simulator sent. They run the `herald` and `herald-sim` programs cargo builds beside
+//! `herald-bench` (`cargo test --workspace`, as `tools/test` runs it).
 
 use std::process::Command;
 
 #[test]
 fn bench_load_smoke_run_counts_every_event() {
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "bench", "load", "--events", "2000", "--rate", "max", "--json",
-        ])
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(["load", "--events", "2000", "--rate", "max", "--json"])
         .args(["--live-objects", "200", "--warmup", "5s"])
         .env_remove("HERALD_CONFIG")
         .output()
-        .expect("herald runs");
+        .expect("herald-bench runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "herald bench load failed: {stderr}");
+    assert!(out.status.success(), "herald-bench load failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one summary line: {stdout}");
@@ -45,16 +44,8 @@ fn bench_soak_smoke_run_writes_samples_and_plot_and_counts_every_occurrence() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("soak");
     let out_text = out.to_str().unwrap();
-    let result = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "bench",
-            "soak",
-            "--duration",
-            "6s",
-            "--interval",
-            "1s",
-            "--json",
-        ])
+    let result = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(["soak", "--duration", "6s", "--interval", "1s", "--json"])
         .args(["--rate", "400", "--live-objects", "4000", "--out", out_text])
         // Both kinds of watch fault within the few seconds: disconnects, then 410 Gone (a relist).
         .args([
@@ -65,11 +56,11 @@ fn bench_soak_smoke_run_writes_samples_and_plot_and_counts_every_occurrence() {
         ])
         .env_remove("HERALD_CONFIG")
         .output()
-        .expect("herald runs");
+        .expect("herald-bench runs");
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(
         result.status.success(),
-        "herald bench soak failed: {stderr}"
+        "herald-bench soak failed: {stderr}"
     );
     let stdout = String::from_utf8_lossy(&result.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
