@@ -1,11 +1,11 @@
-//! `herald bench load`: the load harness. It runs the simulator (`herald sim`) and the agent
-//! (`herald run`) as two child processes of the current executable on loopback, the agent through its normal
+//! `herald-bench load`: the load harness. It runs the simulator (`herald-sim`) and the agent
+//! (`herald run`) as two child processes on loopback (the programs built beside this one), the agent through its normal
 //! kube client with a generated kubeconfig and configuration, its OTLP sink pointed at a small receiver in this
 //! process. It streams generated Events, samples the agent's `/metrics` and `/proc/<pid>` while they flow, and
 //! reports throughput, CPU per Event, memory, processing and OTLP arrival delays and drops.
 //!
 //! It is a measuring tool, not part of the agent: nothing in herald's data path knows it exists, and it never
-//! judges the numbers (no thresholds); BENCHMARKS.md does that. `herald bench soak` ([`soak`]) runs the same
+//! judges the numbers (no thresholds); BENCHMARKS.md does that. `herald-bench soak` ([`soak`]) runs the same
 //! two processes for a long time with faults and samples them; the pieces both use live here.
 
 mod otlp;
@@ -38,7 +38,7 @@ pub enum SinkName {
     Json,
 }
 
-/// `herald bench load` flags.
+/// `herald-bench load` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Operations the simulator streams (~70% new Events, ~25% count increases, ~5% deletes); 0: an idle run.
@@ -127,7 +127,7 @@ pub struct Summary {
     pub watch_restarts: u64,
 }
 
-/// `herald bench load`: run, print, exit 0; on failure say why (and where the logs are) and exit 1.
+/// `herald-bench load`: run, print, exit 0; on failure say why (and where the logs are) and exit 1.
 pub fn run_load(args: LoadArgs) -> ExitCode {
     print_result(load(&args), args.json, report)
 }
@@ -144,7 +144,7 @@ fn print_result<S: Serialize>(
                 match serde_json::to_string(&summary) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
-                        eprintln!("herald bench: {e}");
+                        eprintln!("herald-bench: {e}");
                         return ExitCode::FAILURE;
                     }
                 }
@@ -154,7 +154,7 @@ fn print_result<S: Serialize>(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("herald bench: {e:#}");
+            eprintln!("herald-bench: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -200,7 +200,7 @@ fn load(args: &LoadArgs) -> anyhow::Result<Summary> {
     if result.is_err() {
         scratch.keep = true;
         eprintln!(
-            "herald bench: logs kept in {} (sim.log, agent.log)",
+            "herald-bench: logs kept in {} (sim.log, agent.log)",
             scratch.path.display()
         );
     }
@@ -606,7 +606,7 @@ fn report(s: &Summary) -> String {
         .map(|k| format!("{k:?}").to_lowercase())
         .collect();
     format!(
-        "herald bench load: {events} events at {rate}, {live} live objects, sinks {sinks}\n\
+        "herald-bench load: {events} events at {rate}, {live} live objects, sinks {sinks}\n\
          counts          {ok}: {watch} watch events, occurrences {counted} of {expected}, OTLP {recv} received of {sent} sent, {drops} dropped{drops_by_queue}, {restarts} watch restarts\n\
          throughput      {eps:.0} events/s over {dur:.2}s (agent ready after {ready:.2}s)\n\
          cpu             {cpu:.3}s = {per100k} s per 100k events, {pct:.1}% of a core (simulator: {sim_cpu:.3}s)\n\

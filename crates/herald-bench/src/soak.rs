@@ -1,5 +1,5 @@
-//! `herald bench soak`: the soak harness. It runs the simulator and the agent as two processes, as
-//! `herald bench load` does, for `--duration` at a steady `--rate` with watch faults injected all along, and
+//! `herald-bench soak`: the soak harness. It runs the simulator and the agent as two processes, as
+//! `herald-bench load` does, for `--duration` at a steady `--rate` with watch faults injected all along, and
 //! samples both every `--interval`: RSS and CPU from `/proc`, the agent's counters from `/metrics`, the
 //! simulator's ground truth and fault counts from `/sim/truth`, the OTLP records the harness received. Each
 //! sample is one CSV row; at the end it draws a PNG plot and prints a summary: RSS flatness after warm-up,
@@ -53,7 +53,7 @@ const FONTS: &[&str] = &[
     "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
 ];
 
-/// `herald bench soak` flags.
+/// `herald-bench soak` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SoakArgs {
     /// How long the simulator generates and the harness samples, e.g. 1h.
@@ -167,7 +167,7 @@ pub struct SoakSummary {
     pub failed: Vec<String>,
 }
 
-/// `herald bench soak`: run, write the CSV, the plot and `summary.json`, print the summary, exit 0 (whatever
+/// `herald-bench soak`: run, write the CSV, the plot and `summary.json`, print the summary, exit 0 (whatever
 /// the verdict); on failure say why and where the logs are, and exit 1.
 pub fn run_soak(args: SoakArgs) -> ExitCode {
     super::print_result(soak(&args), args.json, report)
@@ -190,7 +190,7 @@ fn soak(args: &SoakArgs) -> anyhow::Result<SoakSummary> {
     let result = run(args, &phases, &exe, &out);
     if result.is_err() {
         eprintln!(
-            "herald bench: logs in {} (sim.log, agent.log)",
+            "herald-bench: logs in {} (sim.log, agent.log)",
             out.display()
         );
     }
@@ -310,7 +310,7 @@ fn run(
         if now >= next_phase && phases.len() > 1 {
             phase = (phase + 1) % phases.len();
             if let Err(e) = setup.set_faults(&phases[phase]) {
-                eprintln!("herald bench soak: fault phase {phase} not applied: {e:#}");
+                eprintln!("herald-bench soak: fault phase {phase} not applied: {e:#}");
             }
             next_phase += args.fault_phase;
         }
@@ -320,13 +320,13 @@ fn run(
                 Ok((s, truth)) => {
                     let row = setup.row(s.at.duration_since(t0).as_secs_f64(), &s, &truth);
                     if now >= next_progress {
-                        eprintln!("herald bench soak: {}", progress(&row, args.duration));
+                        eprintln!("herald-bench soak: {}", progress(&row, args.duration));
                         next_progress += Duration::from_secs(60);
                     }
                     record(row, &mut csv)?;
                     last_in_window = s;
                 }
-                Err(e) => eprintln!("herald bench soak: sample skipped: {e:#}"),
+                Err(e) => eprintln!("herald-bench soak: sample skipped: {e:#}"),
             }
             next_sample += args.interval;
         }
@@ -342,7 +342,7 @@ fn run(
     // nothing for a while once the generator stopped (what is lost does not come later).
     while let Err(e) = setup.set_faults("") {
         setup.check_running()?;
-        eprintln!("herald bench soak: retrying to turn the faults off: {e:#}");
+        eprintln!("herald-bench soak: retrying to turn the faults off: {e:#}");
         std::thread::sleep(Duration::from_secs(1));
     }
     let catch_up_from = Instant::now();
@@ -355,7 +355,7 @@ fn run(
             Ok(look) => look,
             Err(e) if Instant::now() <= until => {
                 setup.check_running()?;
-                eprintln!("herald bench soak: catch-up sample skipped: {e:#}");
+                eprintln!("herald-bench soak: catch-up sample skipped: {e:#}");
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
@@ -408,7 +408,7 @@ fn run(
     let png = match plot(&rows, warmup_s, &png_path) {
         Ok(()) => Some(png_path),
         Err(e) => {
-            eprintln!("herald bench soak: no plot: {e}");
+            eprintln!("herald-bench soak: no plot: {e}");
             None
         }
     };
@@ -654,7 +654,7 @@ fn report(s: &SoakSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "herald bench soak: {:.0}s at {}/s, ~{} live Events (TTL {:.1}s), {} samples, faults {}",
+        "herald-bench soak: {:.0}s at {}/s, ~{} live Events (TTL {:.1}s), {} samples, faults {}",
         s.duration_seconds,
         s.rate_target,
         s.live_objects_target,
