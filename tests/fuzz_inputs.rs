@@ -14,6 +14,9 @@
 //! failure is shrunk and persisted in
 //! `proptest-regressions/fuzz_inputs.txt`, which is replayed first on every later run.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -6,6 +6,9 @@
 //!
 //! A missing tool skips the test visibly (fails it under CI); `tools/test` installs all of them.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::ops;

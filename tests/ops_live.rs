@@ -11,6 +11,9 @@
 //! steady rate, quota exceedances, finished migrations) and what no herald exports (the kubelet's cAdvisor CPU
 //! and memory series), with the names and labels alerts/README.md documents.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

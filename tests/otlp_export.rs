@@ -4,6 +4,9 @@
 //! the shared real ones), severity mapping, grouping, gzip and headers, and the behaviour when the receiver is
 //! down, slow or refusing.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

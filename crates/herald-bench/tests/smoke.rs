@@ -3,6 +3,9 @@
 //! matches what the simulator sent. They run the `herald` and `herald-sim` programs cargo builds beside
 //! `herald-bench` (`cargo test --workspace`, as `tools/test` runs it).
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 #[test]

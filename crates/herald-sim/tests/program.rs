@@ -1,6 +1,9 @@
 //! `herald-sim` as a user runs it: it says where it serves, and what it serves there is the simulator's API
 //! with its ground truth, checked over plain HTTP as kubectl or a harness would reach it.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
