@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use herald_sim::{RunningSim, SimOptions};
 
-pub mod fixtures;
+pub use herald_test_support::fixtures;
 pub mod ops;
 pub mod otlp;
 pub mod prometheus;

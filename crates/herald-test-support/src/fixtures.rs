@@ -39,7 +39,7 @@ pub fn skip(reason: &str) {
 pub fn shared_fixtures() -> Option<PathBuf> {
     let dir = std::env::var_os("HERALD_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+        .unwrap_or_else(|| repo_root().join("../shared/fixtures"));
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -53,9 +53,12 @@ pub fn shared_fixtures() -> Option<PathBuf> {
 
 /// The project's own fixtures, written in the shapes real API servers return (`tests/fixtures/<sub>/<file>`).
 pub fn project_fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
+    repo_root().join("tests/fixtures").join(path)
+}
+
+/// The repository's root: this crate lives in `crates/herald-test-support`.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The first of `names` on the PATH, or `None` after [`skip`] naming the Debian package that has it.
