@@ -7,7 +7,8 @@
 //! events.k8s.io/v1 Events, which are two views of one store as on a real API server, and for KubeVirt's VMs,
 //! VMIs and migrations. It loads real objects and replays captured watch streams line by line. It keeps
 //! the ground truth of every occurrence it created (`GET /sim/truth`) and injects faults on demand
-//! (`--faults`, `PUT /sim/faults`). It must never be needed by the agent: nothing in herald knows it exists.
+//! (`--faults`, `PUT /sim/faults`). It must never be needed by the agent: herald's data path knows nothing of it,
+//! and only `herald demo` and `herald sim` (the agent's optional feature `demo`) and the tests link it.
 
 // A harness, not the agent: a broken invariant here fails a test or a measurement, loudly, which is what a panic does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
