@@ -4,10 +4,7 @@
 //! the shared real ones), severity mapping, grouping, gzip and headers, and the behaviour when the receiver is
 //! down, slow or refusing.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -4,10 +4,7 @@
 //! kubelet-like probe asks `/healthz` every 100 ms and must be answered within the kubelet's default probe
 //! timeout (1 s); herald's peak RSS must stay under the manifests' memory limit (256Mi).
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

@@ -2,10 +2,7 @@
 //! scrapes it with `scheme: https` and the certificate's CA, plain HTTP gets no answer, a renewed certificate
 //! is served without a restart, and unusable files stop herald at start-up naming the key.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

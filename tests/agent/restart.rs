@@ -4,10 +4,7 @@
 //! ground truth (minus the baseline it never counted), per label set; and no process ever shows a lower
 //! count than one before it showed (a scrape never shows what a crash takes back).
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -14,10 +14,7 @@
 //! failure is shrunk and persisted in
 //! `proptest-regressions/fuzz_inputs.txt`, which is replayed first on every later run.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -6,10 +6,7 @@
 //!
 //! A missing tool skips the test visibly (fails it under CI); `tools/test` installs all of them.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::ops;
 
@@ -490,7 +487,7 @@ fn dashboards_are_portable_grafana_json() {
 }
 
 /// Every PromQL expression of the dashboards (panels and variable queries) parses: promtool checks them as
-/// recording rules. (tests/ops_live.rs runs them against a real Prometheus.)
+/// recording rules. (tests/ops/ops_live.rs runs them against a real Prometheus.)
 #[test]
 fn dashboard_expressions_parse_with_promtool() {
     let Some(_) = common::fixtures::tool(&["promtool"], "prometheus") else {

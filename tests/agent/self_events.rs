@@ -2,10 +2,7 @@
 //! simulator's events.k8s.io/v1 API; the tests read them back and assert exactly which exist, with their
 //! aggregated counts, what the rate limit dropped, and that herald's pipeline left them out.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

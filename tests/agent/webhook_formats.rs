@@ -9,10 +9,7 @@
 //! - `template` renders the user's body per batch and per record; a template that fails is counted.
 //! - A reload switches the format of a running webhook; an invalid one is refused.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

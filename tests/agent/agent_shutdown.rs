@@ -2,10 +2,7 @@
 //! (the JSON sink blocks on its first line), stopped by signals, and with a task made to die (debug builds
 //! only: `HERALD_DEBUG_PANIC_TASK`).
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -2,10 +2,7 @@
 //! CA signed; the probes stay open to clients without a certificate (the kubelet has none); a certificate
 //! from another CA fails the handshake.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

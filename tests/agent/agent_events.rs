@@ -1,10 +1,7 @@
 //! End to end: the simulator serves the Kubernetes API, herald watches it as a separate process through a
 //! kubeconfig, and its metrics must match exactly what the test wrote.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -2,10 +2,7 @@
 //! herald as a child process. Counters, histogram counts and gauges must equal the simulator's ground truth,
 //! also when watches are cut and relisted along the way, and a restart must not count anything twice.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -2,10 +2,7 @@
 //! HTTP receiver. Delivery, batching, the per-webhook filter, the signature and bearer token, retries on
 //! 5xx/429, no retry on 400, a receiver that is down or slow; every outcome read back from the counters.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

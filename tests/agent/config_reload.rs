@@ -3,10 +3,7 @@
 //! the next Event without restarting the watches, an invalid one is refused (ConfigRejected Event) and the
 //! old one still applies.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -8,10 +8,7 @@
 //!   honoured as the API server does: a rule with resourceNames never allows a create or a list), and
 //! - each granted verb must be used by some request: nothing is granted that herald does not use.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};

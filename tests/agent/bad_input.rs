@@ -3,10 +3,7 @@
 //! `herald_invalid_objects_total{resource,reason}` and skipped (or, when valid, passed through), the watch is
 //! never restarted, and the totals of the valid Events stay exact.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;

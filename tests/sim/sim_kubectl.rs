@@ -3,10 +3,7 @@
 //! kubectl events, get vm,vmi,vmim with KubeVirt's columns, create and apply with validation on, and patch
 //! of the status subresource. The expected rows are written out in each test from the objects it stored.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};

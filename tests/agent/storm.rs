@@ -3,10 +3,7 @@
 //! (stdout nobody reads) drops for itself only, counted in `herald_queue_dropped_total{queue="json"}`,
 //! herald stays ready throughout, its memory stays bounded, and the occurrence counter equals the truth.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

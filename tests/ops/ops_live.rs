@@ -11,10 +11,7 @@
 //! steady rate, quota exceedances, finished migrations) and what no herald exports (the kubelet's cAdvisor CPU
 //! and memory series), with the names and labels alerts/README.md documents.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -6,10 +6,7 @@
 //! `../shared/fixtures/` run as an extra layer when present (a visible skip without them, a failure under CI).
 //! Expected values are written out here from the objects, never computed by herald's code.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::fixtures::project_fixture;
 use common::{fixture_objects, fixtures};

@@ -1,9 +1,6 @@
 //! The simulator speaks the API as real clients expect: kube's own client and watcher, and kubectl.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,10 +1,7 @@
 //! DaemonSet mode: several agents against one simulator, one Lease. Exactly one emits; when it dies another
 //! takes over within the lease duration, and the totals across agents stay exact.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -7,10 +7,7 @@
 //! not counted (even when a page of the initial list fails); the generator starts only after herald's first
 //! list is complete (asserted), so "truth minus baseline" is exactly what herald must count.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Stdio;

@@ -1,8 +1,5 @@
 //! The binary's configuration commands and errors, as a user sees them.
 
-// A test binary: a failed unwrap is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::Command;
 
 fn herald() -> Command {
