@@ -16,6 +16,9 @@
 //!
 //! Run with `cargo bench --bench decode`; see `BENCHMARKS.md`.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

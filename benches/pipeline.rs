@@ -11,6 +11,9 @@
 //!
 //! Run with `cargo bench --bench pipeline`; see `BENCHMARKS.md`.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

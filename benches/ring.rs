@@ -14,6 +14,9 @@
 //!
 //! Run with `cargo bench --bench ring`; see `BENCHMARKS.md` for results on the reference machine.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};

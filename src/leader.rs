@@ -367,7 +367,7 @@ fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{RunningSim, SimOptions, faults::FaultSpec};
+    use herald_sim::{RunningSim, SimOptions, faults::FaultSpec};
 
     fn settings(identity: &str) -> LeaderSettings {
         LeaderSettings {

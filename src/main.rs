@@ -1,6 +1,5 @@
 //! The `herald` binary: flags, configuration, logging, signals. Everything else lives in the library.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,32 +28,24 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up; boxing `run`'s flags would only make clap's derive harder to read.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Watch the cluster of the kubeconfig (or the in-cluster service account). The default command.
     #[command(after_help = SINKS_HELP)]
     Run(RunArgs),
     /// Start the built-in simulated cluster and the agent against it, so herald runs anywhere: a guided tour
     /// that prints where to look next.
+    #[cfg(feature = "demo")]
     #[command(after_help = SINKS_HELP)]
     Demo(DemoArgs),
-    /// Serve the protocol-faithful local Kubernetes API server on its own (kubectl works against it).
-    Sim(herald::sim::SimArgs),
+    /// Serve the protocol-faithful local Kubernetes API server on its own (kubectl works against it); the same
+    /// as the `herald-sim` program.
+    #[cfg(feature = "demo")]
+    Sim(herald_sim::SimArgs),
     /// Print or check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Measure herald: the load harness and the soak harness (see BENCHMARKS.md).
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Run the simulator and the agent as separate processes, stream Events, report throughput, CPU, memory,
-    /// delays and drops.
-    Load(herald::bench::LoadArgs),
-    /// Run the simulator and the agent for a long time with watch faults; sample RSS, CPU, counters and the
-    /// ground truth to a CSV and a PNG plot; report RSS flatness and whether every occurrence was counted once.
-    Soak(herald::bench::SoakArgs),
 }
 
 #[derive(Subcommand)]
@@ -136,15 +127,21 @@ impl RunArgs {
     }
 }
 
+/// Without the `demo` feature there is no demo: `run` is only ever called without one.
+#[cfg(not(feature = "demo"))]
+#[derive(Clone)]
+enum DemoArgs {}
+
+#[cfg(feature = "demo")]
 #[derive(Args, Clone)]
 struct DemoArgs {
     #[command(flatten)]
     run: RunArgs,
     /// Address of the simulated API server.
     #[arg(long, default_value = "127.0.0.1:0")]
-    sim_listen: SocketAddr,
+    sim_listen: std::net::SocketAddr,
     /// Simulated Events per second (max: as fast as herald takes them).
-    #[arg(long, default_value = "20", value_parser = herald::sim::parse_rate)]
+    #[arg(long, default_value = "20", value_parser = herald_sim::parse_rate)]
     rate: f64,
     /// Seed of the simulated scenario.
     #[arg(long, default_value_t = 1)]
@@ -168,7 +165,12 @@ fn main() -> ExitCode {
         .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
         .collect();
-    let takes_run_flags = matches!(cli.command, None | Some(Command::Run(_) | Command::Demo(_)));
+    let takes_run_flags = match &cli.command {
+        None | Some(Command::Run(_)) => true,
+        #[cfg(feature = "demo")]
+        Some(Command::Demo(_)) => true,
+        _ => false,
+    };
     if !outer_flags.is_empty() && !takes_run_flags {
         eprintln!(
             "herald: flags before the subcommand ({}) apply only to `herald run` and `herald demo`; give \
@@ -191,16 +193,16 @@ fn main() -> ExitCode {
                 Err(e) => config_error(&e),
             }
         }
+        #[cfg(feature = "demo")]
         Some(Command::Sim(args)) => {
             init_logging("info", LogFormat::Text, false);
             runtime_then(|| async {
-                herald::sim::run(args).await?;
+                herald_sim::run(args).await?;
                 Ok(())
             })
         }
-        Some(Command::Bench(BenchCommand::Load(args))) => herald::bench::run_load(args),
-        Some(Command::Bench(BenchCommand::Soak(args))) => herald::bench::run_soak(args),
         Some(Command::Run(args)) => run(args.or(cli.run), None),
+        #[cfg(feature = "demo")]
         Some(Command::Demo(mut demo)) => {
             demo.run = demo.run.or(cli.run);
             run(demo.run.clone(), Some(demo))
@@ -269,11 +271,13 @@ fn otlp_settings(config: &Config) -> Result<Option<herald::sink::otlp::Settings>
 }
 
 fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
+    #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
     let mut config = match load_config(&args, demo.is_some()) {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
     // `demo --otlp-console`: the OTLP sink sends to the simulator's console receiver on a free port.
+    #[cfg(feature = "demo")]
     let console = match demo.as_ref().filter(|d| d.otlp_console) {
         Some(_) => match std::net::TcpListener::bind("127.0.0.1:0") {
             Ok(l) => {
@@ -334,17 +338,21 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         };
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone(), config.shutdown_timeout.0);
+        #[cfg(feature = "demo")]
         if let Some(console) = console {
             console.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(console)?;
-            herald::sim::otlp_console::serve(listener, |line| println!("{line}"), shutdown.clone())
+            herald_sim::otlp_console::serve(listener, |line| println!("{line}"), shutdown.clone())
                 .await?;
         }
         log_outputs(&config, otlp.as_ref(), &listener)?;
-        let (client, own_namespace, sim) = match demo {
+        #[cfg(feature = "demo")]
+        let mut running_sim = None;
+        let (client, own_namespace) = match demo {
+            #[cfg(feature = "demo")]
             Some(demo) => {
-                let opts = herald::sim::SimOptions::demo(demo.seed, demo.rate);
-                let sim = herald::sim::RunningSim::start(opts, demo.sim_listen).await?;
+                let opts = herald_sim::SimOptions::demo(demo.seed, demo.rate);
+                let sim = herald_sim::RunningSim::start(opts, demo.sim_listen).await?;
                 let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
                 let metrics = format!("{}://{}", listener.scheme(), listener.local_addr()?);
                 print_demo_tour(
@@ -357,15 +365,18 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
                 if listener.scheme() == "http" {
                     tokio::spawn(demo_summary(listener.local_addr()?, shutdown.clone()));
                 }
-                (client, "default".to_string(), Some(sim))
+                running_sim = Some(sim);
+                (client, "default".to_string())
             }
+            #[cfg(not(feature = "demo"))]
+            Some(never) => match never {},
             None => {
                 let kube_config = kube_config(args.kubeconfig.as_deref()).await?;
                 let own = own_namespace(&kube_config.default_namespace);
                 // Shown as sink URLs are: a kubeconfig's server URL may carry credentials too.
                 let shown = herald::sink::url::shown(&kube_config.cluster_url.to_string());
                 tracing::info!(api_server = %shown, "connecting");
-                (kube::Client::try_from(kube_config)?, own, None)
+                (kube::Client::try_from(kube_config)?, own)
             }
         };
         let agent = Agent {
@@ -379,7 +390,8 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
             reload: Some(reload),
         };
         agent.run(shutdown).await?;
-        if let Some(sim) = sim {
+        #[cfg(feature = "demo")]
+        if let Some(sim) = running_sim {
             sim.shutdown().await;
         }
         Ok(())
@@ -430,8 +442,9 @@ fn without_secrets(url: &str) -> String {
 }
 
 /// The demo's banner: what runs where, and the next things to try, with real addresses.
+#[cfg(feature = "demo")]
 fn print_demo_tour(
-    sim: &herald::sim::RunningSim,
+    sim: &herald_sim::RunningSim,
     demo: &DemoArgs,
     metrics: &str,
     otlp: bool,
@@ -477,6 +490,7 @@ fn print_demo_tour(
 }
 
 /// Every 10 s, one line on stderr from herald's own /metrics: what arrived, what was counted, what was lost.
+#[cfg(feature = "demo")]
 async fn demo_summary(addr: std::net::SocketAddr, shutdown: CancellationToken) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
     let mut last_records = 0.0;
@@ -511,6 +525,7 @@ async fn demo_summary(addr: std::net::SocketAddr, shutdown: CancellationToken) {
 }
 
 /// herald's own /metrics over plain HTTP/1.0 (the demo's summary reads what a scrape would).
+#[cfg(feature = "demo")]
 async fn scrape(addr: std::net::SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;

@@ -145,7 +145,12 @@ impl Telemetry {
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(VM_MIGRATION_DURATION.into()), VM_BUCKETS)
             })
-            .expect("histogram buckets are validated by Config::validate");
+            .unwrap_or_else(|e| {
+                // Unreachable with a validated configuration (validation refuses an empty bucket list); the
+                // histograms then render as summaries rather than the agent refusing to start.
+                tracing::error!(error = %e, "histogram buckets refused; histograms render as summaries");
+                PrometheusBuilder::new()
+            });
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         for def in CATALOGUE {

@@ -642,7 +642,7 @@ mod tests {
         let saved: EventsFile = checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(saved.watches[0].watch.sequence, 1);
         let occurrences = |t: &Telemetry| {
-            crate::bench::probe::Scrape::parse(&t.render()).sum(telemetry::OCCURRENCES, &[])
+            herald_test_support::probe::Scrape::parse(&t.render()).sum(telemetry::OCCURRENCES, &[])
         };
         assert_eq!(occurrences(&t), 5.0);
         sink.barrier(0, &Barrier::Save(state(3)), true).await;
@@ -712,7 +712,7 @@ mod tests {
             sink.record(&r);
         }
         assert_eq!(sink.remembered().1, 50, "only the guard's worth of keys");
-        let scrape = crate::bench::probe::Scrape::parse(&t.render());
+        let scrape = herald_test_support::probe::Scrape::parse(&t.render());
         assert_eq!(
             scrape.sum(telemetry::QUOTA_EXCEEDED, &[]),
             total as f64,
@@ -739,7 +739,7 @@ mod tests {
             acks: Arc::new(Acks::new(1)),
         };
         let occurrences = |t: &Telemetry| {
-            crate::bench::probe::Scrape::parse(&t.render()).sum(telemetry::OCCURRENCES, &[])
+            herald_test_support::probe::Scrape::parse(&t.render()).sum(telemetry::OCCURRENCES, &[])
         };
         let state = |sequence| {
             Arc::new(EventWatch {

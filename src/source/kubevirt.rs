@@ -823,7 +823,7 @@ mod tests {
         m.pending_migration(&rejected, 1);
         m.vmi_phase("ns", "Running", 1);
         let gauge = |t: &Telemetry, name: &str| {
-            crate::bench::probe::Scrape::parse(&t.render()).sum(name, &[])
+            herald_test_support::probe::Scrape::parse(&t.render()).sum(name, &[])
         };
         assert_eq!(gauge(&t, telemetry::VM_MIGRATIONS_PENDING), 1.0);
         m.forget_gauges();
@@ -850,7 +850,7 @@ mod tests {
         m.migration_duration(&end("m2"));
         // Without a uid nothing can be matched: each is its own.
         m.migration_duration(&end(""));
-        let count = crate::bench::probe::Scrape::parse(&t.render())
+        let count = herald_test_support::probe::Scrape::parse(&t.render())
             .sum("herald_vm_migration_duration_seconds_count", &[]);
         assert_eq!(count, 3.0);
     }

@@ -766,7 +766,7 @@ where
 
 /// Decode one complete line of a watch body (without its newline): a watch event, a line that is none
 /// ([`Line::Undecodable`], counted and skipped), or the server's bare `Status` with a code (`Error::Api`).
-/// Public for the robustness tests (`tests/fuzz_inputs.rs`).
+/// Public for the robustness tests (`tests/agent/fuzz_inputs.rs`).
 pub fn decode_line<K: DeserializeOwned>(line: &[u8]) -> kube::Result<Line<K>> {
     // One UTF-8 check of the whole line lets serde_json read it as `str` and skip its check of each
     // string (about 5% of the agent's CPU in a load run). Invalid UTF-8 goes the byte way, which names it.

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use herald::sim::{RunningSim, SimOptions};
+use herald_sim::{RunningSim, SimOptions};
 
-pub mod fixtures;
+pub use herald_test_support::fixtures;
 pub mod ops;
 pub mod otlp;
 pub mod prometheus;
@@ -204,12 +204,12 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 /// `(status, body)` of a GET (the load harness's probe, which the tests share).
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    herald::bench::probe::http_get(addr, path)
+    herald_test_support::probe::http_get(addr, path)
 }
 
 /// Sum of every sample of `name` whose labels include all of `labels`.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    herald::bench::probe::Scrape::parse(text).sum(name, labels)
+    herald_test_support::probe::Scrape::parse(text).sum(name, labels)
 }
 
 pub fn herald_bin() -> PathBuf {

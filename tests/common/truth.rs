@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use herald::sim::{RunningSim, Truth};
+use herald_sim::{RunningSim, Truth};
 
 use super::{Herald, metric_sum};
 
@@ -24,18 +24,18 @@ pub async fn scenario_sim(
     dir: &std::path::Path,
     baseline: usize,
 ) -> RunningSim {
-    let opts = herald::sim::SimOptions {
+    let opts = herald_sim::SimOptions {
         seed,
-        scenario: Some(herald::sim::ScenarioOptions {
+        scenario: Some(herald_sim::ScenarioOptions {
             rate,
             max_events: Some(max_events),
             start_after,
-            ..herald::sim::ScenarioOptions::default()
+            ..herald_sim::ScenarioOptions::default()
         }),
         load: vec![baseline_file(dir, baseline)],
         history: 1_000_000,
         bookmark_interval: Duration::from_millis(300),
-        ..herald::sim::SimOptions::quiet()
+        ..herald_sim::SimOptions::quiet()
     };
     RunningSim::start(opts, super::free_addr()).await.unwrap()
 }
