@@ -230,6 +230,7 @@ impl Agent {
             self_events::watch_drops(
                 queues.iter().map(|q| q.ring.clone()).collect(),
                 self_events.clone(),
+                health.clone(),
                 std::time::Duration::from_secs(1),
             ),
         );

@@ -339,15 +339,32 @@ impl Limiter {
 }
 
 /// Record `EventsDropped` when a sink queue starts dropping (it dropped in this check and not in the one
-/// before), checking every `every`. Off the hot path: it only reads the rings' drop counts.
+/// before), checking every `every`, and say on `/readyz` which queues are dropping. That line does not fail
+/// readiness: a not-ready pod leaves its Service's endpoints, and Prometheus would lose the very metrics that
+/// count the drops. Off the hot path: it only reads the rings' drop counts.
 pub fn watch_drops(
     rings: Vec<Arc<Ring<Shared>>>,
     events: SelfEvents,
+    health: crate::health::Health,
     every: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last: Vec<u64> = rings.iter().map(|r| r.dropped()).collect();
         let mut dropping = vec![false; rings.len()];
+        let note = |dropping: &[bool]| {
+            let full: Vec<&str> = rings
+                .iter()
+                .zip(dropping)
+                .filter(|(_, d)| **d)
+                .map(|(r, _)| r.name())
+                .collect();
+            if full.is_empty() {
+                "no records dropped in the last check".to_string()
+            } else {
+                format!("full, dropping records: {}", full.join(", "))
+            }
+        };
+        health.set_note("queues", note(&dropping));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -369,6 +386,7 @@ pub fn watch_drops(
                 dropping[i] = grew;
                 last[i] = now;
             }
+            health.set_note("queues", note(&dropping));
         }
     })
 }

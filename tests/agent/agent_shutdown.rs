@@ -175,6 +175,33 @@ async fn sigterm_holds_the_deadline_while_stdout_blocks_and_names_the_queue() {
     sim.shutdown().await;
 }
 
+/// A sink whose queue is full (the JSON sink, blocked on stdout, behind a queue of 4) is named on `/readyz` while
+/// it drops, and readiness holds: a not-ready pod would leave its Service and take the drop counters with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropping_queue_is_named_on_readyz_without_failing_readiness() {
+    let sim = quiet_sim().await;
+    let herald = start_stuck(&sim.url(), "sinks:\n  json:\n    queue_capacity: 4\n", &[]);
+    tokio::task::block_in_place(|| herald.wait_ready());
+    feed(&sim, &herald, 20).await;
+    tokio::task::block_in_place(|| {
+        wait_until(
+            Duration::from_secs(10),
+            "/readyz naming the full queue",
+            || {
+                herald.get("/readyz").is_some_and(|(status, body)| {
+                    status == 200 && body.contains("queues: full, dropping records: json")
+                })
+            },
+        )
+    });
+    let dropped = herald
+        .get("/metrics")
+        .map(|(_, m)| metric_sum(&m, "herald_queue_dropped_total", &[("queue", "json")]))
+        .unwrap_or_default();
+    assert!(dropped > 0.0, "the JSON queue of 4 dropped nothing");
+    sim.shutdown().await;
+}
+
 /// A second signal during a shutdown that cannot finish exits at once (SIGTERM, then SIGINT: 128 + 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
