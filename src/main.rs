@@ -12,13 +12,20 @@ use tokio_util::sync::CancellationToken;
 
 /// A lean Kubernetes-aware observability agent: Kubernetes Events and KubeVirt VM lifecycles to Prometheus
 /// metrics (/metrics), OTLP logs and spans, JSON lines and webhooks.
+/// The closing lines of `herald --help`; `demo` only where this build has it.
+#[cfg(feature = "demo")]
+const MAIN_HELP: &str = "Flags before a subcommand apply to `run` and `demo` (`herald --listen 127.0.0.1:0 demo`).\n\
+                         Configuration reference: `herald config default` prints every key with its default and comment.";
+#[cfg(not(feature = "demo"))]
+const MAIN_HELP: &str = "Flags before a subcommand apply to `run` (`herald --listen 127.0.0.1:0 run`).\n\
+                         Configuration reference: `herald config default` prints every key with its default and comment.";
+
 #[derive(Parser)]
 #[command(
     name = "herald",
     version,
     about,
-    after_help = "Flags before a subcommand apply to `run` and `demo` (`herald --listen 127.0.0.1:0 demo`).\n\
-                  Configuration reference: `herald config default` prints every key with its default and comment."
+    after_help = MAIN_HELP
 )]
 struct Cli {
     #[command(subcommand)]
