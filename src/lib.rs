@@ -14,6 +14,7 @@ pub mod leader;
 pub mod pipeline;
 pub mod record;
 pub mod reload;
+pub mod retry;
 pub mod self_events;
 pub mod server;
 pub mod sink;

@@ -31,6 +31,7 @@ use crate::config::{Config, WebhookConfig};
 use crate::health::SinkHealth;
 use crate::pipeline::filter::Filter;
 use crate::pipeline::ring::Ring;
+use crate::retry::Backoff;
 use crate::telemetry::{self, Telemetry};
 
 /// The signature header: `sha256=` and the lower-case hex HMAC-SHA256 of the body.
@@ -243,7 +244,7 @@ impl WebhookSink {
 
     /// POST one body standing for `n` records, retrying within the budget; count them as sent or failed.
     async fn post(&mut self, body: Bytes, n: u64) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut attempt = 0;
         loop {
             let result = match self.request(body.clone()).await {
@@ -268,7 +269,7 @@ impl WebhookSink {
                 Err(e) if e.retryable && attempt < self.settings.max_retries => {
                     attempt += 1;
                     self.retries.increment(1);
-                    let wait = e.retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
+                    let wait = backoff.next_delay_or(e.retry_after);
                     if std::mem::replace(&mut self.outage_logged, true) {
                         tracing::debug!(sink = self.name, error = %e.message, attempt, ?wait, "webhook POST failed, retrying");
                     } else {
@@ -281,7 +282,6 @@ impl WebhookSink {
                         );
                     }
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
                     // Logged once per outage, not once per batch. Health first, then the counter, so

@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::SourceHealth;
+use crate::retry::Backoff;
 use crate::telemetry::{self, Telemetry};
 
 /// What the watch loop hands to its consumer, in the order of kube's watcher.
@@ -205,7 +206,8 @@ where
             pending: VecDeque::new(),
             health,
             metrics: WatchMetrics::new(telemetry, resource),
-            backoff: Backoff::default(),
+            // 0.8 s doubling to 30 s, like kube's default.
+            backoff: Backoff::new(Duration::from_millis(800), Duration::from_secs(30)),
             lists: 0,
             tick: None,
             next_tick: Instant::now(),
@@ -553,7 +555,7 @@ where
         let delay = self
             .backoff
             .next_delay()
-            .max(server.unwrap_or_default().min(Backoff::MAX));
+            .max(server.unwrap_or_default().min(self.backoff.max()));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = self.shutdown.cancelled() => {}
@@ -799,31 +801,6 @@ fn is_cut_off(error: &kube::Error) -> bool {
     error.to_string().contains("unexpected EOF")
 }
 
-/// Exponential backoff with full jitter: 0.8 s doubling to 30 s, like kube's default.
-#[derive(Debug, Default)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    const BASE: Duration = Duration::from_millis(800);
-    const MAX: Duration = Duration::from_secs(30);
-
-    fn next_delay(&mut self) -> Duration {
-        let ceiling = Self::BASE
-            .saturating_mul(1u32 << self.attempt.min(6))
-            .min(Self::MAX);
-        self.attempt = self.attempt.saturating_add(1);
-        // Half fixed, half random: spreads reconnect storms without ever retrying instantly.
-        let half = ceiling / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -906,22 +883,5 @@ mod tests {
         assert_eq!(retry_after(&error), Some(Duration::from_secs(3)));
         let status = kube::core::Status::failure("x", "InternalError").with_code(500);
         assert_eq!(retry_after(&kube::Error::Api(status.boxed())), None);
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap_and_resets() {
-        let mut b = Backoff::default();
-        let first = b.next_delay();
-        assert!(first >= Duration::from_millis(400) && first <= Duration::from_millis(800));
-        for _ in 0..10 {
-            b.next_delay();
-        }
-        let late = b.next_delay();
-        assert!(
-            late >= Duration::from_secs(15) && late <= Duration::from_secs(30),
-            "{late:?}"
-        );
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(800));
     }
 }

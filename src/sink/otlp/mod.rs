@@ -20,6 +20,7 @@ use super::Shared;
 use crate::health::SinkHealth;
 use crate::pipeline::ring::Ring;
 use crate::record::EventRecord;
+use crate::retry::Backoff;
 use crate::telemetry::{self, Telemetry};
 
 pub mod diagnostics;
@@ -166,7 +167,7 @@ impl Exporter {
             Export::Logs(_) => &self.logs,
             Export::Traces(_) => &self.spans,
         };
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut attempt = 0;
         loop {
             match self.transport.send(export.clone()).await {
@@ -185,7 +186,7 @@ impl Exporter {
                 Err(e) if e.retryable && attempt < self.settings.max_retries => {
                     attempt += 1;
                     counters.retries.increment(1);
-                    let wait = e.retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
+                    let wait = backoff.next_delay_or(e.retry_after);
                     if !self.outage_logged.swap(true, Relaxed) {
                         tracing::warn!(
                             endpoint = %self.settings.shown_endpoint,
@@ -197,7 +198,6 @@ impl Exporter {
                         tracing::debug!(error = %e.message, attempt, ?wait, "OTLP export failed, retrying");
                     }
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
                     counters.failures.increment(n);
