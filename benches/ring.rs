@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use herald::config::MetricsConfig;
-use herald::pipeline::ring::Ring;
 use herald::record::EventRecord;
+use herald::ring::Ring;
 use herald::sink::{Shared, SinkQueue};
 use herald::telemetry::Telemetry;
 use tokio::sync::{Notify, mpsc};

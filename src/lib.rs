@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod record;
 pub mod reload;
 pub mod retry;
+pub mod ring;
 pub mod self_events;
 pub mod server;
 pub mod sink;

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::SelfEventsConfig;
-use crate::pipeline::ring::Ring;
+use crate::ring::Ring;
 use crate::sink::Shared;
 use crate::telemetry::{self, Telemetry};
 

@@ -20,13 +20,12 @@ pub mod classify;
 pub mod dedup;
 pub mod filter;
 pub mod redact;
-pub mod ring;
 
+use crate::ring::Ring;
 use classify::Classifier;
 use dedup::Dedup;
 use filter::{Filter, Filtered};
 use redact::Redactor;
-use ring::Ring;
 
 /// Errors building the pipeline from a configuration.
 #[derive(Debug, thiserror::Error)]

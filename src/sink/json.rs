@@ -14,8 +14,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::Shared;
 use super::shape::{self, Identity, Value};
 use crate::health::SinkHealth;
-use crate::pipeline::ring::Ring;
 use crate::record::EventRecord;
+use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
 /// Append one JSON line for `r` to `out`: the OTLP log record's fields, then its resource and log

@@ -27,8 +27,8 @@ use metrics::Counter;
 
 use super::Shared;
 use crate::checkpoint::{self, Acks, Barrier, EventWatch, EventsFile, SavedCounter, SavedWatch};
-use crate::pipeline::ring::Ring;
 use crate::record::{EventRecord, Sym};
+use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
 /// The most the Event checkpoint may write per second, on average.

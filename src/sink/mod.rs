@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use metrics::Counter;
 
-use crate::pipeline::ring::Ring;
 use crate::record::EventRecord;
+use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
 pub mod https;

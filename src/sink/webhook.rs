@@ -30,8 +30,8 @@ use super::webhook_format::{self, Formatter};
 use crate::config::{Config, WebhookConfig};
 use crate::health::SinkHealth;
 use crate::pipeline::filter::Filter;
-use crate::pipeline::ring::Ring;
 use crate::retry::Backoff;
+use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
 /// The signature header: `sha256=` and the lower-case hex HMAC-SHA256 of the body.

@@ -21,8 +21,8 @@ use super::watch::{Step, WatchSettings, Watcher};
 use crate::checkpoint::{Acks, Barrier, EventWatch};
 use crate::config::{EventSourceConfig, EventsApi, Scope};
 use crate::health::Health;
-use crate::pipeline::ring::Ring;
 use crate::record::{Change, EventApi, EventRecord, Interner, ObjectRef};
+use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
 /// Why an object was skipped.

@@ -18,9 +18,9 @@ use metrics::Counter;
 
 use super::Shared;
 use crate::health::SinkHealth;
-use crate::pipeline::ring::Ring;
 use crate::record::EventRecord;
 use crate::retry::Backoff;
+use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
 pub mod diagnostics;

@@ -1,4 +1,5 @@
-//! Bounded lock-free rings between the stages of the hot path.
+//! Bounded lock-free rings between the stages of the hot path: sources → pipeline (the ingest ring) and
+//! pipeline → each sink. Its own module because both sides use it: neither the pipeline nor the sinks own it.
 //!
 //! The storage is crossbeam's `ArrayQueue` (a lock-free bounded MPMC array queue, allocation-free after
 //! construction). Waiting is done with `tokio::sync::Notify`, only when a ring is empty (consumer) or full
