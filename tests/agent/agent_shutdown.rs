@@ -41,27 +41,20 @@ fn start_stuck(sim_url: &str, config: &str, env: &[(&str, &str)]) -> Stuck {
     });
     std::thread::sleep(Duration::from_millis(200));
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kubeconfig_yaml(sim_url)).unwrap();
-    let config_path = dir.path().join("herald.yaml");
-    std::fs::write(&config_path, config).unwrap();
     let addr = free_addr();
-    let mut child = Command::new(herald_bin())
-        .arg("run")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("HERALD_LOG_LEVEL", "warn")
-        .env_remove("RUST_LOG")
-        .env_remove("HERALD_DEBUG_PANIC_TASK")
-        .envs(env.iter().copied())
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = herald_run(
+        Command::new(herald_bin()),
+        dir.path(),
+        sim_url,
+        config,
+        addr,
+    )
+    .env_remove("HERALD_DEBUG_PANIC_TASK")
+    .envs(env.iter().copied())
+    .stdout(Stdio::from(writer))
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let stderr = Arc::new(Mutex::new(String::new()));
     let lines = BufReader::new(child.stderr.take().unwrap());
     let collected = stderr.clone();

@@ -45,14 +45,10 @@ struct Agent {
 impl Agent {
     fn start(api_url: &str, config: &str, nofile: Option<u64>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(api_url)).unwrap();
         let config = config.replace("STATE_DIR", &dir.path().join("state").display().to_string());
-        let config_path = dir.path().join("herald.yaml");
-        std::fs::write(&config_path, config).unwrap();
         let addr = free_addr();
         let herald = herald_bin();
-        let mut cmd = match nofile {
+        let cmd = match nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={n}:{n}")).arg(&herald);
@@ -60,16 +56,7 @@ impl Agent {
             }
             None => Command::new(&herald),
         };
-        let mut child = cmd
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .env("HERALD_LOG_LEVEL", "warn")
-            .env_remove("RUST_LOG")
+        let mut child = herald_run(cmd, dir.path(), api_url, &config, addr)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -10,26 +10,28 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer as Signer, KeyPair,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A CA: its certificate PEM and an issuer for client certificates.
-fn ca() -> (String, Issuer<'static, KeyPair>) {
+/// A CA: its certificate PEM and the signer of client certificates.
+fn ca() -> (String, Signer<'static, KeyPair>) {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(params, key))
+    (cert.pem(), Signer::new(params, key))
 }
 
-/// A client certificate signed by `issuer`: (certificate PEM, key PEM).
-fn client_cert(issuer: &Issuer<'static, KeyPair>) -> (String, String) {
+/// A client certificate signed by `signer`: (certificate PEM, key PEM).
+fn client_cert(signer: &Signer<'static, KeyPair>) -> (String, String) {
     let mut params = CertificateParams::new(vec!["prometheus".to_string()]).unwrap();
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
+    let cert = params.signed_by(&key, signer).unwrap();
     (cert.pem(), key.serialize_pem())
 }
 
@@ -87,7 +89,7 @@ async fn metrics_need_a_client_certificate_from_the_ca_and_probes_need_none() {
     let dir = tempfile::tempdir().unwrap();
     let server = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let server_pem = server.cert.pem();
-    let (ca_pem, issuer) = ca();
+    let (ca_pem, signer) = ca();
     let config = format!(
         "listen_tls:\n  cert_file: {}\n  key_file: {}\n  client_ca_file: {}\n",
         write(dir.path(), "tls.crt", &server_pem),
@@ -121,7 +123,7 @@ async fn metrics_need_a_client_certificate_from_the_ca_and_probes_need_none() {
         403
     );
 
-    let good = client_cert(&issuer);
+    let good = client_cert(&signer);
     assert_eq!(
         get(herald.addr, "/metrics", &server_pem, Some(&good))
             .await
@@ -130,8 +132,8 @@ async fn metrics_need_a_client_certificate_from_the_ca_and_probes_need_none() {
     );
 
     // A certificate from another CA is not accepted at all.
-    let (_, other_issuer) = ca();
-    let stranger = client_cert(&other_issuer);
+    let (_, other_signer) = ca();
+    let stranger = client_cert(&other_signer);
     let refused = get(herald.addr, "/metrics", &server_pem, Some(&stranger)).await;
     assert!(
         !matches!(refused, Ok(200)),

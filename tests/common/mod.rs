@@ -80,11 +80,40 @@ pub fn start_herald_with_env(
     env: &[(&str, &str)],
 ) -> Herald {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
+    let child = herald_run(
+        Command::new(env!("CARGO_BIN_EXE_herald")),
+        dir.path(),
+        api_url,
+        config,
+        addr,
+    )
+    .args(extra_args)
+    .envs(env.iter().copied())
+    .stdout(stdout)
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    Herald {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+/// `program` (herald, or a wrapper such as `prlimit ... herald`) as `herald run` against `api_url`, listening
+/// on `addr`, with `config` and a kubeconfig written into `dir`; diagnostics at warn.
+pub fn herald_run(
+    mut program: Command,
+    dir: &std::path::Path,
+    api_url: &str,
+    config: &str,
+    addr: SocketAddr,
+) -> Command {
+    let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_yaml(api_url)).unwrap();
-    let config_path = dir.path().join("herald.yaml");
+    let config_path = dir.join("herald.yaml");
     std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+    program
         .arg("run")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -92,19 +121,9 @@ pub fn start_herald_with_env(
         .arg(&config_path)
         .arg("--listen")
         .arg(addr.to_string())
-        .args(extra_args)
         .env("HERALD_LOG_LEVEL", "warn")
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdout(stdout)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Herald {
-        child,
-        addr,
-        _dir: dir,
-    }
+        .env_remove("RUST_LOG");
+    program
 }
 
 pub fn kubeconfig_yaml(url: &str) -> String {
