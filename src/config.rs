@@ -1,20 +1,51 @@
 //! herald's configuration: one typed tree, read from YAML, overridable by flags and `HERALD_*` variables.
 //!
+//! This module keeps the top level: loading, the checks that span sections, the error type and the shared value
+//! types (`Duration`, the `unset` convention). Each component's settings live beside the component
+//! (`sink/otlp/config.rs`, `pipeline/config.rs`, `server/config.rs`, `source/config.rs`, `leader.rs`, ...) and
+//! are re-exported here under the same names.
+//!
 //! Every struct denies unknown keys, so a typo is an error that names the key instead of a setting silently
-//! ignored. The commented default file (`herald config default`) is `default-config.yaml` beside this file; a
-//! unit test proves it parses to exactly [`Config::default`], so the two cannot drift.
+//! ignored. Every key has one `///` doc comment, on its field; the types also derive a JSON Schema
+//! ([`schema`]) that carries those docs and, as `x-reload`, whether a reload applies the key. The commented
+//! default file (`herald config default`, `default-config.yaml` beside this file) and the README's key table
+//! are generated from that schema, and tests prove both are current; src/reload.rs derives the
+//! restart-needed keys from it.
+//!
+//! A setting that can be off or unset is written `null` (or left out); `""` still means the same where it
+//! always did, so existing files keep working (see [`unset`]).
 //!
 //! Loading never panics: a bad file becomes a [`ConfigError`] whose `Display` is one line, `key: reason`.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::record::Severity;
+#[cfg(test)]
+mod reference;
+pub mod schema;
+
+pub use crate::leader::LeaderElectionConfig;
+pub use crate::pipeline::config::{
+    AllowDeny, DedupConfig, DedupField, FilterConfig, PipelineConfig, RedactConfig, RedactRule,
+    SeverityConfig,
+};
+pub use crate::reload::ReloadConfig;
+pub use crate::self_events::SelfEventsConfig;
+pub use crate::server::config::{ListenTlsConfig, ServerConfig};
+pub use crate::sink::config::{
+    JsonSinkConfig, MetricsSinkConfig, SinksConfig, TemplatePer, WebhookConfig, WebhookFormat,
+};
+pub use crate::sink::otlp::config::{OtlpCompression, OtlpProtocol, OtlpSinkConfig};
+pub use crate::source::config::{
+    EventSourceConfig, EventsApi, KubevirtSourceConfig, Scope, SourceConfig, StartupPolicy,
+};
+pub use crate::telemetry::MetricsConfig;
 
 /// The commented default configuration printed by `herald config default`.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
@@ -26,6 +57,7 @@ pub struct ConfigError {
     /// Dotted path of the offending key (`filters.max_age`, `redact.rules[1].pattern`), or the file for
     /// errors that have no key (unreadable file, invalid YAML).
     pub key: String,
+    /// What is wrong, in the file's words (never a Rust type name).
     pub reason: String,
 }
 
@@ -115,38 +147,115 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration with its unit: \"500ms\", \"30s\", \"5m\", \"1h 30m\".",
+        })
+    }
+}
+
+/// The one way to say "not set": `null` or a missing key. Settings that always meant "off" by an empty string
+/// keep accepting `""` as the same thing, so files written for earlier versions load unchanged; and every
+/// `Option` setting accepts `""` too, so no user has to know which of the two a key used to be.
+pub mod unset {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// For a text setting whose empty value means "not set": `null` and `""` both read as empty, and empty is
+    /// written as `null` (so `herald config default` and the configuration hash show one spelling).
+    pub mod text {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+            if value.is_empty() {
+                s.serialize_none()
+            } else {
+                s.serialize_str(value)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+            Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+        }
+    }
+
+    /// For an `Option` setting: `""` reads as `null` (not set), anything else as the value.
+    pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: serde::de::DeserializeOwned,
+    {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(s) if s.is_empty() => Ok(None),
+            value => T::deserialize(value)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
     /// Serve `listen` over TLS instead of plain HTTP.
     pub listen_tls: ListenTlsConfig,
-    /// Limits of the HTTP server, and who may read `/metrics`.
+    /// Limits of the HTTP server, so slow, idle or hostile clients cannot take herald's memory, file
+    /// descriptors or probes, and who may read `/metrics`.
     pub server: ServerConfig,
-    /// How long a shutdown may take to drain queues and flush sinks before herald exits anyway.
+    /// How long a shutdown (SIGTERM/SIGINT) may take to drain queues and flush sinks; what is left is dropped
+    /// and named in a warning. A second signal exits at once.
     pub shutdown_timeout: Duration,
-    /// `single` (one replica), `daemonset` (one agent per node; the cluster-wide Event watch runs only on
-    /// the agent that holds the leader Lease) or `sidecar` (only the pod's own namespace, no Lease).
+    /// `single`: one replica watches everything. `daemonset`: one agent per node; only the agent holding the
+    /// leader Lease watches the cluster-wide Event stream. `sidecar`: only the pod's own namespace (implies
+    /// `source.events.scope: own`), no Lease.
     pub mode: Mode,
-    /// A directory for checkpoints (watch positions, per-object counts and states, Event counter totals), so
-    /// a restarted agent resumes where it stopped instead of taking a new baseline. Empty: no checkpoints.
+    /// A directory for checkpoints (watch positions, per-Event counts, counter totals and VM states, written
+    /// every `checkpoint_interval` and on shutdown), so a restarted agent continues its counters where it
+    /// stopped instead of taking a new baseline. Unset: no checkpoints.
+    #[serde(with = "unset::text")]
+    #[schemars(with = "Option<String>")]
     pub state_dir: String,
-    /// How often checkpoints are written while something changed (and always on shutdown). With
-    /// `state_dir`, Event counters show only saved values, so they move in steps of this interval.
+    /// How often checkpoints are written while something changed (and always on shutdown). With `state_dir`,
+    /// Event counters show only saved values, so they move in steps of this interval.
     pub checkpoint_interval: Duration,
+    /// The Lease that elects the one agent of a DaemonSet that watches cluster-wide Events.
     pub leader_election: LeaderElectionConfig,
+    /// What herald watches: Kubernetes Events and KubeVirt VM lifecycle.
     pub source: SourceConfig,
+    /// The worker between the sources and the sinks.
     pub pipeline: PipelineConfig,
+    /// Which records go on to the sinks.
     pub filters: FilterConfig,
+    /// Duplicate suppression for the log sinks.
     pub dedup: DedupConfig,
+    /// How a record's severity is decided.
     pub severity: SeverityConfig,
+    /// Redaction of secrets before any sink or metric label sees a record.
     pub redact: RedactConfig,
+    /// herald's metrics: the cardinality guard and histogram buckets.
     pub metrics: MetricsConfig,
+    /// Where records leave herald. Each sink has its own ring (`queue_capacity`); when it is full that sink
+    /// drops (counted) and the others go on.
     pub sinks: SinksConfig,
+    /// herald's own diagnostics on stderr.
     pub log: LogConfig,
+    /// Kubernetes Events herald records on its own Pod (needs `POD_NAME` and `POD_NAMESPACE` from the downward
+    /// API): Started, BecameLeader, LostLeadership, SinkFailing, SinkRecovered, EventsDropped, ConfigRejected.
     pub self_events: SelfEventsConfig,
+    /// Live reload of this file.
     pub reload: ReloadConfig,
 }
 
@@ -176,636 +285,28 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourceConfig {
-    pub events: EventSourceConfig,
-    pub kubevirt: KubevirtSourceConfig,
-}
-
-/// KubeVirt VM lifecycle (`kubevirt.io/v1` VirtualMachines, VMIs and migrations).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KubevirtSourceConfig {
-    /// Watch KubeVirt when the cluster serves it; a cluster without KubeVirt is fine either way.
-    pub enabled: bool,
-    /// How often to check again whether KubeVirt got installed.
-    pub discovery_interval: Duration,
-    /// Objects per list page.
-    pub page_size: u32,
-    /// Bound on the per-object state kept to derive transitions, per resource (new objects beyond it are
-    /// not tracked).
-    pub max_tracked_objects: usize,
-}
-
-impl Default for KubevirtSourceConfig {
-    fn default() -> Self {
-        KubevirtSourceConfig {
-            enabled: true,
-            discovery_interval: Duration::from_secs(60),
-            page_size: 500,
-            max_tracked_objects: 100_000,
-        }
-    }
-}
-
-/// Which Events API to watch. Both carry the same objects on a real cluster; pick one, not both, or every
-/// occurrence is seen twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum EventsApi {
-    #[default]
-    #[serde(rename = "core/v1")]
-    CoreV1,
-    #[serde(rename = "events.k8s.io/v1")]
-    EventsV1,
-}
-
-/// Which namespaces the Event source watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// One cluster-wide watch.
-    #[default]
-    All,
-    /// One watch per namespace listed in `namespaces`.
-    Namespaces,
-    /// Only herald's own namespace (sidecar): `POD_NAMESPACE`, else the service account's namespace, else the
-    /// kubeconfig context's namespace.
-    Own,
-}
-
-/// What to do with Events that already exist when herald starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum StartupPolicy {
-    /// They are a baseline: only their later count increases are occurrences.
-    #[default]
-    SkipExisting,
-    /// Count every existing Event's full count once, as if it had just happened.
-    Replay,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventSourceConfig {
-    pub enabled: bool,
-    pub api: EventsApi,
-    pub scope: Scope,
-    /// Used when `scope: namespaces`.
-    pub namespaces: Vec<String>,
-    pub label_selector: String,
-    pub field_selector: String,
-    /// Objects per list page.
-    pub page_size: u32,
-    pub startup: StartupPolicy,
-    /// Bound on the per-Event state kept to turn counts into occurrence deltas. Past it the oldest entries are
-    /// forgotten (a forgotten Event's next update counts its full count again: counted in
-    /// `herald_source_state_evictions_total`).
-    pub max_tracked_objects: usize,
-    /// A watch that delivers nothing (no object, no bookmark) for this long is treated as stalled and
-    /// re-opened from its last resourceVersion (counted as `herald_watch_restarts_total{reason="stalled"}`).
-    /// Keep it above the API server's bookmark interval (about 1m) and the watch timeout (290s).
-    pub stall_timeout: Duration,
-    /// Messages longer than this many bytes are cut on a UTF-8 character boundary and the record is marked
-    /// truncated (`herald.truncated` in the logs, `herald_messages_truncated_total`).
-    pub max_message_bytes: usize,
-}
-
-impl Default for EventSourceConfig {
-    fn default() -> Self {
-        EventSourceConfig {
-            enabled: true,
-            api: EventsApi::CoreV1,
-            scope: Scope::All,
-            namespaces: Vec::new(),
-            label_selector: String::new(),
-            field_selector: String::new(),
-            page_size: 500,
-            startup: StartupPolicy::SkipExisting,
-            max_tracked_objects: 200_000,
-            stall_timeout: Duration::from_secs(305),
-            max_message_bytes: 4096,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PipelineConfig {
-    /// Capacity of the ring between the sources and the pipeline worker. When full the sources wait
-    /// (the API server buffers), so nothing is lost here.
-    pub ingest_capacity: usize,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            ingest_capacity: 8192,
-        }
-    }
-}
-
-/// An allow list and a deny list. An empty allow list allows everything; deny wins over allow.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AllowDeny {
-    pub allow: Vec<String>,
-    pub deny: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FilterConfig {
-    /// Event types to keep (`Normal`, `Warning`); empty keeps all.
-    pub types: Vec<String>,
-    pub reasons: AllowDeny,
-    pub namespaces: AllowDeny,
-    /// Kinds of the involved object (`Pod`, `Node`, ...).
-    pub kinds: AllowDeny,
-    /// Drop Events whose last occurrence is older than this (`0s` turns the filter off).
-    pub max_age: Duration,
-    pub min_severity: Severity,
-    /// Drop the Events herald itself records (reporting controller `herald`), so they never feed back
-    /// into its own sinks.
-    pub exclude_own_events: bool,
-}
-
-impl Default for FilterConfig {
-    fn default() -> Self {
-        FilterConfig {
-            types: Vec::new(),
-            reasons: AllowDeny::default(),
-            namespaces: AllowDeny::default(),
-            kinds: AllowDeny::default(),
-            max_age: Duration::from_secs(0),
-            min_severity: Severity::Info,
-            exclude_own_events: true,
-        }
-    }
-}
-
-/// The fields a dedup fingerprint is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DedupField {
-    Namespace,
-    Kind,
-    Name,
-    Reason,
-    Type,
-    Message,
-    Component,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DedupConfig {
-    pub enabled: bool,
-    pub key: Vec<DedupField>,
-    /// A record whose fingerprint was first seen less than `ttl` ago is a duplicate.
-    pub ttl: Duration,
-    /// Hard bound on remembered fingerprints; the oldest go first.
-    pub max_entries: usize,
-}
-
-impl Default for DedupConfig {
-    fn default() -> Self {
-        DedupConfig {
-            enabled: true,
-            key: vec![
-                DedupField::Namespace,
-                DedupField::Kind,
-                DedupField::Name,
-                DedupField::Reason,
-            ],
-            ttl: Duration::from_secs(60),
-            max_entries: 50_000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SeverityConfig {
-    /// Per-reason severity, merged over the built-in table (see the README).
-    pub reasons: BTreeMap<String, Severity>,
-    /// Severity of a `Warning` whose reason is in neither table.
-    pub warning: Severity,
-    /// Severity of a `Normal` Event whose reason is in neither table.
-    pub normal: Severity,
-    /// An Event whose count reaches this is marked `repeated` and raised one severity step (0 turns it off).
-    pub repeat_threshold: u32,
-}
-
-impl Default for SeverityConfig {
-    fn default() -> Self {
-        SeverityConfig {
-            reasons: BTreeMap::new(),
-            warning: Severity::Low,
-            normal: Severity::Info,
-            repeat_threshold: 10,
-        }
-    }
-}
-
-/// A regular-expression redaction applied to every record's message, reason and action before any sink or
-/// metric label sees them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedactRule {
-    pub name: String,
-    pub pattern: String,
-    /// Replacement text; `$1`-style groups allowed.
-    pub replacement: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedactConfig {
-    /// Drop the message of Events about Secrets entirely (they may quote secret data): any kind ending in
-    /// `Secret` (SealedSecret, ExternalSecret), as the object the Event is about or as its related object.
-    pub drop_secret_messages: bool,
-    /// Applied in order to the message (note), reason and action of every record: the defaults cover the
-    /// common credential shapes (PEM private keys, secret-named JSON values, URL userinfo, Basic and Bearer
-    /// authorization, AWS access key IDs, GitHub tokens, bare JWTs, password=, token=, api_key=).
-    pub rules: Vec<RedactRule>,
-}
-
-impl Default for RedactConfig {
-    fn default() -> Self {
-        let rule = |name: &str, pattern: &str, replacement: &str| RedactRule {
-            name: name.into(),
-            pattern: pattern.into(),
-            replacement: replacement.into(),
-        };
-        RedactConfig {
-            drop_secret_messages: true,
-            rules: vec![
-                // Private keys in PEM form (a cut message may lack the END line).
-                rule(
-                    "private_key",
-                    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|$)",
-                    "[REDACTED PRIVATE KEY]",
-                ),
-                // Secret-named JSON string values: {"password":"x"}, also with escaped quotes.
-                rule(
-                    "json_secret",
-                    r#"(?i)(\\?"(?:password|passwd|secret|token|access_token|refresh_token|api[_-]?key|access[_-]?key|secret[_-]?key|client[_-]?secret|private[_-]?key)\\?"\s*:\s*\\?")[^"\\]*"#,
-                    "${1}[REDACTED]",
-                ),
-                // user:password@ in URLs.
-                rule(
-                    "url_credentials",
-                    r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@",
-                    "${1}[REDACTED]@",
-                ),
-                // Basic authorization headers.
-                rule(
-                    "basic_auth",
-                    r"(?i)((?:proxy-)?authorization\s*[=:]\s*basic\s+)[A-Za-z0-9+/]+=*",
-                    "${1}[REDACTED]",
-                ),
-                // Bearer tokens.
-                rule(
-                    "bearer",
-                    r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*",
-                    "${1}[REDACTED]",
-                ),
-                // AWS access key IDs.
-                rule(
-                    "aws_access_key",
-                    r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
-                    "[REDACTED]",
-                ),
-                // GitHub tokens (classic and fine-grained).
-                rule(
-                    "github_token",
-                    r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
-                    "[REDACTED]",
-                ),
-                // Bare JSON Web Tokens (header and payload are base64url JSON, so start with eyJ).
-                rule(
-                    "jwt",
-                    r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
-                    "[REDACTED]",
-                ),
-                // password=... and password: ...
-                rule(
-                    "password",
-                    r"(?i)(password\s*[=:]\s*)[^\s,;&]+",
-                    "${1}[REDACTED]",
-                ),
-                // token=... and token: ...
-                rule("token", r"(?i)(token\s*[=:]\s*)[^\s,;&]+", "${1}[REDACTED]"),
-                // api_key=..., access_key: ..., client_secret=... (query strings and headers).
-                rule(
-                    "api_key",
-                    r#"(?i)((?:api[_-]?key|apikey|access[_-]?key|secret[_-]?key|client[_-]?secret)\s*[=:]\s*)[^\s,;&"']+"#,
-                    "${1}[REDACTED]",
-                ),
-            ],
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Label-cardinality guard: at most this many label sets per metric; the rest are folded into
-    /// `__other__` and counted in `herald_metric_series_overflow_total`.
-    pub max_series_per_metric: usize,
-    /// Buckets (seconds) of `herald_event_delay_seconds`: Event's last occurrence → processed.
-    pub delay_buckets: Vec<f64>,
-    /// Buckets (seconds) of `herald_processing_seconds`: object decoded → every sink handed the record.
-    pub processing_buckets: Vec<f64>,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            max_series_per_metric: 10_000,
-            delay_buckets: vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
-            processing_buckets: vec![
-                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
-            ],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How herald is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// One replica watches everything.
     Single,
+    /// One agent per node; the cluster-wide Event watch runs only on the agent that holds the leader Lease.
     Daemonset,
+    /// Only the pod's own namespace, no Lease.
     Sidecar,
 }
 
-/// The Lease that elects the one agent of a DaemonSet that watches cluster-wide Events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LeaderElectionConfig {
-    /// Lease name, in herald's own namespace.
-    pub lease_name: String,
-    /// A Lease not renewed for this long may be taken over by another agent.
-    pub lease_duration: Duration,
-    /// How often the leader renews (and the others check).
-    pub renew_interval: Duration,
-    /// A leader that has not renewed for this long stops emitting cluster-wide signals. Shorter than
-    /// `lease_duration` so the leader has stopped before any other agent may take the Lease over, with the
-    /// difference as margin for clock rate and scheduling; `null`: two thirds of `lease_duration` (10s for 15s).
-    pub renew_deadline: Option<Duration>,
-}
-
-impl LeaderElectionConfig {
-    /// `renew_deadline`, or two thirds of `lease_duration` when it is not set.
-    pub fn effective_renew_deadline(&self) -> StdDuration {
-        self.renew_deadline
-            .map(|d| d.0)
-            .unwrap_or_else(|| self.lease_duration.0 * 2 / 3)
-    }
-}
-
-impl Default for LeaderElectionConfig {
-    fn default() -> Self {
-        LeaderElectionConfig {
-            lease_name: "herald-leader".into(),
-            lease_duration: Duration::from_secs(15),
-            renew_interval: Duration::from_secs(2),
-            renew_deadline: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SinksConfig {
-    pub metrics: MetricsSinkConfig,
-    pub json: JsonSinkConfig,
-    pub otlp: OtlpSinkConfig,
-    /// HTTP endpoints that receive JSON batches of records, each with its own filter and queue.
-    pub webhooks: Vec<WebhookConfig>,
-}
-
-/// OTLP logs to an OpenTelemetry collector. Unset values fall back to the standard `OTEL_EXPORTER_OTLP_*`
-/// variables (the `_LOGS_` ones first), then to the defaults noted; a value in this file wins over a variable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OtlpSinkConfig {
-    /// Collector URL (`http://otel-collector:4318`). Empty and no variable set: the sink is off.
-    /// For `http/protobuf`, `/v1/logs` is appended unless the path already ends with it.
-    pub endpoint: String,
-    /// `grpc` or `http/protobuf` (default `http/protobuf`, as the OTLP specification says).
-    pub protocol: Option<OtlpProtocol>,
-    /// Extra request headers (gRPC metadata), e.g. a tenant id.
-    pub headers: BTreeMap<String, String>,
-    /// A file of `name=value` lines added to the headers, for tokens kept in a Secret.
-    pub headers_file: Option<std::path::PathBuf>,
-    /// PEM CA bundle that signs the collector's certificate (for `https://` endpoints), added to the
-    /// system roots.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// `gzip` or `none` (default `none`).
-    pub compression: Option<OtlpCompression>,
-    /// Time limit of one export request (default 10s).
-    pub timeout: Option<Duration>,
-    /// Most records in one export request.
-    pub batch_size: usize,
-    /// Longest a record waits for its batch to fill.
-    pub batch_interval: Duration,
-    /// This sink's own ring. When full, this sink drops (counted) and the others go on.
-    pub queue_capacity: usize,
-    /// Retries of a batch after a retryable failure (unavailable, 429, 502-504), with exponential backoff
-    /// from 0.5s (or the server's Retry-After) up to 30s; after them the batch is counted as failed.
-    pub max_retries: u32,
-    /// `k8s.cluster.name` on every record; omitted when empty.
-    pub cluster_name: String,
-}
-
-impl Default for OtlpSinkConfig {
-    fn default() -> Self {
-        OtlpSinkConfig {
-            endpoint: String::new(),
-            protocol: None,
-            headers: BTreeMap::new(),
-            headers_file: None,
-            ca_file: None,
-            compression: None,
-            timeout: None,
-            batch_size: 512,
-            batch_interval: Duration::from_secs(1),
-            queue_capacity: 8192,
-            max_retries: 5,
-            cluster_name: String::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OtlpProtocol {
-    #[serde(rename = "grpc")]
-    Grpc,
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OtlpCompression {
-    None,
-    Gzip,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSinkConfig {
-    pub enabled: bool,
-    /// This sink's own ring. When full, this sink drops (counted) and the others go on.
-    pub queue_capacity: usize,
-}
-
-impl Default for MetricsSinkConfig {
-    fn default() -> Self {
-        MetricsSinkConfig {
-            enabled: true,
-            queue_capacity: 8192,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JsonSinkConfig {
-    /// One JSON line per processed Event on stdout.
-    pub enabled: bool,
-    /// This sink's own ring. When full, this sink drops (counted) and the others go on.
-    pub queue_capacity: usize,
-}
-
-impl Default for JsonSinkConfig {
-    fn default() -> Self {
-        JsonSinkConfig {
-            enabled: true,
-            queue_capacity: 8192,
-        }
-    }
-}
-
-/// TLS for herald's HTTP server: PEM files, typically a mounted Secret (cert-manager's `tls.crt` and
-/// `tls.key`). Both empty: plain HTTP. The files are read again when they change (a renewed certificate
-/// is served from the next connection on, without a restart).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ListenTlsConfig {
-    /// The certificate chain, leaf first.
-    pub cert_file: String,
-    /// The private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: String,
-    /// CA certificates (PEM) that sign the client certificates `/metrics` then requires (mutual TLS). The
-    /// probes stay open to clients without a certificate (the kubelet has none). "" asks for none.
-    pub client_ca_file: String,
-}
-
-impl ListenTlsConfig {
-    pub fn enabled(&self) -> bool {
-        !self.cert_file.is_empty() || !self.key_file.is_empty()
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        match (self.cert_file.is_empty(), self.key_file.is_empty()) {
-            (true, false) => Err(ConfigError::new(
-                "listen_tls.cert_file",
-                "missing: listen_tls.key_file is set, and TLS needs both",
-            )),
-            (false, true) => Err(ConfigError::new(
-                "listen_tls.key_file",
-                "missing: listen_tls.cert_file is set, and TLS needs both",
-            )),
-            (true, true) if !self.client_ca_file.is_empty() => Err(ConfigError::new(
-                "listen_tls.client_ca_file",
-                "needs listen_tls.cert_file and listen_tls.key_file: client certificates are checked in TLS",
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Limits of herald's HTTP server, so scrapers, port scans and slow or hostile clients cannot take its
-/// memory, its file descriptors or the kubelet's probes. `/healthz`, `/livez` and `/readyz` stay open and
-/// answered at every limit; only `/metrics` can require a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Connections served at once. At the limit, the longest-open connection that is not in the middle of a
-    /// request is closed to make room; when every one is, a new connection may only ask for a probe. Also
-    /// capped at half the process's open-file limit, so connections never starve checkpoints and watches.
-    pub max_connections: usize,
-    /// Time a client has to send a complete request header, counted from the connection's start or from the
-    /// previous response; a connection that stays silent or trickles its header longer is closed.
-    pub header_read_timeout: Duration,
-    /// A connection on which no byte moved either way for this long (a client that stops reading its
-    /// response) is closed.
-    pub idle_timeout: Duration,
-    /// Largest request header accepted (bytes, at least 8192); a larger one is refused with 431.
-    pub max_header_bytes: usize,
-    /// A file holding the bearer token `/metrics` requires (`Authorization: Bearer <token>`, Prometheus's
-    /// `authorization.credentials_file`). Read again on each scrape, so a rotated Secret applies at once.
-    /// "" leaves `/metrics` open.
-    pub metrics_bearer_token_file: String,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_connections: 128,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            max_header_bytes: 16 * 1024,
-            metrics_bearer_token_file: String::new(),
-        }
-    }
-}
-
-impl ServerConfig {
-    /// hyper refuses a read buffer below 8 KiB.
-    pub const MIN_HEADER_BYTES: usize = 8192;
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_connections == 0 {
-            return Err(ConfigError::new(
-                "server.max_connections",
-                "must be greater than 0",
-            ));
-        }
-        if self.header_read_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "server.header_read_timeout",
-                "must be greater than 0",
-            ));
-        }
-        if self.idle_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "server.idle_timeout",
-                "must be greater than 0",
-            ));
-        }
-        if self.max_header_bytes < Self::MIN_HEADER_BYTES {
-            return Err(ConfigError::new(
-                "server.max_header_bytes",
-                format!("must be at least {}", Self::MIN_HEADER_BYTES),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// herald's own diagnostics, on stderr.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// herald's own diagnostics, on stderr. Read once at start (the binary sets up logging before anything else).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A `tracing` filter (`info`, `herald=debug,kube=warn`).
+    /// A `tracing` filter (`info`, `herald=debug,kube=warn`); `RUST_LOG` wins when set.
     pub level: String,
+    /// `text` (one event per line, no colours) or `json`.
     pub format: LogFormat,
     /// Also send herald's own diagnostics (info and above, herald's own targets only) as OTLP logs through the
-    /// OTLP sink's endpoint, scope `herald.diagnostics`. Off by default.
+    /// OTLP sink's endpoint, scope `herald.diagnostics`.
     pub otlp: bool,
 }
 
@@ -819,209 +320,14 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The shape of herald's own diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// One event per line, no colours; control characters from the API written as `\x0a`, `\x1b`.
     Text,
+    /// One JSON object per line.
     Json,
-}
-
-/// The body a webhook POSTs, in the shape its receiver takes (see the README for one example each).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    /// `{"records": [...]}`, each record the JSON line object.
-    #[default]
-    Records,
-    /// A Slack incoming-webhook message (`text` and Block Kit `blocks`).
-    Slack,
-    /// A Teams message with an Adaptive Card (Teams workflows and incoming webhooks).
-    Teams,
-    /// Alerts for Alertmanager's `POST /api/v2/alerts`.
-    Alertmanager,
-    /// The user's `template`.
-    Template,
-}
-
-/// How often a webhook `template` is rendered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TemplatePer {
-    /// Once per batch, with `records` (a list of JSON line objects): one POST per batch.
-    #[default]
-    Batch,
-    /// Once per record, with `record`: one POST per record (for receivers that take one item).
-    Record,
-}
-
-/// One webhook: records are POSTed in batches, as `{"records": [...]}` or in a receiver's own format (see
-/// the README).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhookConfig {
-    /// `http://` or `https://` URL the batches are POSTed to (required). A `user:password@` in it is sent as
-    /// `Authorization: Basic` (not with `bearer_token_file`); logs and errors show the URL without it and
-    /// without query values.
-    pub url: String,
-    /// Which records this webhook gets, on top of the pipeline's `filters` (same keys).
-    pub filter: FilterConfig,
-    /// Most records in one POST.
-    pub batch_size: usize,
-    /// Longest a record waits for its batch to fill.
-    pub flush_interval: Duration,
-    /// Time limit of one POST.
-    pub timeout: Duration,
-    /// Retries of a batch after 5xx, 429 (honouring Retry-After), a timeout or a connection error, with
-    /// exponential backoff from 0.5s to 30s; other 4xx answers are never retried. Then the batch is counted
-    /// as failed.
-    pub max_retries: u32,
-    /// File holding a secret; when set, every POST carries `X-Herald-Signature: sha256=<hex HMAC-SHA256 of
-    /// the body>`. Read at each batch, so a rotated Secret takes effect without a restart.
-    pub hmac_secret_file: Option<std::path::PathBuf>,
-    /// File holding a token sent as `Authorization: Bearer <token>`; read at each batch.
-    pub bearer_token_file: Option<std::path::PathBuf>,
-    /// This webhook's own ring. When full, this webhook drops (counted) and the other sinks go on.
-    pub queue_capacity: usize,
-    /// The body: `records` (`{"records": [...]}`), `slack`, `teams`, `alertmanager` (the URL is then
-    /// Alertmanager's `/api/v2/alerts`) or `template` (the user's `template`). Signature and token apply to
-    /// every format.
-    pub format: WebhookFormat,
-    /// With `format: template`: a Jinja template (minijinja, sandboxed: no files, bounded work) whose output
-    /// is the body. It sees `records` (per batch) or `record` (per record), the JSON line objects; write
-    /// values with `| tojson`. A render error fails that batch, counted in `herald_sink_failures_total`.
-    pub template: Option<String>,
-    /// With `format: template`: `batch` renders once per batch, `record` once per record (one POST each).
-    pub template_per: TemplatePer,
-    /// With `format: alertmanager`: an alert's `endsAt` is this long after its Event last occurred, so an
-    /// Event that stops repeating resolves by itself and one that repeats keeps firing.
-    pub alert_resolve_after: Duration,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            url: String::new(),
-            filter: FilterConfig::default(),
-            batch_size: 100,
-            flush_interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(10),
-            max_retries: 3,
-            hmac_secret_file: None,
-            bearer_token_file: None,
-            queue_capacity: 4096,
-            format: WebhookFormat::Records,
-            template: None,
-            template_per: TemplatePer::Batch,
-            alert_resolve_after: Duration::from_secs(300),
-        }
-    }
-}
-
-impl WebhookConfig {
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let uri: Result<http::Uri, _> = self.url.parse();
-        // Errors show the URL as logs do: without its user:password or query values.
-        let shown = crate::sink::url::shown(&self.url);
-        match uri {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
-            _ => {
-                return Err(ConfigError::new(
-                    format!("{key}.url"),
-                    format!("expected an http:// or https:// URL, got {shown:?}"),
-                ));
-            }
-        }
-        match crate::sink::url::SinkUrl::parse(&self.url) {
-            Err(e) => return Err(ConfigError::new(format!("{key}.url"), e.to_string())),
-            Ok(u) if u.basic_auth.is_some() && self.bearer_token_file.is_some() => {
-                return Err(ConfigError::new(
-                    format!("{key}.url"),
-                    "has a user:password (sent as Basic authorization) and bearer_token_file is set too; keep one",
-                ));
-            }
-            Ok(_) => {}
-        }
-        for (field, v) in [
-            ("batch_size", self.batch_size),
-            ("queue_capacity", self.queue_capacity),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::new(
-                    format!("{key}.{field}"),
-                    "must be greater than 0",
-                ));
-            }
-        }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new(
-                format!("{key}.timeout"),
-                "must be greater than 0",
-            ));
-        }
-        match (self.format, &self.template) {
-            (WebhookFormat::Template, None) => {
-                return Err(ConfigError::new(
-                    format!("{key}.template"),
-                    "required with format: template (the body to render)",
-                ));
-            }
-            (WebhookFormat::Template, Some(t)) => {
-                crate::sink::webhook_format::check_template(t)
-                    .map_err(|e| ConfigError::new(format!("{key}.template"), e))?;
-            }
-            (_, Some(_)) => {
-                return Err(ConfigError::new(
-                    format!("{key}.template"),
-                    "only used with format: template; set the format or remove the template",
-                ));
-            }
-            (_, None) => {}
-        }
-        Ok(())
-    }
-}
-
-/// Kubernetes Events herald records about itself, on its own Pod (`POD_NAME`/`POD_NAMESPACE`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SelfEventsConfig {
-    pub enabled: bool,
-    /// Events waiting to be written; when full, new ones are dropped (recording never blocks).
-    pub queue_capacity: usize,
-    /// Spam control per reason and message, like client-go's: at most `burst` writes at once, then one
-    /// more per `refill_interval`; the rest are dropped. Repeats that are written raise the Event's count.
-    pub burst: u32,
-    pub refill_interval: Duration,
-}
-
-impl Default for SelfEventsConfig {
-    fn default() -> Self {
-        SelfEventsConfig {
-            enabled: true,
-            queue_capacity: 64,
-            burst: 25,
-            refill_interval: Duration::from_secs(300),
-        }
-    }
-}
-
-/// Live reload of the configuration file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReloadConfig {
-    /// Watch the file (and SIGHUP) and apply a changed, valid configuration without a restart.
-    pub enabled: bool,
-    /// How often the file's content is checked (a ConfigMap volume changes by a symlink swap).
-    pub poll_interval: Duration,
-}
-
-impl Default for ReloadConfig {
-    fn default() -> Self {
-        ReloadConfig {
-            enabled: true,
-            poll_interval: Duration::from_secs(5),
-        }
-    }
 }
 
 impl Config {
@@ -1428,6 +734,160 @@ mod tests {
         let full = serde_json::to_value(Config::default()).unwrap();
         let written: serde_json::Value = serde_saphyr::from_str(DEFAULT_CONFIG_YAML).unwrap();
         assert_eq!(keys(&full), keys(&written));
+    }
+
+    /// Compare a checked-in file (or the part between two markers) with what is generated now; with
+    /// `HERALD_BLESS=1`, write the generated text instead.
+    fn generated(file: &str, markers: Option<(&str, &str)>, text: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let current = std::fs::read_to_string(&path).unwrap();
+        let (before, written, after) = match markers {
+            None => ("", current.as_str(), ""),
+            Some((begin, end)) => {
+                let b = current
+                    .find(begin)
+                    .unwrap_or_else(|| panic!("{file}: no {begin}"))
+                    + begin.len();
+                let e = current
+                    .find(end)
+                    .unwrap_or_else(|| panic!("{file}: no {end}"));
+                (&current[..b], &current[b..e], &current[e..])
+            }
+        };
+        let text = if markers.is_some() {
+            format!("\n{text}")
+        } else {
+            text.to_string()
+        };
+        if written != text {
+            if std::env::var_os("HERALD_BLESS").is_some() {
+                std::fs::write(&path, format!("{before}{text}{after}")).unwrap();
+            } else {
+                panic!(
+                    "{file} is not what the settings' documentation generates; run \
+                     `HERALD_BLESS=1 cargo test --lib config::` and review the diff"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn default_file_is_generated_from_the_settings_docs() {
+        generated("src/default-config.yaml", None, &reference::default_yaml());
+    }
+
+    #[test]
+    fn readme_tables_are_generated_from_the_settings_docs() {
+        generated(
+            "README.md",
+            Some(("<!-- config-keys:begin -->", "<!-- config-keys:end -->")),
+            &reference::readme_table(),
+        );
+        let applied = reference::applied_keys()
+            .iter()
+            .map(|k| format!("- `{k}`\n"))
+            .collect::<String>();
+        generated(
+            "README.md",
+            Some((
+                "<!-- reload-applied:begin -->",
+                "<!-- reload-applied:end -->",
+            )),
+            &applied,
+        );
+    }
+
+    /// Every key and every value users write has a doc comment (the YAML comments and the README come from
+    /// them).
+    #[test]
+    fn every_key_and_choice_is_documented() {
+        fn walk(node: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+            match node {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::Object(props)) = map.get("properties") {
+                        for (k, v) in props {
+                            if reference::prose(v).is_empty() {
+                                missing.push(format!("{path}.{k}"));
+                            }
+                        }
+                    }
+                    for key in ["oneOf", "anyOf"] {
+                        for choice in map
+                            .get(key)
+                            .and_then(|v| v.as_array())
+                            .into_iter()
+                            .flatten()
+                        {
+                            let is_value =
+                                choice.get("const").is_some() || choice.get("enum").is_some();
+                            if is_value && reference::prose(choice).is_empty() {
+                                missing.push(format!("{path} value {choice}"));
+                            }
+                        }
+                    }
+                    // A plain `enum` list means none of its values has a doc comment.
+                    if map
+                        .get("enum")
+                        .and_then(|v| v.as_array())
+                        .is_some_and(|v| v.len() > 1)
+                    {
+                        missing.push(format!("{path} values"));
+                    }
+                    for (k, v) in map {
+                        walk(v, &format!("{path}/{k}"), missing);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, v) in items.iter().enumerate() {
+                        walk(v, &format!("{path}/{i}"), missing);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut missing = Vec::new();
+        walk(schema::root(), "", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:#?}");
+    }
+
+    #[test]
+    fn empty_text_and_null_both_mean_unset() {
+        let a = Config::from_yaml(
+            "state_dir: \"\"\nsinks:\n  otlp:\n    endpoint: \"\"\n    timeout: \"\"\n    ca_file: \"\"\n  webhooks:\n  - url: http://a/\n    hmac_secret_file: \"\"\nleader_election:\n  renew_deadline: \"\"\n",
+            "x",
+        )
+        .unwrap();
+        let b = Config::from_yaml(
+            "state_dir: null\nsinks:\n  otlp:\n    endpoint: null\n    timeout: null\n    ca_file: null\n  webhooks:\n  - url: http://a/\n    hmac_secret_file: null\nleader_election:\n  renew_deadline: null\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.state_dir, "");
+        assert_eq!(a.sinks.otlp.timeout, None);
+        assert_eq!(a.sinks.webhooks[0].hmac_secret_file, None);
+        let c = Config::from_yaml(
+            "state_dir: /var/lib/herald\nsinks:\n  otlp:\n    timeout: 3s\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, "/var/lib/herald");
+        assert_eq!(c.sinks.otlp.timeout, Some(Duration::from_secs(3)));
+        // Written back, unset is null, whichever way it was said.
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["state_dir"], serde_json::Value::Null);
+        assert_eq!(v["sinks"]["otlp"]["endpoint"], serde_json::Value::Null);
+        // A wrong value inside an optional setting still names the key.
+        let e = err("sinks:\n  otlp:\n    protocol: http\n");
+        assert!(
+            e.starts_with("sinks.otlp.protocol: unknown value `http`"),
+            "{e}"
+        );
+        let e = err("sinks:\n  otlp:\n    timeout: 5\n");
+        assert!(
+            e.starts_with("sinks.otlp.timeout: expected a duration"),
+            "{e}"
+        );
     }
 
     fn keys(v: &serde_json::Value) -> Vec<String> {

@@ -364,6 +364,44 @@ fn publish(
     let _ = leading.send(now);
 }
 
+/// The Lease that elects the one agent of a DaemonSet that watches cluster-wide Events (`leader_election`).
+/// Loaded and checked by `crate::config`, which re-exports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderElectionConfig {
+    /// Name of the Lease, in herald's own namespace (`mode: daemonset`).
+    pub lease_name: String,
+    /// A Lease not renewed for this long may be taken over by another agent.
+    pub lease_duration: crate::config::Duration,
+    /// How often the leader renews (and the others check).
+    pub renew_interval: crate::config::Duration,
+    /// A leader that has not renewed for this long stops emitting cluster-wide signals, before any other agent
+    /// may take the Lease over (shorter than `lease_duration`, longer than `renew_interval`; the difference is
+    /// the margin for clock rate and scheduling). Unset: two thirds of `lease_duration` (10s for 15s).
+    #[serde(deserialize_with = "crate::config::unset::option")]
+    pub renew_deadline: Option<crate::config::Duration>,
+}
+
+impl LeaderElectionConfig {
+    /// `renew_deadline`, or two thirds of `lease_duration` when it is not set.
+    pub fn effective_renew_deadline(&self) -> Duration {
+        self.renew_deadline
+            .map(|d| d.0)
+            .unwrap_or_else(|| self.lease_duration.0 * 2 / 3)
+    }
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            lease_name: "herald-leader".into(),
+            lease_duration: crate::config::Duration::from_secs(15),
+            renew_interval: crate::config::Duration::from_secs(2),
+            renew_deadline: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,14 +45,29 @@ pub enum Change {
 
 /// herald's severity classes, in increasing order, so "minimum severity" is a comparison.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Routine: nothing to do.
     Info,
+    /// Worth a look when convenient.
     Low,
+    /// Degraded: look soon.
     Medium,
+    /// Failing: act now.
     High,
+    /// Down or losing data: act immediately.
     Critical,
 }
 

@@ -6,7 +6,8 @@
 //!
 //! An invalid file is refused: one clear log line, a `ConfigRejected` Event, `herald_config_reloads_total
 //! {result="rejected"}`, and the running configuration stays. Settings that need a restart (listen, mode,
-//! sources, other sinks, ...) are named in a warning and left as they are.
+//! state_dir, sources, other sinks, ...) are named in a warning and left as they are: which ones is not a list
+//! kept here but derived from the settings' types (`crate::config::schema`), so a new key cannot be missed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,47 +46,10 @@ pub fn hash_value(hash: &str) -> f64 {
     u64::from_str_radix(hash, 16).unwrap_or(0) as f64
 }
 
-/// Top-level settings a reload does not apply (they need a restart).
-fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut check = |key, changed: bool| {
-        if changed {
-            keys.push(key);
-        }
-    };
-    check("listen", old.listen != new.listen);
-    check("listen_tls", old.listen_tls != new.listen_tls);
-    check("server", old.server != new.server);
-    check(
-        "shutdown_timeout",
-        old.shutdown_timeout != new.shutdown_timeout,
-    );
-    check("mode", old.mode != new.mode);
-    check(
-        "leader_election",
-        old.leader_election != new.leader_election,
-    );
-    check("source", old.source != new.source);
-    check("pipeline", old.pipeline != new.pipeline);
-    check("metrics", old.metrics != new.metrics);
-    check("sinks.metrics", old.sinks.metrics != new.sinks.metrics);
-    check("sinks.json", old.sinks.json != new.sinks.json);
-    check("sinks.otlp", old.sinks.otlp != new.sinks.otlp);
-    let urls = |c: &Config| {
-        c.sinks
-            .webhooks
-            .iter()
-            .map(|w| (w.url.clone(), w.queue_capacity))
-            .collect::<Vec<_>>()
-    };
-    check(
-        "sinks.webhooks (url, queue_capacity, count)",
-        urls(old) != urls(new),
-    );
-    check("log", old.log != new.log);
-    check("self_events", old.self_events != new.self_events);
-    check("reload", old.reload != new.reload);
-    keys
+/// The settings a reload does not apply (they need a restart), derived from the settings' types: every key
+/// whose struct does not mark it `x-reload: applied` (see `crate::config::schema`).
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    crate::config::schema::restart_needed(old, new)
 }
 
 /// Counters and the gauge of reloads.
@@ -185,6 +149,27 @@ fn reload_once(
     }
 }
 
+/// Live reload of the configuration file (`reload`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Reload on SIGHUP and when the file's content changes: a valid new configuration applies without
+    /// restarting the watches (the keys marked so); an invalid one is refused (logged, `ConfigRejected` Event)
+    /// and the running configuration stays.
+    pub enabled: bool,
+    /// How often the file's content is checked (a ConfigMap volume changes by a symlink swap).
+    pub poll_interval: crate::config::Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            enabled: true,
+            poll_interval: crate::config::Duration::from_secs(5),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +194,135 @@ mod tests {
         assert!(needs_restart(&a, &b).is_empty());
         b.listen = "127.0.0.1:1".parse().unwrap();
         assert_eq!(needs_restart(&a, &b), ["listen"]);
+    }
+
+    /// Every leaf of a configuration (with one webhook), changed alone, is named as restart-needed exactly when
+    /// a reload cannot apply it. The truth is written out here from what the agent re-reads on a reload: the
+    /// pipeline's `filters`, `dedup`, `severity` and `redact`, and a webhook's settings except its URL and
+    /// queue (src/pipeline/mod.rs `reconfigure`, src/sink/webhook.rs `reconfigure`).
+    #[test]
+    fn every_key_a_reload_cannot_apply_is_restart_needed_and_no_other() {
+        const APPLIED: &[&str] = &["filters.", "dedup.", "severity.", "redact."];
+        const WEBHOOK_APPLIED: &[&str] = &[
+            "filter.",
+            "batch_size",
+            "flush_interval",
+            "timeout",
+            "max_retries",
+            "hmac_secret_file",
+            "bearer_token_file",
+            "format",
+            "template",
+            "template_per",
+            "alert_resolve_after",
+        ];
+        let applied = |path: &str| {
+            if let Some(rest) = path.strip_prefix("sinks.webhooks[0].") {
+                return WEBHOOK_APPLIED
+                    .iter()
+                    .any(|k| rest == *k || (k.ends_with('.') && rest.starts_with(k)));
+            }
+            APPLIED.iter().any(|k| path.starts_with(k))
+        };
+        let mut config = Config::default();
+        config.sinks.webhooks.push(crate::config::WebhookConfig {
+            url: "http://a/".into(),
+            ..Default::default()
+        });
+        let base = serde_json::to_value(&config).unwrap();
+        let mut leaves = Vec::new();
+        fn walk(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+            let join = |k: &str| {
+                if path.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                }
+            };
+            match v {
+                serde_json::Value::Object(m) if !m.is_empty() => {
+                    for (k, v) in m {
+                        walk(v, join(k), out)
+                    }
+                }
+                serde_json::Value::Array(a) if a.first().is_some_and(|x| x.is_object()) => {
+                    for (i, v) in a.iter().enumerate() {
+                        walk(v, format!("{path}[{i}]"), out)
+                    }
+                }
+                _ => out.push(path),
+            }
+        }
+        walk(&base, String::new(), &mut leaves);
+        for must in [
+            "state_dir",
+            "checkpoint_interval",
+            "listen",
+            "mode",
+            "shutdown_timeout",
+        ] {
+            assert!(leaves.iter().any(|l| l == must), "{must} is a key");
+        }
+        assert!(leaves.len() > 100, "{}", leaves.len());
+        for leaf in &leaves {
+            let mut changed = base.clone();
+            let pointer = format!("/{}", leaf.replace(['.', '['], "/").replace(']', ""));
+            let v = changed.pointer_mut(&pointer).unwrap();
+            *v = match v.take() {
+                serde_json::Value::Null => "set".into(),
+                serde_json::Value::Bool(b) => (!b).into(),
+                serde_json::Value::Number(n) => (n.as_f64().unwrap() + 1.0).into(),
+                serde_json::Value::String(s) => format!("{s}x").into(),
+                serde_json::Value::Array(mut a) => {
+                    a.push("x".into());
+                    a.into()
+                }
+                serde_json::Value::Object(mut m) => {
+                    m.insert("x".into(), "y".into());
+                    m.into()
+                }
+            };
+            let named = crate::config::schema::restart_needed_values(&base, &changed);
+            if applied(leaf) {
+                assert!(
+                    named.is_empty(),
+                    "{leaf} is applied by a reload, named {named:?}"
+                );
+            } else {
+                assert_eq!(named, [leaf.as_str()], "{leaf} needs a restart");
+            }
+        }
+    }
+
+    #[test]
+    fn lists_of_settings_name_what_changed() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.sinks.webhooks.push(crate::config::WebhookConfig {
+            url: "http://a/".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            needs_restart(&a, &b),
+            ["sinks.webhooks (number of entries)"]
+        );
+        let mut c = b.clone();
+        c.sinks.webhooks[0].url = "http://b/".into();
+        c.sinks.webhooks[0].batch_size = 7;
+        c.sinks.webhooks[0].queue_capacity = 7;
+        assert_eq!(
+            needs_restart(&b, &c),
+            ["sinks.webhooks[0].queue_capacity", "sinks.webhooks[0].url"]
+        );
+        // Redaction rules are applied, however many there are.
+        let mut d = a.clone();
+        d.redact.rules.pop();
+        d.redact.rules[0].pattern = "x".into();
+        assert!(needs_restart(&a, &d).is_empty());
+        // The keys that slipped through the hand-kept list before.
+        let mut e = a.clone();
+        e.state_dir = "/var/lib/herald".into();
+        e.checkpoint_interval = crate::config::Duration::from_secs(9);
+        assert_eq!(needs_restart(&a, &e), ["checkpoint_interval", "state_dir"]);
     }
 }

@@ -24,7 +24,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::SelfEventsConfig;
 use crate::ring::Ring;
 use crate::sink::Shared;
 use crate::telemetry::{self, Telemetry};
@@ -449,6 +448,34 @@ pub async fn record_leadership(
                 "Lead",
                 format!("no longer holds Lease {lease}: stopped exporting cluster-wide Events"),
             );
+        }
+    }
+}
+
+/// Kubernetes Events herald records about itself on its own Pod (`self_events`; needs `POD_NAME` and
+/// `POD_NAMESPACE` from the downward API): Started, BecameLeader, LostLeadership, SinkFailing, SinkRecovered,
+/// EventsDropped, ConfigRejected. Loaded and checked by `crate::config`, which re-exports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfEventsConfig {
+    /// Record herald's own Events.
+    pub enabled: bool,
+    /// Events waiting to be written; when full, new ones are dropped (recording never blocks herald).
+    pub queue_capacity: usize,
+    /// Spam control per reason and message, like client-go's: at most `burst` writes at once, then one more per
+    /// `refill_interval`; the rest are dropped. Repeats that are written raise the Event's count.
+    pub burst: u32,
+    /// One more write per reason and message is allowed after each interval this long (see `burst`).
+    pub refill_interval: crate::config::Duration,
+}
+
+impl Default for SelfEventsConfig {
+    fn default() -> Self {
+        SelfEventsConfig {
+            enabled: true,
+            queue_capacity: 64,
+            burst: 25,
+            refill_interval: crate::config::Duration::from_secs(300),
         }
     }
 }

@@ -9,8 +9,6 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::config::MetricsConfig;
-
 /// One exported metric: its name, type, labels and meaning.
 pub struct MetricDef {
     pub name: &'static str,
@@ -251,6 +249,32 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
         .map(|(k, v)| Label::new(*k, v.to_string()))
         .collect();
     Key::from_parts(name, labels)
+}
+
+/// herald's own metric catalogue settings (`metrics`): the cardinality guard and histogram buckets. Loaded and
+/// checked by `crate::config`, which re-exports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Label-cardinality guard: at most this many label sets per metric; the rest are folded into `__other__`
+    /// and counted in `herald_metric_series_overflow_total`.
+    pub max_series_per_metric: usize,
+    /// Buckets (seconds) of `herald_event_delay_seconds`: an Event's last occurrence to processed.
+    pub delay_buckets: Vec<f64>,
+    /// Buckets (seconds) of `herald_processing_seconds`: object decoded to every sink handed the record.
+    pub processing_buckets: Vec<f64>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_series_per_metric: 10_000,
+            delay_buckets: vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+            processing_buckets: vec![
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+            ],
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::sink::{Shared, SinkQueue};
 use crate::telemetry::{self, Telemetry};
 
 pub mod classify;
+pub mod config;
 pub mod dedup;
 pub mod filter;
 pub mod redact;

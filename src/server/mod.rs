@@ -12,6 +12,7 @@
 //! descriptors. It must never let a client delay a probe past the kubelet's timeout.
 
 mod auth;
+pub mod config;
 mod conns;
 mod render;
 pub mod tls;

@@ -9,6 +9,7 @@ use crate::record::EventRecord;
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
+pub mod config;
 pub mod https;
 pub mod json;
 pub mod metrics_sink;

@@ -23,6 +23,7 @@ use crate::retry::Backoff;
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
+pub mod config;
 pub mod diagnostics;
 pub mod encode;
 pub mod settings;

@@ -1,0 +1,230 @@
+//! The configuration reference, generated from the settings' doc comments and defaults: the commented default
+//! file (`src/default-config.yaml`, printed by `herald config default`) and the README's key table. Tests
+//! compare both files with what is generated here, so neither can drift from the types; after changing a
+//! setting, `HERALD_BLESS=1 cargo test --lib config::` writes them again.
+//!
+//! Test-only: the agent prints the checked-in file and never generates anything at run time.
+
+use serde_json::Value;
+
+use super::Config;
+use super::schema::{self, applied_mark, entry_settings, properties};
+
+/// Width of a generated comment line.
+const WIDTH: usize = 110;
+
+const HEADER: &str = "\
+# herald configuration. Every key is optional: a missing key takes the value shown here. A setting that can be
+# off or unset is written null (\"\" means the same, as it always did).
+# Flags and HERALD_* environment variables override the file (see `herald run --help`).
+# This file is generated from the settings' documentation; `herald config check FILE` checks a copy.
+";
+
+/// A doc comment as one line of prose: whitespace runs (the source's line breaks) become single spaces.
+pub fn prose(schema: &Value) -> String {
+    let title = schema.get("title").and_then(Value::as_str);
+    let description = schema.get("description").and_then(Value::as_str);
+    let text = match (title, description) {
+        (Some(t), Some(d)) => format!("{t} {d}"),
+        (Some(t), None) => t.to_string(),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => String::new(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `text` as `# ` comment lines at `indent`, wrapped at [`WIDTH`].
+fn comment(text: &str, indent: usize, out: &mut String) {
+    hanging(text, indent, 0, 0, out)
+}
+
+/// Like [`comment`], with the first line indented `first` more and the others `hang` more (a list's keys).
+fn hanging(text: &str, indent: usize, first: usize, hang: usize, out: &mut String) {
+    let base = format!("{}# ", " ".repeat(indent));
+    let mut line = format!("{base}{}", " ".repeat(first));
+    let mut empty = true;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !empty && line.len() + 1 + word.len() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = format!("{base}{}", " ".repeat(hang));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    if !empty {
+        out.push_str(&line);
+        out.push('\n');
+    }
+}
+
+/// The commented default configuration: the defaults as serde-saphyr writes them (in the structs' field
+/// order), each key preceded by its doc comment; lists of plain values on one line.
+pub fn default_yaml() -> String {
+    // Long strings (the redaction patterns) stay on one line rather than folded, so they read as written.
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    let plain =
+        serde_saphyr::to_string_with_options(&Config::default(), options).unwrap_or_default();
+    let lines: Vec<&str> = plain.lines().collect();
+    let mut out = String::from(HEADER);
+    // The schema of each open mapping, by indentation.
+    let mut stack: Vec<(usize, &Value)> = vec![(0, schema::root())];
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        i += 1;
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim_start();
+        if text.starts_with("- ") || text == "-" {
+            // Inside a list of settings: documented once, above the list.
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        while stack.len() > 1 && stack.last().is_some_and(|(d, _)| *d > indent) {
+            stack.pop();
+        }
+        let Some((key, value)) = text.split_once(':') else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let parent = stack.last().map(|(_, s)| *s).unwrap_or(schema::root());
+        let Some(node) = properties(parent).and_then(|p| p.get(key)) else {
+            // A list entry's key (its indentation is past the `- `): already documented above the list.
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        if indent == 0 {
+            out.push('\n');
+        }
+        comment(&prose(node), indent, &mut out);
+        if let Some(entry) = entry_settings(node) {
+            comment("Each entry:", indent, &mut out);
+            if let Some(props) = properties(entry) {
+                for (k, s) in props {
+                    hanging(&format!("{k}: {}", prose(s)), indent, 2, 4, &mut out);
+                }
+            }
+        }
+        if value.trim().is_empty() {
+            // A list of plain values (`- a` lines at this indentation) is written on one line.
+            let mut items = Vec::new();
+            let mut j = i;
+            while j < lines.len() {
+                let l = lines[j];
+                let ind = l.len() - l.trim_start().len();
+                match l.trim_start().strip_prefix("- ") {
+                    Some(v)
+                        if ind == indent
+                            && !v.contains(':')
+                            && v.chars()
+                                .all(|c| c.is_alphanumeric() || "_.-/+".contains(c)) =>
+                    {
+                        items.push(v);
+                        j += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let next_is_item = lines.get(j).is_some_and(|l| {
+                l.len() - l.trim_start().len() == indent && l.trim_start().starts_with('-')
+            });
+            if !items.is_empty() && !next_is_item {
+                out.push_str(&format!(
+                    "{}{key}: [{}]\n",
+                    " ".repeat(indent),
+                    items.join(", ")
+                ));
+                i = j;
+                continue;
+            }
+            stack.push((indent + 1, node));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// One row per key (a list's entry keys as `list[].key`): key, default, what a reload does, meaning.
+pub fn readme_table() -> String {
+    let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
+    let mut out =
+        String::from("| key | default | on reload | meaning |\n| --- | --- | --- | --- |\n");
+    rows(schema::root(), Some(&defaults), "", false, &mut out);
+    out
+}
+
+fn rows(schema: &Value, default: Option<&Value>, path: &str, applied: bool, out: &mut String) {
+    let Some(props) = properties(schema) else {
+        return;
+    };
+    for (key, node) in props {
+        let key_path = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        let applied = applied_mark(node).unwrap_or(applied);
+        let value = default
+            .and_then(|d| d.get(key))
+            .or_else(|| node.get("default"));
+        let shown = match value {
+            _ if properties(node).is_some() => String::new(),
+            None => "required".to_string(),
+            Some(Value::Null) => "unset".to_string(),
+            Some(Value::Array(a)) if entry_settings(node).is_some() => match a.len() {
+                0 => "none".to_string(),
+                n => format!("{n} entries (`herald config default`)"),
+            },
+            Some(Value::String(s)) => format!("`{s}`"),
+            Some(v) => format!("`{v}`"),
+        };
+        let reload = if applied { "applied" } else { "restart" };
+        let meaning = prose(node).replace('|', "\\|");
+        out.push_str(&format!(
+            "| `{key_path}` | {shown} | {reload} | {meaning} |\n"
+        ));
+        if properties(node).is_some() {
+            rows(node, value, &key_path, applied, out);
+        }
+        if let Some(entry) = entry_settings(node) {
+            rows(entry, None, &format!("{key_path}[]"), applied, out);
+        }
+    }
+}
+
+/// The keys a reload applies, as the README's "Reloading the configuration" lists them: the top-most applied
+/// key of each subtree.
+pub fn applied_keys() -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(schema: &Value, path: &str, applied: bool, out: &mut Vec<String>) {
+        let Some(props) = properties(schema) else {
+            return;
+        };
+        for (key, node) in props {
+            let key_path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            let here = applied_mark(node).unwrap_or(applied);
+            if here && !applied {
+                out.push(key_path.clone());
+            }
+            walk(node, &key_path, here, out);
+            if let Some(entry) = entry_settings(node) {
+                walk(entry, &format!("{key_path}[]"), here, out);
+            }
+        }
+    }
+    walk(schema::root(), "", false, &mut out);
+    out
+}
