@@ -795,6 +795,31 @@ mod tests {
             )),
             &applied,
         );
+        // The prose after that list names restart-needed keys by hand: each must be a real key, not applied.
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        let after = readme.split("<!-- reload-applied:end -->").nth(1).unwrap();
+        let prose = after.split("When invalid").next().unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let applied = reference::applied_keys();
+        let mut named = 0;
+        for key in prose.split('`').skip(1).step_by(2) {
+            let Some(first) = key.split('.').next() else {
+                continue;
+            };
+            if key.contains(' ') || key.contains('[') || defaults.get(first).is_none() {
+                continue;
+            }
+            named += 1;
+            assert!(
+                !applied
+                    .iter()
+                    .any(|a| key == a || key.starts_with(&format!("{a}."))),
+                "README names {key} as restart-needed, but a reload applies it"
+            );
+        }
+        assert!(named >= 10, "{named}");
     }
 
     /// Every key and every value users write has a doc comment (the YAML comments and the README come from

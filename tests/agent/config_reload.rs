@@ -154,3 +154,77 @@ async fn a_valid_reload_applies_to_the_next_event_an_invalid_one_is_refused() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     sim.shutdown().await;
 }
+
+/// A reload that changes keys a reload cannot apply names each of them in one warning (including
+/// `state_dir` and `checkpoint_interval`), applies the rest, and keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_a_reload_cannot_apply_are_named_in_a_warning() {
+    use std::io::BufRead;
+    let sim = quiet_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let base = "reload:\n  poll_interval: 200ms\nsinks:\n  json:\n    enabled: false\n";
+    let mut child = herald_run(
+        Command::new(herald_bin()),
+        dir.path(),
+        &sim.url(),
+        base,
+        addr,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_until(Duration::from_secs(20), "herald ready", || {
+        http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    let state = dir.path().join("state");
+    replace_file(
+        &dir.path().join("herald.yaml"),
+        &format!(
+            "{base}state_dir: {}\ncheckpoint_interval: 7s\nmode: sidecar\nfilters:\n  types: [Warning]\n",
+            state.display()
+        ),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let warning = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("only after a restart") => break line,
+            Ok(_) => {}
+            Err(e) => panic!("no restart warning: {e}"),
+        }
+    };
+    for key in ["state_dir", "checkpoint_interval", "mode"] {
+        assert!(warning.contains(key), "{key} not named: {warning}");
+    }
+    assert!(
+        !warning.contains("filters"),
+        "filters are applied: {warning}"
+    );
+    let metrics = http_get(addr, "/metrics").unwrap().1;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "herald_config_reloads_total",
+            &[("result", "applied")]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    sim.shutdown().await;
+}
