@@ -820,6 +820,21 @@ mod tests {
             );
         }
         assert!(named >= 10, "{named}");
+        // The flags table names the key each flag sets: a real key, spelled as in the file.
+        let mut flags = 0;
+        for row in readme.lines().filter(|l| l.starts_with("| `--")) {
+            let key_cell = row.split('|').nth(3).unwrap_or_default();
+            let Some(key) = key_cell.split('`').nth(1) else {
+                continue; // `the file itself`, `which cluster`
+            };
+            let pointer = format!("/{}", key.replace('.', "/"));
+            assert!(
+                defaults.pointer(&pointer).is_some(),
+                "README flag row names {key}, which is not a key: {row}"
+            );
+            flags += 1;
+        }
+        assert!(flags >= 10, "{flags}");
     }
 
     /// Every key and every value users write has a doc comment (the YAML comments and the README come from

@@ -153,16 +153,18 @@ pub fn default_yaml() -> String {
     out
 }
 
-/// One row per key (a list's entry keys as `list[].key`): key, default, what a reload does, meaning.
-pub fn readme_table() -> String {
-    let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
-    let mut out =
-        String::from("| key | default | on reload | meaning |\n| --- | --- | --- | --- |\n");
-    rows(schema::root(), Some(&defaults), "", false, &mut out);
-    out
+/// A key as the walk below meets it.
+struct Key<'a> {
+    /// Dotted path; a list's entry keys as `list[].key`.
+    path: String,
+    schema: &'a Value,
+    /// Whether a reload applies it, and whether it applies the key above it.
+    applied: bool,
+    parent_applied: bool,
 }
 
-fn rows(schema: &Value, default: Option<&Value>, path: &str, applied: bool, out: &mut String) {
+/// Every key below `schema`, parents before children (alphabetical among siblings).
+fn each_key<'a>(schema: &'a Value, path: &str, applied: bool, f: &mut impl FnMut(Key<'a>)) {
     let Some(props) = properties(schema) else {
         return;
     };
@@ -172,59 +174,61 @@ fn rows(schema: &Value, default: Option<&Value>, path: &str, applied: bool, out:
         } else {
             format!("{path}.{key}")
         };
-        let applied = applied_mark(node).unwrap_or(applied);
-        let value = default
-            .and_then(|d| d.get(key))
-            .or_else(|| node.get("default"));
+        let here = applied_mark(node).unwrap_or(applied);
+        f(Key {
+            path: key_path.clone(),
+            schema: node,
+            applied: here,
+            parent_applied: applied,
+        });
+        each_key(node, &key_path, here, f);
+        if let Some(entry) = entry_settings(node) {
+            each_key(entry, &format!("{key_path}[]"), here, f);
+        }
+    }
+}
+
+/// One row per key (a list's entry keys as `list[].key`): key, default, what a reload does, meaning.
+pub fn readme_table() -> String {
+    let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
+    let mut out =
+        String::from("| key | default | on reload | meaning |\n| --- | --- | --- | --- |\n");
+    each_key(schema::root(), "", false, &mut |key| {
+        // An entry key's default is its struct's; every other key's is the default configuration's.
+        let value = if key.path.contains("[]") {
+            key.schema.get("default")
+        } else {
+            defaults.pointer(&format!("/{}", key.path.replace('.', "/")))
+        };
         let shown = match value {
-            _ if properties(node).is_some() => String::new(),
+            _ if properties(key.schema).is_some() => String::new(),
             None => "required".to_string(),
             Some(Value::Null) => "unset".to_string(),
-            Some(Value::Array(a)) if entry_settings(node).is_some() => match a.len() {
+            Some(Value::Array(a)) if entry_settings(key.schema).is_some() => match a.len() {
                 0 => "none".to_string(),
                 n => format!("{n} entries (`herald config default`)"),
             },
             Some(Value::String(s)) => format!("`{s}`"),
             Some(v) => format!("`{v}`"),
         };
-        let reload = if applied { "applied" } else { "restart" };
-        let meaning = prose(node).replace('|', "\\|");
+        let reload = if key.applied { "applied" } else { "restart" };
+        let meaning = prose(key.schema).replace('|', "\\|");
         out.push_str(&format!(
-            "| `{key_path}` | {shown} | {reload} | {meaning} |\n"
+            "| `{}` | {shown} | {reload} | {meaning} |\n",
+            key.path
         ));
-        if properties(node).is_some() {
-            rows(node, value, &key_path, applied, out);
-        }
-        if let Some(entry) = entry_settings(node) {
-            rows(entry, None, &format!("{key_path}[]"), applied, out);
-        }
-    }
+    });
+    out
 }
 
 /// The keys a reload applies, as the README's "Reloading the configuration" lists them: the top-most applied
 /// key of each subtree.
 pub fn applied_keys() -> Vec<String> {
     let mut out = Vec::new();
-    fn walk(schema: &Value, path: &str, applied: bool, out: &mut Vec<String>) {
-        let Some(props) = properties(schema) else {
-            return;
-        };
-        for (key, node) in props {
-            let key_path = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            let here = applied_mark(node).unwrap_or(applied);
-            if here && !applied {
-                out.push(key_path.clone());
-            }
-            walk(node, &key_path, here, out);
-            if let Some(entry) = entry_settings(node) {
-                walk(entry, &format!("{key_path}[]"), here, out);
-            }
+    each_key(schema::root(), "", false, &mut |key| {
+        if key.applied && !key.parent_applied {
+            out.push(key.path);
         }
-    }
-    walk(schema::root(), "", false, &mut out);
+    });
     out
 }
