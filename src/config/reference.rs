@@ -204,6 +204,8 @@ pub fn readme_table() -> String {
             _ if properties(key.schema).is_some() => String::new(),
             None => "required".to_string(),
             Some(Value::Null) => "unset".to_string(),
+            // Text that can be unset defaults to null; an empty default is no default at all (a webhook's url).
+            Some(Value::String(s)) if s.is_empty() => "required".to_string(),
             Some(Value::Array(a)) if entry_settings(key.schema).is_some() => match a.len() {
                 0 => "none".to_string(),
                 n => format!("{n} entries (`herald config default`)"),
