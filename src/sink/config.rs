@@ -22,7 +22,9 @@ pub struct SinksConfig {
     pub metrics: MetricsSinkConfig,
     /// JSON lines on stdout.
     pub json: JsonSinkConfig,
-    /// OTLP logs to an OpenTelemetry collector.
+    /// OTLP logs to an OpenTelemetry collector. Off unless an endpoint is set here or in a variable; every
+    /// unset value falls back to the matching `OTEL_EXPORTER_OTLP_*` variable (the `_LOGS_` one first), then
+    /// to the default noted; a value here wins over a variable.
     pub otlp: OtlpSinkConfig,
     /// HTTP endpoints that receive records in batches, each with its own filter, queue, batching and retries
     /// (see the README for one example per `format`).
