@@ -923,6 +923,11 @@ mod tests {
             e.starts_with("sinks.otlp.protocol: unknown value `http`"),
             "{e}"
         );
+        assert_eq!(err("state_dir: 5\n"), "state_dir: expected text, got 5");
+        assert_eq!(
+            err("sinks:\n  webhooks:\n  - url: http://a/\n    hmac_secret_file: [a]\n"),
+            "sinks.webhooks[0].hmac_secret_file: expected path string, got a list"
+        );
         let e = err("sinks:\n  otlp:\n    timeout: 5\n");
         assert!(
             e.starts_with("sinks.otlp.timeout: expected a duration"),
