@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use metrics::Counter;
 
-use crate::record::EventRecord;
+use crate::record::Record;
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
@@ -24,7 +24,7 @@ pub mod webhook_format;
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A record shared by every sink that takes it.
-pub type Shared = Arc<EventRecord>;
+pub type Shared = Arc<Record>;
 
 /// The pipeline's side of one sink.
 pub struct SinkQueue {
@@ -76,14 +76,15 @@ impl SinkQueue {
     /// barrier goes only to the sink that takes them, and a full ring refuses it without counting a drop
     /// (the watch sends another on its next tick, as the barrier was not acknowledged).
     pub fn offer(&self, record: &Shared) {
-        if record.checkpoint.is_some() {
-            if self.takes_checkpoints {
-                let _ = self.ring.try_push(record.clone());
+        match &**record {
+            Record::Checkpoint(_) => {
+                if self.takes_checkpoints {
+                    let _ = self.ring.try_push(record.clone());
+                }
+                return;
             }
-            return;
-        }
-        if record.duplicate && !self.accepts_duplicates {
-            return;
+            Record::Event(event) if event.duplicate && !self.accepts_duplicates => return,
+            Record::Event(_) | Record::Vm(_) => {}
         }
         if self.ring.try_push(record.clone()).is_err() {
             self.dropped.increment(1);
