@@ -114,33 +114,13 @@ impl Agent {
             term_store: checkpoints.term_store,
         };
         let (sources, started) = modes::start(&core, sources, leadership);
-        let version = env!("CARGO_PKG_VERSION");
-        let started = format!("herald {version} started in {started}");
+        let started = format!("herald {} started in {started}", env!("CARGO_PKG_VERSION"));
         core.self_events.normal("Started", "Start", started);
 
-        let stop_server = CancellationToken::new();
-        let server = crate::server::serve(
-            listener,
-            core.telemetry.clone(),
-            core.health.clone(),
-            stop_server.clone(),
-        );
-        let server = core.sup.spawn("server", Need::Essential, server);
-        let mut housekeeping: Vec<Task> = self_events_task.into_iter().collect();
-        housekeeping.extend([data.drop_reports, core.upkeep()]);
-        tracing::info!(version, %config_hash, "herald started");
-        if let Some(source) = reload.filter(|_| config.reload.enabled) {
-            let (poll, events) = (config.reload.poll_interval.0, core.self_events.clone());
-            let reload = crate::reload::run(
-                source,
-                config_tx,
-                poll,
-                events,
-                core.telemetry.clone(),
-                stop_server.clone(),
-            );
-            housekeeping.push(core.sup.spawn("reload", Need::Auxiliary, reload));
-        }
+        let (server, stop_server, mut housekeeping) =
+            serve(&core, &config, listener, reload, config_tx, &config_hash);
+        housekeeping.extend(self_events_task);
+        housekeeping.push(data.drop_reports);
         let running = Running {
             sources,
             ingest: data.ingest,
@@ -152,4 +132,38 @@ impl Agent {
         };
         Ok((core, running))
     }
+}
+
+/// The HTTP server (with the token that stops it), then the housekeeping: metric upkeep, and configuration
+/// reloads when enabled.
+fn serve(
+    core: &Core,
+    config: &Config,
+    listener: crate::server::Listener,
+    reload: Option<crate::reload::ConfigSource>,
+    config_tx: watch::Sender<Arc<Config>>,
+    config_hash: &str,
+) -> (Task, CancellationToken, Vec<Task>) {
+    let stop_server = CancellationToken::new();
+    let server = crate::server::serve(
+        listener,
+        core.telemetry.clone(),
+        core.health.clone(),
+        stop_server.clone(),
+    );
+    let server = core.sup.spawn("server", Need::Essential, server);
+    let mut housekeeping = vec![core.upkeep()];
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), %config_hash, "herald started");
+    if let Some(source) = reload.filter(|_| config.reload.enabled) {
+        let reload = crate::reload::run(
+            source,
+            config_tx,
+            config.reload.poll_interval.0,
+            core.self_events.clone(),
+            core.telemetry.clone(),
+            stop_server.clone(),
+        );
+        housekeeping.push(core.sup.spawn("reload", Need::Auxiliary, reload));
+    }
+    (server, stop_server, housekeeping)
 }
