@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use herald::config::Config;
 use herald::pipeline::Pipeline;
-use herald::record::{EventApi, EventRecord, Interner};
+use herald::record::{EventApi, EventRecord, Interner, LogEntry, Record};
 use herald::sink::{Shared, SinkQueue};
 use herald::source::decode::{CoreV1, LeanEvent};
 use herald::source::events::normalise;
@@ -97,7 +97,7 @@ fn run_pipeline(base: &[EventRecord], unique: bool, iters: u64) -> Duration {
                 if unique {
                     r.regarding.name = format!("{}-{left}-{i}", r.regarding.name).into();
                 }
-                Arc::new(r)
+                Arc::new(Record::Event(r))
             })
             .collect();
         let start = Instant::now();
@@ -155,12 +155,12 @@ fn otlp(c: &mut Criterion) {
     g.throughput(Throughput::Elements(batch.len() as u64));
     g.bench_function("otlp_build_encode_512", |b| {
         b.iter(|| {
-            let request = encode::export_request(batch.iter(), &id);
+            let request = encode::export_request(batch.iter().map(LogEntry::from), &id);
             std::hint::black_box(request.encode_to_vec())
         })
     });
     g.bench_function("otlp_wire_512", |b| {
-        let refs: Vec<&EventRecord> = batch.iter().collect();
+        let refs: Vec<LogEntry> = batch.iter().map(LogEntry::from).collect();
         let mut encoder = herald::sink::otlp::wire::Encoder::default();
         b.iter(|| std::hint::black_box(encoder.logs(&refs, &id)))
     });
@@ -169,7 +169,7 @@ fn otlp(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             for r in &batch {
-                herald::sink::json::write_line(&mut out, r, &id);
+                herald::sink::json::write_line(&mut out, r.into(), &id);
             }
             std::hint::black_box(out.len())
         })

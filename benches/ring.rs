@@ -1,6 +1,6 @@
 //! Why herald's rings are crossbeam's `ArrayQueue` + `tokio::sync::Notify` (the ring candidates measured side by side).
 //!
-//! Three bounded queues carrying what herald's rings carry, an `Arc<EventRecord>` (one pointer):
+//! Three bounded queues carrying what herald's rings carry, an `Arc<Record>` (one pointer):
 //! - `ring`: herald's [`Ring`] (lock-free `ArrayQueue`, `Notify` only to wait when empty/full);
 //! - `tokio_mpsc`: `tokio::sync::mpsc::channel` (bounded, semaphore-based);
 //! - `mutex_deque`: a `std::sync::Mutex<VecDeque>` with the same two `Notify`s, the obvious hand-rolled design.
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use herald::config::MetricsConfig;
-use herald::record::EventRecord;
+use herald::record::{EventRecord, Record};
 use herald::ring::Ring;
 use herald::sink::{Shared, SinkQueue};
 use herald::telemetry::Telemetry;
@@ -37,9 +37,9 @@ const BATCH: u64 = 10_000;
 const CAPACITY: usize = 1024;
 
 fn item() -> Shared {
-    Arc::new(EventRecord::for_test(
+    Arc::new(Record::Event(EventRecord::for_test(
         "default", "Pod", "web-0", "BackOff", "Warning",
-    ))
+    )))
 }
 
 /// The baseline a lock-free ring has to beat: a mutex-guarded deque with the same waiting scheme as [`Ring`].

@@ -1,4 +1,6 @@
-//! The one compact record every Kubernetes Event is normalised into, whichever API it came from.
+//! The one compact record every Kubernetes Event is normalised into, whichever API it came from, and
+//! [`Record`], what travels on the rings from the sources through the pipeline to the sinks: an Event, a
+//! KubeVirt lifecycle transition, or an Event watch's checkpoint barrier, never a mix of them.
 //!
 //! Strings that repeat across thousands of Events (namespace, kind, reason, type, component) are interned
 //! ([`Interner`]) so a record holds a pointer, not a copy, and metric handles can be cached by pointer-cheap keys.
@@ -177,15 +179,79 @@ pub struct EventRecord {
     pub repeated: bool,
     pub duplicate: bool,
     pub fingerprint: u64,
-    /// Set when the record stands for a KubeVirt lifecycle transition rather than a Kubernetes Event: log
-    /// sinks write it (with VM attributes, and a span when it has a duration); the Event metrics skip it.
-    pub vm: Option<Box<VmDetails>>,
     /// Which Event watch emitted it (an index into `events::watch_keys`), so the metrics sink can keep each
     /// watch's totals apart for its checkpoint.
     pub watch: u16,
-    /// Not an Event but a checkpoint barrier, behind every record its watch emitted before. The pipeline
-    /// passes it to the metrics sink only.
-    pub checkpoint: Option<crate::checkpoint::Barrier>,
+}
+
+/// What the rings carry. Each stage matches on the kinds it handles, so an Event cannot be mistaken for a
+/// barrier or a transition for an Event.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A Kubernetes Event: every stage and sink takes it.
+    Event(EventRecord),
+    /// A KubeVirt lifecycle transition: classified, filtered and redacted like an Event (never deduplicated,
+    /// each is unique), written by the log sinks with VM attributes (and a span when it has a duration);
+    /// the Event metrics skip it (the KubeVirt source keeps its own).
+    Vm(VmTransition),
+    /// An Event watch's checkpoint barrier, behind every record that watch emitted before: the pipeline
+    /// passes it to the metrics sink only, which writes the checkpoint.
+    Checkpoint(WatchBarrier),
+}
+
+/// A KubeVirt lifecycle transition: the report log sinks write, shaped like an Event about the KubeVirt
+/// object (so severity rules, filters and redaction apply to it unchanged), and the VM's details.
+#[derive(Debug, Clone)]
+pub struct VmTransition {
+    pub report: EventRecord,
+    /// Boxed: transitions are rare, and every record on the rings is as large as the largest kind.
+    pub details: Box<VmDetails>,
+}
+
+/// A checkpoint barrier and the Event watch it belongs to (an index into `events::watch_keys`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchBarrier {
+    pub watch: u16,
+    pub barrier: crate::checkpoint::Barrier,
+}
+
+/// What a log sink writes for one record: the Event, or a transition's report with its VM details.
+#[derive(Debug, Clone, Copy)]
+pub struct LogEntry<'a> {
+    pub event: &'a EventRecord,
+    pub vm: Option<&'a VmDetails>,
+}
+
+impl Record {
+    /// A checkpoint barrier of Event watch `watch`.
+    pub fn barrier(watch: u16, barrier: crate::checkpoint::Barrier) -> Record {
+        Record::Checkpoint(WatchBarrier { watch, barrier })
+    }
+
+    /// What log sinks write for this record; `None` for a checkpoint barrier, which is not written.
+    pub fn log_entry(&self) -> Option<LogEntry<'_>> {
+        match self {
+            Record::Event(event) => Some(LogEntry { event, vm: None }),
+            Record::Vm(t) => Some(LogEntry {
+                event: &t.report,
+                vm: Some(&t.details),
+            }),
+            Record::Checkpoint(_) => None,
+        }
+    }
+}
+
+/// An Event's log entry (no VM details).
+impl<'a> From<&'a EventRecord> for LogEntry<'a> {
+    fn from(event: &'a EventRecord) -> LogEntry<'a> {
+        LogEntry { event, vm: None }
+    }
+}
+
+impl From<EventRecord> for Record {
+    fn from(event: EventRecord) -> Record {
+        Record::Event(event)
+    }
 }
 
 /// A KubeVirt lifecycle transition, as log sinks write it.
@@ -224,8 +290,8 @@ impl EventRecord {
         }
     }
 
-    /// A record with every string empty and one new occurrence, observed now: what the records that do not
-    /// come from an Event (VM transitions, checkpoint barriers) start from.
+    /// A record with every string empty and one new occurrence, observed now: what a VM transition's report
+    /// (and a test's record) starts from.
     pub fn blank() -> EventRecord {
         EventRecord {
             api: EventApi::CoreV1,
@@ -261,20 +327,8 @@ impl EventRecord {
             repeated: false,
             duplicate: false,
             fingerprint: 0,
-            vm: None,
             watch: 0,
-            checkpoint: None,
         }
-    }
-
-    /// A checkpoint barrier of Event watch `watch` (see [`EventRecord::checkpoint`]).
-    pub fn checkpoint_barrier(watch: u16, barrier: crate::checkpoint::Barrier) -> EventRecord {
-        let mut r = EventRecord::blank();
-        r.delta = 0;
-        r.new_object = false;
-        r.watch = watch;
-        r.checkpoint = Some(barrier);
-        r
     }
 
     /// A minimal core/v1 record for tests and benches: a new Event `<name>.17a` about object `kind/name`,

@@ -12,7 +12,7 @@ use metrics::{Counter, Gauge, Histogram};
 
 use crate::config::{Config, DedupConfig};
 use crate::health::Health;
-use crate::record::EventRecord;
+use crate::record::{EventRecord, Record};
 use crate::sink::{Shared, SinkQueue};
 use crate::telemetry::{self, Telemetry};
 
@@ -133,25 +133,45 @@ impl Pipeline {
 
     /// Decide about one record and fan it out.
     pub fn process(&mut self, mut shared: Shared, now_wall: jiff::Timestamp, now: Instant) {
-        if shared.checkpoint.is_some() {
-            // Not an Event: it only has to reach the metrics sink behind the records before it.
-            for sink in &self.sinks {
-                sink.offer(&shared);
+        // The record is still owned by this worker alone: make_mut never clones here.
+        let (record, unique) = match Arc::make_mut(&mut shared) {
+            Record::Checkpoint(_) => {
+                // Not an Event: it only has to reach the metrics sink behind the records before it.
+                self.fan_out(&shared);
+                return;
             }
+            Record::Event(event) => (event, false),
+            // Lifecycle transitions are each unique; only Events repeat.
+            Record::Vm(transition) => (&mut transition.report, true),
+        };
+        self.stats.received.increment(1);
+        if !self.decide(record, unique, now_wall, now) {
             return;
         }
-        self.stats.received.increment(1);
-        // The record is still owned by this worker alone: make_mut never clones here.
-        let record: &mut EventRecord = Arc::make_mut(&mut shared);
+        let decoded_at = record.decoded_at;
+        self.fan_out(&shared);
+        self.stats
+            .processing
+            .record(now.saturating_duration_since(decoded_at).as_secs_f64());
+    }
+
+    /// Classify, filter, deduplicate (unless `unique`) and redact one Event or transition report; `false`
+    /// when a filter dropped it.
+    fn decide(
+        &mut self,
+        record: &mut EventRecord,
+        unique: bool,
+        now_wall: jiff::Timestamp,
+        now: Instant,
+    ) -> bool {
         self.classifier.classify(record);
         if let Err(reason) = self.filter.check(record, now_wall) {
             if let Some((_, c)) = self.stats.filtered.iter().find(|(f, _)| *f == reason) {
                 c.increment(1);
             }
-            return;
+            return false;
         }
-        // Lifecycle transitions are each unique; only Events repeat.
-        if record.vm.is_none() && self.dedup.check(record, now) {
+        if !unique && self.dedup.check(record, now) {
             self.stats.deduplicated.increment(1);
         }
         if self.redactor.apply(record) {
@@ -161,13 +181,13 @@ impl Pipeline {
             let delay = now_wall.duration_since(ts).as_secs_f64().max(0.0);
             self.stats.delay.record(delay);
         }
-        let decoded_at = record.decoded_at;
+        true
+    }
+
+    fn fan_out(&self, shared: &Shared) {
         for sink in &self.sinks {
-            sink.offer(&shared);
+            sink.offer(shared);
         }
-        self.stats
-            .processing
-            .record(now.saturating_duration_since(decoded_at).as_secs_f64());
     }
 
     fn report_backlog(&self, ingest: &Ring<Shared>) {

@@ -14,13 +14,13 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::Shared;
 use super::shape::{self, Identity, Value};
 use crate::health::SinkHealth;
-use crate::record::EventRecord;
+use crate::record::LogEntry;
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
 /// Append one JSON line for `r` to `out`: the OTLP log record's fields, then its resource and log
 /// attributes flattened under their OpenTelemetry keys.
-pub fn write_line(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) {
+pub fn write_line(out: &mut Vec<u8>, r: LogEntry<'_>, id: &Identity) {
     if write_object(out, r, id) {
         out.push(b'\n');
     }
@@ -28,7 +28,8 @@ pub fn write_line(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) {
 
 /// Append the JSON object of [`write_line`] without the newline (the webhook sink's records); `false` when
 /// nothing was written.
-pub fn write_object(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) -> bool {
+pub fn write_object(out: &mut Vec<u8>, entry: LogEntry<'_>, id: &Identity) -> bool {
+    let r = entry.event;
     let start = out.len();
     let mut ser = serde_json::Serializer::new(&mut *out);
     // Serialising strings and numbers into a Vec cannot fail; a failure would only cut this one line.
@@ -51,7 +52,7 @@ pub fn write_object(out: &mut Vec<u8>, r: &EventRecord, id: &Identity) -> bool {
         for (k, v) in shape::object_attributes(r) {
             result = result.and_then(|()| map.serialize_entry(k, v));
         }
-        shape::log_attributes(r, |k, v| {
+        shape::log_attributes(entry, |k, v| {
             if result.is_ok() {
                 result = match v {
                     Value::Str(s) => map.serialize_entry(k, s),
@@ -107,8 +108,11 @@ impl<W: AsyncWrite + Unpin> JsonSink<W> {
             while lines < BATCH {
                 match ring.try_pop() {
                     Some(r) => {
-                        write_line(&mut buf, &r, &self.identity);
-                        lines += 1;
+                        // Checkpoint barriers never reach this sink ([`super::SinkQueue::offer`]).
+                        if let Some(entry) = r.log_entry() {
+                            write_line(&mut buf, entry, &self.identity);
+                            lines += 1;
+                        }
                     }
                     None => break,
                 }
@@ -138,6 +142,7 @@ impl<W: AsyncWrite + Unpin> JsonSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::EventRecord;
 
     #[test]
     fn line_uses_otel_keys() {
@@ -151,7 +156,7 @@ mod tests {
             cluster_name: "prod".into(),
             agent_node: String::new(),
         };
-        write_line(&mut out, &r, &id);
+        write_line(&mut out, (&r).into(), &id);
         assert_eq!(out.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["k8s.namespace.name"], "default");
@@ -179,10 +184,10 @@ mod tests {
         let id = Identity::default();
         let line = |r: &EventRecord| {
             let mut out = Vec::new();
-            write_line(&mut out, r, &id);
+            write_line(&mut out, r.into(), &id);
             serde_json::from_slice::<serde_json::Value>(&out).unwrap()
         };
-        let otlp = super::super::otlp::encode::log_record(&r);
+        let otlp = super::super::otlp::encode::log_record((&r).into());
         let v = line(&r);
         assert_eq!(v["timestamp"], "2024-12-02T10:13:09Z");
         assert_eq!(otlp.time_unix_nano, 1_733_134_389_000_000_000);
@@ -192,6 +197,9 @@ mod tests {
 
         r.event_time = Some("2958-01-01T00:00:00Z".parse().unwrap());
         assert!(line(&r)["timestamp"].is_null());
-        assert_eq!(super::super::otlp::encode::log_record(&r).time_unix_nano, 0);
+        assert_eq!(
+            super::super::otlp::encode::log_record((&r).into()).time_unix_nano,
+            0
+        );
     }
 }

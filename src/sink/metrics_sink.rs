@@ -27,7 +27,7 @@ use metrics::Counter;
 
 use super::Shared;
 use crate::checkpoint::{self, Acks, Barrier, EventWatch, EventsFile, SavedCounter, SavedWatch};
-use crate::record::{EventRecord, Sym};
+use crate::record::{EventRecord, Record, Sym};
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
@@ -307,11 +307,8 @@ impl MetricsSink {
         )
     }
 
+    /// Count one Event.
     pub fn record(&mut self, r: &EventRecord) {
-        if r.vm.is_some() || r.checkpoint.is_some() {
-            // Lifecycle transitions have their own metrics, kept by the KubeVirt source.
-            return;
-        }
         // Quota refusals are Warnings; skip the message search for everything else.
         if r.delta > 0
             && &*r.type_ == "Warning"
@@ -533,9 +530,13 @@ impl MetricsSink {
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
         while ring.ready(super::LINGER).await {
             while let Some(r) = ring.try_pop() {
-                match &r.checkpoint {
-                    Some(barrier) => self.barrier(r.watch, barrier, ring.is_closed()).await,
-                    None => self.record(&r),
+                match &*r {
+                    Record::Event(event) => self.record(event),
+                    // Lifecycle transitions have their own metrics, kept by the KubeVirt source.
+                    Record::Vm(_) => {}
+                    Record::Checkpoint(b) => {
+                        self.barrier(b.watch, &b.barrier, ring.is_closed()).await
+                    }
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use metrics::Counter;
 
-use crate::record::EventRecord;
+use crate::record::Record;
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
@@ -25,7 +25,7 @@ pub mod webhook_format;
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A record shared by every sink that takes it.
-pub type Shared = Arc<EventRecord>;
+pub type Shared = Arc<Record>;
 
 /// The pipeline's side of one sink.
 pub struct SinkQueue {
@@ -77,17 +77,80 @@ impl SinkQueue {
     /// barrier goes only to the sink that takes them, and a full ring refuses it without counting a drop
     /// (the watch sends another on its next tick, as the barrier was not acknowledged).
     pub fn offer(&self, record: &Shared) {
-        if record.checkpoint.is_some() {
-            if self.takes_checkpoints {
-                let _ = self.ring.try_push(record.clone());
+        match &**record {
+            Record::Checkpoint(_) => {
+                if self.takes_checkpoints {
+                    let _ = self.ring.try_push(record.clone());
+                }
+                return;
             }
-            return;
-        }
-        if record.duplicate && !self.accepts_duplicates {
-            return;
+            Record::Event(event) if event.duplicate && !self.accepts_duplicates => return,
+            Record::Event(_) | Record::Vm(_) => {}
         }
         if self.ring.try_push(record.clone()).is_err() {
             self.dropped.increment(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Barrier;
+    use crate::record::{EventRecord, VmDetails, VmTransition};
+
+    fn queues() -> (SinkQueue, SinkQueue) {
+        let t = Telemetry::new(&crate::config::MetricsConfig::default());
+        let metrics = SinkQueue::new("metrics", 8, true, &t).taking_checkpoints();
+        (metrics, SinkQueue::new("json", 8, false, &t))
+    }
+
+    fn vm() -> Record {
+        Record::Vm(VmTransition {
+            report: EventRecord::for_test("ns", "VirtualMachine", "vm1", "started", "Normal"),
+            details: Box::new(VmDetails {
+                transition: "started",
+                vm: "vm1".into(),
+                vm_uid: String::new(),
+                node: String::new(),
+                source_node: String::new(),
+                target_node: String::new(),
+                before: "Stopped".into(),
+                after: "Running".into(),
+                span: None,
+            }),
+        })
+    }
+
+    #[test]
+    fn each_kind_of_record_reaches_the_sinks_that_take_it() {
+        let (metrics, json) = queues();
+        let mut duplicate = EventRecord::for_test("ns", "Pod", "p", "BackOff", "Warning");
+        duplicate.duplicate = true;
+        let records: [Shared; 4] = [
+            Arc::new(EventRecord::for_test("ns", "Pod", "p", "BackOff", "Warning").into()),
+            Arc::new(duplicate.into()),
+            Arc::new(vm()),
+            Arc::new(Record::barrier(0, Barrier::Start)),
+        ];
+        for r in &records {
+            metrics.offer(r);
+            json.offer(r);
+        }
+        let kinds = |q: &SinkQueue| {
+            std::iter::from_fn(|| q.ring.try_pop())
+                .map(|r| match &*r {
+                    Record::Event(e) if e.duplicate => "duplicate",
+                    Record::Event(_) => "event",
+                    Record::Vm(_) => "vm",
+                    Record::Checkpoint(_) => "barrier",
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(&metrics), ["event", "duplicate", "vm", "barrier"]);
+        assert_eq!(kinds(&json), ["event", "vm"]);
+        assert_eq!(json.ring.dropped(), 0);
+        assert!(Record::barrier(0, Barrier::Start).log_entry().is_none());
+        assert!(vm().log_entry().is_some_and(|e| e.vm.is_some()));
     }
 }

@@ -14,7 +14,7 @@
 
 use jiff::Timestamp;
 
-use crate::record::EventRecord;
+use crate::record::{EventRecord, LogEntry};
 
 /// One attribute value.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +117,8 @@ pub fn severity_text(r: &EventRecord) -> Option<&str> {
 /// Log record attributes: first the receiver's keys, each with the receiver's value computed from the same
 /// object; then herald's own, all under `herald.*` (and `kubevirt.*` for VM lifecycle records), so a future
 /// receiver version cannot give one of them another meaning.
-pub fn log_attributes<'a>(r: &'a EventRecord, mut put: impl FnMut(&'static str, Value<'a>)) {
+pub fn log_attributes<'a>(entry: LogEntry<'a>, mut put: impl FnMut(&'static str, Value<'a>)) {
+    let LogEntry { event: r, vm } = entry;
     put("k8s.event.reason", Value::Str(&r.reason));
     put("k8s.event.action", Value::Str(&r.action));
     put(
@@ -132,7 +133,7 @@ pub fn log_attributes<'a>(r: &'a EventRecord, mut put: impl FnMut(&'static str, 
     // The receiver takes the namespace of the involved object, not of the Event.
     put("k8s.namespace.name", Value::Str(&r.regarding.namespace));
     // A VM lifecycle record is herald's own report: herald is its reporting controller.
-    let controller = if r.vm.is_some() {
+    let controller = if vm.is_some() {
         &r.component
     } else {
         &r.reporting_controller
@@ -168,7 +169,7 @@ pub fn log_attributes<'a>(r: &'a EventRecord, mut put: impl FnMut(&'static str, 
         put("herald.event.related.namespace", Value::Str(&rel.namespace));
         put("herald.event.related.uid", Value::Str(&rel.uid));
     }
-    if let Some(vm) = &r.vm {
+    if let Some(vm) = vm {
         put("kubevirt.transition", Value::Str(vm.transition));
         put("kubevirt.vm.name", Value::Str(&vm.vm));
         put("kubevirt.status.before", Value::Str(&vm.before));
@@ -231,7 +232,7 @@ mod tests {
 
     fn keys(r: &EventRecord) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        log_attributes(r, |k, _| keys.push(k));
+        log_attributes(r.into(), |k, _| keys.push(k));
         keys
     }
 

@@ -183,7 +183,11 @@ impl WebhookSink {
             let Some(first) = ring.pop().await else { break };
             self.reconfigure();
             let now = jiff::Timestamp::now();
-            if self.filter.check(&first, now).is_err() {
+            // Checkpoint barriers never reach a webhook ([`super::SinkQueue::offer`]).
+            let Some(entry) = first.log_entry() else {
+                continue;
+            };
+            if self.filter.check(entry.event, now).is_err() {
                 self.filtered.increment(1);
                 continue;
             }
@@ -200,10 +204,12 @@ impl WebhookSink {
                         _ = tokio::time::sleep_until(deadline) => break,
                     },
                 };
-                if self.filter.check(&next, jiff::Timestamp::now()).is_ok() {
-                    batch.push(next);
-                } else {
-                    self.filtered.increment(1);
+                match next.log_entry() {
+                    Some(e) if self.filter.check(e.event, jiff::Timestamp::now()).is_ok() => {
+                        batch.push(next)
+                    }
+                    Some(_) => self.filtered.increment(1),
+                    None => {}
                 }
             }
             self.deliver(&batch).await;
@@ -433,10 +439,10 @@ mod tests {
 
     #[test]
     fn payload_is_an_object_with_a_records_array() {
-        let a: Shared = Arc::new(EventRecord::for_test(
-            "ns", "Pod", "a", "BackOff", "Warning",
-        ));
-        let b: Shared = Arc::new(EventRecord::for_test("ns", "Pod", "b", "Started", "Normal"));
+        let a: Shared =
+            Arc::new(EventRecord::for_test("ns", "Pod", "a", "BackOff", "Warning").into());
+        let b: Shared =
+            Arc::new(EventRecord::for_test("ns", "Pod", "b", "Started", "Normal").into());
         let body = payload(&[a, b], &Identity::default());
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let records = v["records"].as_array().unwrap();

@@ -19,7 +19,7 @@ use super::Shared;
 use super::json::write_object;
 use super::shape::{self, Identity};
 use crate::config::{TemplatePer, WebhookFormat};
-use crate::record::EventRecord;
+use crate::record::{EventRecord, LogEntry};
 
 /// Slack refuses a message with more than 50 blocks: a header, at most this many records, a closing note.
 const SLACK_MAX_RECORDS: usize = 45;
@@ -128,7 +128,7 @@ impl Formatter {
                 let Some((env, per)) = &self.template else {
                     return vec![Err(Error::Compile("no template is set".into()))];
                 };
-                let objects: Vec<Value> = batch.iter().filter_map(|r| object(r, id)).collect();
+                let objects: Vec<Value> = entries(batch).filter_map(|r| object(r, id)).collect();
                 match per {
                     TemplatePer::Batch => vec![
                         render(
@@ -168,7 +168,7 @@ fn render(env: &minijinja::Environment<'static>, ctx: minijinja::Value) -> Resul
 }
 
 /// The JSON line object of one record, as a value the template engine reads.
-fn object(r: &EventRecord, id: &Identity) -> Option<Value> {
+fn object(r: LogEntry<'_>, id: &Identity) -> Option<Value> {
     let mut out = Vec::with_capacity(512);
     if !write_object(&mut out, r, id) {
         return None;
@@ -181,7 +181,7 @@ pub fn records(batch: &[Shared], id: &Identity) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 * batch.len() + 16);
     out.extend_from_slice(b"{\"records\":[");
     let mut first = true;
-    for r in batch {
+    for r in entries(batch) {
         let mark = out.len();
         if !first {
             out.push(b',');
@@ -194,6 +194,16 @@ pub fn records(batch: &[Shared], id: &Identity) -> Vec<u8> {
     }
     out.extend_from_slice(b"]}");
     out
+}
+
+/// What the batch's records write (checkpoint barriers never reach a webhook, [`super::SinkQueue::offer`]).
+fn entries(batch: &[Shared]) -> impl Iterator<Item = LogEntry<'_>> {
+    batch.iter().filter_map(|r| r.log_entry())
+}
+
+/// The Events (and transition reports) of a batch, for the chat and alert formats.
+fn events(batch: &[Shared]) -> impl Iterator<Item = &EventRecord> {
+    entries(batch).map(|e| e.event)
 }
 
 /// `Pod default/web-1` (`Node node-1` for cluster-scoped objects).
@@ -264,7 +274,7 @@ pub fn slack(batch: &[Shared], id: &Identity) -> Value {
         "type": "header",
         "text": {"type": "plain_text", "text": cut(&title(batch.len(), id), SLACK_HEADER_MAX)},
     })];
-    for r in batch.iter().take(SLACK_MAX_RECORDS) {
+    for r in events(batch).take(SLACK_MAX_RECORDS) {
         let text = format!(
             "*{}* `{}` on {}{}\n{}",
             slack_escape(&r.type_),
@@ -288,8 +298,8 @@ pub fn slack(batch: &[Shared], id: &Identity) -> Value {
             "elements": [{"type": "mrkdwn", "text": format!("and {} more", batch.len() - SLACK_MAX_RECORDS)}],
         }));
     }
-    let fallback = match batch {
-        [one] => format!("{}: {}", headline(one), cut(&one.message, CHAT_MESSAGE_MAX)),
+    let fallback = match (batch.len(), events(batch).next()) {
+        (1, Some(one)) => format!("{}: {}", headline(one), cut(&one.message, CHAT_MESSAGE_MAX)),
         _ => title(batch.len(), id),
     };
     json!({"text": slack_escape(&fallback), "blocks": blocks})
@@ -303,7 +313,7 @@ pub fn teams(batch: &[Shared], id: &Identity) -> Value {
     })];
     let mut size = 1024;
     let mut shown = 0;
-    for r in batch.iter().take(TEAMS_MAX_RECORDS) {
+    for r in events(batch).take(TEAMS_MAX_RECORDS) {
         let color = match r.type_.to_ascii_lowercase().as_str() {
             "normal" => "Default",
             "warning" => "Warning",
@@ -358,8 +368,7 @@ pub fn teams(batch: &[Shared], id: &Identity) -> Value {
 /// into annotations. `startsAt` is when the Event began; `endsAt` is `resolve_after` past its last
 /// occurrence, so a repeating Event keeps its alert firing and a quiet one resolves by itself.
 pub fn alertmanager(batch: &[Shared], id: &Identity, resolve_after: std::time::Duration) -> Value {
-    let alerts: Vec<Value> = batch
-        .iter()
+    let alerts: Vec<Value> = events(batch)
         .map(|r| {
             let mut labels = serde_json::Map::new();
             let mut put = |k: &str, v: &str| {
@@ -423,7 +432,7 @@ mod tests {
         r.count = 3;
         r.first_timestamp = Some("2026-01-02T03:04:00Z".parse().unwrap());
         r.last_timestamp = Some("2026-01-02T03:05:00Z".parse().unwrap());
-        Arc::new(r)
+        Arc::new(r.into())
     }
 
     #[test]

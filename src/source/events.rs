@@ -21,7 +21,7 @@ use super::watch::{Step, WatchSettings, Watcher};
 use crate::checkpoint::{Acks, Barrier, EventWatch};
 use crate::config::{EventSourceConfig, EventsApi, Scope};
 use crate::health::Health;
-use crate::record::{Change, EventApi, EventRecord, Interner, ObjectRef};
+use crate::record::{Change, EventApi, EventRecord, Interner, ObjectRef, Record};
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
@@ -40,7 +40,7 @@ pub struct Invalid {
 #[derive(Clone)]
 pub struct SourceContext {
     pub client: Client,
-    pub ingest: Arc<Ring<Arc<EventRecord>>>,
+    pub ingest: Arc<Ring<Arc<Record>>>,
     pub telemetry: Arc<Telemetry>,
     pub health: Health,
     pub shutdown: CancellationToken,
@@ -241,7 +241,7 @@ async fn run<A: Normalise>(
     let mut changed = false;
     let mut sequence = checkpoint.acks.saved(checkpoint.index);
     if checkpoint.every.is_some() {
-        let start = EventRecord::checkpoint_barrier(checkpoint.index, Barrier::Start);
+        let start = Record::barrier(checkpoint.index, Barrier::Start);
         if ctx.ingest.push(Arc::new(start)).await.is_err() {
             return;
         }
@@ -265,8 +265,7 @@ async fn run<A: Normalise>(
                 last_event_time,
                 objects: accounting.snapshot(),
             };
-            let barrier =
-                EventRecord::checkpoint_barrier(checkpoint.index, Barrier::Save(Arc::new(state)));
+            let barrier = Record::barrier(checkpoint.index, Barrier::Save(Arc::new(state)));
             if ctx.ingest.push(Arc::new(barrier)).await.is_err() {
                 break;
             }
@@ -333,7 +332,12 @@ async fn run<A: Normalise>(
         record.change = change;
         record.watch = checkpoint.index;
         last_event_time = last_event_time.max(record.timestamp());
-        if ctx.ingest.push(Arc::new(record)).await.is_err() {
+        if ctx
+            .ingest
+            .push(Arc::new(Record::Event(record)))
+            .await
+            .is_err()
+        {
             break;
         }
         if change != Change::Listed {
@@ -528,9 +532,7 @@ pub fn normalise<A>(
         repeated: false,
         duplicate: false,
         fingerprint: 0,
-        vm: None,
         watch: 0,
-        checkpoint: None,
     })
 }
 

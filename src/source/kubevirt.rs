@@ -18,7 +18,9 @@ use super::events::SourceContext;
 use super::vm_lifecycle::{self, Transition, VmResource, VmState};
 use super::watch::{Step, WatchSettings, Watcher};
 use crate::config::KubevirtSourceConfig;
-use crate::record::{Change, EventApi, EventRecord, ObjectRef, Severity, VmDetails};
+use crate::record::{
+    Change, EventApi, EventRecord, ObjectRef, Record, Severity, VmDetails, VmTransition,
+};
 use crate::sink::metrics_sink::OTHER;
 use crate::telemetry::{self, Telemetry};
 
@@ -682,7 +684,7 @@ fn warning(name: &str) -> bool {
 ///
 /// The object attributes (`k8s.object.*`) describe the one object whose change this is, the migration's own
 /// name included; the VM (or, for a migration, its VMI) is named in the `kubevirt.*` attributes.
-pub fn record(t: Transition) -> EventRecord {
+pub fn record(t: Transition) -> Record {
     let now = jiff::Timestamp::now();
     let type_ = if warning(t.name) { "Warning" } else { "Normal" };
     // A migration is named by itself and its VMI: `ns/kubevirt-evacuation-wgk69 (VMI vm1)`.
@@ -752,18 +754,20 @@ pub fn record(t: Transition) -> EventRecord {
     } else {
         Severity::Info
     };
-    r.vm = Some(Box::new(VmDetails {
-        transition: t.name,
-        vm: t.vm,
-        vm_uid: t.vm_uid,
-        node: t.node,
-        source_node: t.source_node,
-        target_node: t.target_node,
-        before: t.before,
-        after: t.after,
-        span: t.span,
-    }));
-    r
+    Record::Vm(VmTransition {
+        report: r,
+        details: Box::new(VmDetails {
+            transition: t.name,
+            vm: t.vm,
+            vm_uid: t.vm_uid,
+            node: t.node,
+            source_node: t.source_node,
+            target_node: t.target_node,
+            before: t.before,
+            after: t.after,
+            span: t.span,
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -899,10 +903,12 @@ mod tests {
             after: "Pending".into(),
             span: None,
         };
-        let r = record(t);
+        let Record::Vm(VmTransition { report: r, details }) = record(t) else {
+            panic!("a transition's record is a VM transition")
+        };
         assert_eq!(&*r.regarding.name, "kubevirt-evacuation-wgk69");
         assert_eq!(&*r.regarding.kind, "VirtualMachineInstanceMigration");
-        assert_eq!(r.vm.as_ref().unwrap().vm, "vm1");
+        assert_eq!(details.vm, "vm1");
         assert_eq!(&*r.type_, "Warning");
         assert!(
             r.message.contains("ns/kubevirt-evacuation-wgk69 (VMI vm1)"),

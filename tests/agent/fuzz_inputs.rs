@@ -476,7 +476,10 @@ fn check_vm(obj: &Value, base: &Value) {
                 let _ = vm_lifecycle::migration_ended_here(&new);
                 for t in ts {
                     let r = herald::source::kubevirt::record(t);
-                    assert!(r.count >= 1);
+                    let Some(entry) = r.log_entry() else {
+                        panic!("a transition's record is logged: {r:?}")
+                    };
+                    assert!(entry.event.count >= 1 && entry.vm.is_some());
                 }
             }
             Err(invalid) => assert!(

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
-use crate::record::EventRecord;
+use crate::record::LogEntry;
 use crate::sink::shape::{self, Identity, Value};
 
 fn string(s: &str) -> Option<AnyValue> {
@@ -41,9 +41,10 @@ fn nanos(t: jiff::Timestamp) -> u64 {
 }
 
 /// One log record, without its resource.
-pub fn log_record(r: &EventRecord) -> LogRecord {
+pub fn log_record(entry: LogEntry<'_>) -> LogRecord {
     let mut attributes = Vec::with_capacity(20);
-    shape::log_attributes(r, |k, v| attributes.push(key_value(k, v)));
+    shape::log_attributes(entry, |k, v| attributes.push(key_value(k, v)));
+    let r = entry.event;
     LogRecord {
         time_unix_nano: shape::record_time(r).map(nanos).unwrap_or(0),
         observed_time_unix_nano: nanos(r.observed),
@@ -57,7 +58,7 @@ pub fn log_record(r: &EventRecord) -> LogRecord {
 
 /// Build the request for a batch, grouping records by their resource.
 pub fn export_request<'a>(
-    records: impl IntoIterator<Item = &'a EventRecord>,
+    records: impl IntoIterator<Item = LogEntry<'a>>,
     id: &Identity,
 ) -> ExportLogsServiceRequest {
     let mut agent = Vec::with_capacity(4);
@@ -71,7 +72,7 @@ pub fn export_request<'a>(
     let mut index: ahash::HashMap<[&str; 7], usize> = ahash::HashMap::default();
     let mut resource_logs: Vec<ResourceLogs> = Vec::new();
     for r in records {
-        let object = shape::object_attributes(r);
+        let object = shape::object_attributes(r.event);
         let key = object.map(|(_, v)| v);
         let i = *index.entry(key).or_insert_with(|| {
             let mut attributes = Vec::with_capacity(object.len() + agent.len());
@@ -100,13 +101,13 @@ pub fn export_request<'a>(
 /// The spans of a batch: one per VM start and per migration (records whose lifecycle has a duration), all of
 /// a VM's spans in one trace derived from the VM's uid. `None` when the batch has none.
 pub fn trace_request<'a>(
-    records: impl IntoIterator<Item = &'a EventRecord>,
+    records: impl IntoIterator<Item = LogEntry<'a>>,
     id: &Identity,
 ) -> Option<ExportTraceServiceRequest> {
     let spans: Vec<Span> = records
         .into_iter()
-        .filter_map(|r| {
-            let vm = r.vm.as_ref()?;
+        .filter_map(|entry| {
+            let (r, vm) = (entry.event, entry.vm?);
             let (start, end, failed) = vm.span?;
             let name = match vm.transition {
                 "started" | "failed" => "vm.start",
@@ -115,7 +116,7 @@ pub fn trace_request<'a>(
             };
             let mut attributes = Vec::with_capacity(12);
             attributes.push(key_value("k8s.namespace.name", Value::Str(&r.namespace)));
-            shape::log_attributes(r, |k, v| {
+            shape::log_attributes(entry, |k, v| {
                 if k.starts_with("kubevirt.") {
                     attributes.push(key_value(k, v));
                 }
@@ -210,6 +211,7 @@ fn stable_hash(parts: &[&str]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::EventRecord;
 
     #[test]
     fn trace_ids_come_from_the_vm_uid() {
@@ -226,7 +228,7 @@ mod tests {
         let a1 = EventRecord::for_test("default", "Pod", "a", "Pulled", "Normal");
         let b = EventRecord::for_test("default", "Pod", "b", "Pulled", "Normal");
         let a2 = EventRecord::for_test("default", "Pod", "a", "Started", "Warning");
-        let req = export_request([&a1, &b, &a2], &Identity::default());
+        let req = export_request([&a1, &b, &a2].map(LogEntry::from), &Identity::default());
         assert_eq!(req.resource_logs.len(), 2);
         let first = &req.resource_logs[0];
         assert_eq!(first.scope_logs[0].log_records.len(), 2);

@@ -18,7 +18,7 @@ use metrics::Counter;
 
 use super::Shared;
 use crate::health::SinkHealth;
-use crate::record::EventRecord;
+use crate::record::LogEntry;
 use crate::retry::Backoff;
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
@@ -142,9 +142,10 @@ impl OtlpSink {
     /// The batch's log records, and its spans if it has any, each with its item count.
     fn encode(&mut self, batch: &[Shared]) -> Vec<(Export, u64)> {
         let id = &self.exporter.settings.identity;
-        let records: Vec<&EventRecord> = batch.iter().map(|r| &**r).collect();
+        // Checkpoint barriers never reach this sink ([`crate::sink::SinkQueue::offer`]).
+        let records: Vec<LogEntry> = batch.iter().filter_map(|r| r.log_entry()).collect();
         let logs = self.encoder.logs(&records, id);
-        let mut out = vec![(Export::Logs(logs.into()), batch.len() as u64)];
+        let mut out = vec![(Export::Logs(logs.into()), records.len() as u64)];
         if let Some(spans) = encode::trace_request(records.iter().copied(), id) {
             let n = spans
                 .resource_spans

@@ -8,7 +8,7 @@
 //! test checks it on every Event of the project's fixtures in `tests/fixtures/events/`, and on edge records),
 //! which stays the readable reference of the shape.
 
-use crate::record::EventRecord;
+use crate::record::LogEntry;
 use crate::sink::shape::{self, Identity, Value};
 
 /// Protobuf wire types.
@@ -96,7 +96,8 @@ fn nanos(t: jiff::Timestamp) -> u64 {
 }
 
 /// One `LogRecord` body (without its own tag and length).
-fn log_record(out: &mut Vec<u8>, r: &EventRecord) {
+fn log_record(out: &mut Vec<u8>, entry: LogEntry<'_>) {
+    let r = entry.event;
     fixed64(out, 1, shape::record_time(r).map(nanos).unwrap_or(0));
     if let Some(n) = shape::severity_number(&r.type_) {
         tag(out, 2, VARINT);
@@ -107,7 +108,7 @@ fn log_record(out: &mut Vec<u8>, r: &EventRecord) {
     let body = Value::Str(&r.message);
     varint(out, any_value_len(&body) as u64);
     any_value(out, &body);
-    shape::log_attributes(r, |k, v| key_value(out, 6, k, &v));
+    shape::log_attributes(entry, |k, v| key_value(out, 6, k, &v));
     fixed64(out, 11, nanos(r.observed));
 }
 
@@ -122,13 +123,13 @@ pub struct Encoder {
 impl Encoder {
     /// The request for a batch, grouping records by their resource (the involved object) in order of first
     /// appearance, as [`super::encode::export_request`] does.
-    pub fn logs(&mut self, records: &[&EventRecord], id: &Identity) -> Vec<u8> {
+    pub fn logs(&mut self, records: &[LogEntry<'_>], id: &Identity) -> Vec<u8> {
         for m in &mut self.members {
             m.clear();
         }
         let mut groups: ahash::HashMap<[&str; 7], usize> = ahash::HashMap::default();
         for (i, r) in records.iter().enumerate() {
-            let key = shape::object_attributes(r).map(|(_, v)| v);
+            let key = shape::object_attributes(r.event).map(|(_, v)| v);
             let next = groups.len();
             let g = *groups.entry(key).or_insert(next);
             if g == self.members.len() {
@@ -150,7 +151,7 @@ impl Encoder {
             let first = records[members[0]];
             // Resource
             self.record.clear();
-            for (k, v) in shape::object_attributes(first) {
+            for (k, v) in shape::object_attributes(first.event) {
                 key_value(&mut self.record, 1, k, &Value::Str(v));
             }
             self.record.extend_from_slice(&agent);
@@ -174,6 +175,7 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::EventRecord;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use prost::Message;
 
@@ -188,7 +190,7 @@ mod tests {
 
     /// The bytes decode to exactly the message the reference builder makes.
     fn check(records: &[EventRecord], id: &Identity) {
-        let refs: Vec<&EventRecord> = records.iter().collect();
+        let refs: Vec<LogEntry> = records.iter().map(LogEntry::from).collect();
         let bytes = Encoder::default().logs(&refs, id);
         let decoded = ExportLogsServiceRequest::decode(&bytes[..]).unwrap();
         let reference = super::super::encode::export_request(refs.iter().copied(), id);
