@@ -5,7 +5,7 @@
 use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,18 +15,11 @@ use kube::api::{Api, PostParams};
 
 /// A herald process with its stdout on a full pipe nobody reads and its stderr collected.
 struct Stuck {
-    child: Child,
+    child: herald_test_support::process::ChildGuard,
     addr: std::net::SocketAddr,
     stderr: Arc<Mutex<String>>,
     _stdout: std::io::PipeReader,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Stuck {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Start herald with `config`, stdout a pipe that a thread of this test fills and nobody reads, so every
@@ -65,7 +58,7 @@ fn start_stuck(sim_url: &str, config: &str, env: &[(&str, &str)]) -> Stuck {
         }
     });
     Stuck {
-        child,
+        child: herald_test_support::process::ChildGuard(child),
         addr,
         stderr,
         _stdout: reader,

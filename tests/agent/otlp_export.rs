@@ -596,12 +596,12 @@ async fn outages_and_refusals_are_retried_counted_and_recovered() {
         assert_eq!(rx.refused(), 2);
 
         // Slow collector (under the timeout): delivered.
-        *rx.state.delay.lock().unwrap() = Duration::from_millis(300);
+        rx.set_delay(Duration::from_millis(300));
         api.create(&pp, &event("ok-3", "ok-3", "Normal"))
             .await
             .unwrap();
         wait_records(&rx, 3).await;
-        *rx.state.delay.lock().unwrap() = Duration::ZERO;
+        rx.set_delay(Duration::ZERO);
 
         // Down mid-stream: counted as failed, then recovers when it is back.
         rx.stop().await;

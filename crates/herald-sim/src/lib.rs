@@ -18,8 +18,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +29,10 @@ pub mod load;
 pub mod objects;
 pub mod openapi;
 pub mod otlp_console;
+pub mod otlp_receiver;
 pub mod scenario;
 pub mod select;
+pub mod serve;
 pub mod store;
 pub mod table;
 pub mod vm_scenario;
@@ -357,32 +357,7 @@ impl RunningSim {
 }
 
 async fn serve(listener: TcpListener, shared: Arc<http::Shared>, stop: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
-        let shared = shared.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(http::handle(req, shared).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
-            }
-        });
-    }
+    serve::http1(listener, stop, move |req| http::handle(req, shared.clone())).await;
 }
 
 /// `herald sim`: serve until SIGINT/SIGTERM.

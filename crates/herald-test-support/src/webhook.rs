@@ -1,21 +1,24 @@
-//! A webhook receiver for tests: plain HTTP/1.1 (hyper), recording every POST it accepts (headers and the
-//! raw body), answering with chosen statuses, delays and outages on demand.
-#![allow(dead_code)]
+//! The webhook endpoint tests send herald's POSTs to: plain HTTP/1.1 on the shared accept loop
+//! ([`crate::serve`]), keeping every POST it accepts (headers and the raw body) and answering with chosen
+//! statuses, delays and outages on demand. It keeps at most [`KEEP`] requests and knows none of herald's
+//! types: a body is whatever JSON arrived.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Requests kept; later ones are answered but not kept.
+pub const KEEP: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -32,22 +35,28 @@ impl Received {
     }
 }
 
+/// What the receiver has seen and how it answers next; it outlives a stopped [`Receiver`].
 #[derive(Default)]
 pub struct State {
-    pub received: Mutex<Vec<Received>>,
+    received: Mutex<Vec<Received>>,
     /// Answers for the next requests, in order: `(status, Retry-After)`. Empty: 200.
-    pub answers: Mutex<VecDeque<(u16, Option<u64>)>>,
+    answers: Mutex<VecDeque<(u16, Option<u64>)>>,
     /// Delay before answering every request.
-    pub delay: Mutex<Duration>,
+    delay: Mutex<Duration>,
     /// Requests answered with a failure status.
-    pub refused: Mutex<u64>,
+    refused: AtomicU64,
+}
+
+/// A poisoned lock only means another test thread panicked; what it guards is still whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub struct Receiver {
     pub addr: SocketAddr,
     pub state: Arc<State>,
     task: Option<JoinHandle<()>>,
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
 }
 
 impl Receiver {
@@ -59,32 +68,12 @@ impl Receiver {
     pub async fn start_with(addr: SocketAddr, state: Arc<State>) -> Receiver {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
+        let stop = CancellationToken::new();
         let task = {
             let state = state.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    let stream = tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
-                            Err(_) => return,
-                        },
-                        _ = stop.cancelled() => return,
-                    };
-                    let state = state.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| handle(req, state.clone()));
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc);
-                        tokio::select! {
-                            _ = conn => {}
-                            _ = stop.cancelled() => {}
-                        }
-                    });
-                }
-            })
+            tokio::spawn(crate::serve::http1(listener, stop.clone(), move |req| {
+                handle(req, state.clone())
+            }))
         };
         Receiver {
             addr,
@@ -107,7 +96,7 @@ impl Receiver {
     }
 
     pub fn requests(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
+        lock(&self.state.received).clone()
     }
 
     /// Every record received so far, in order.
@@ -115,16 +104,17 @@ impl Receiver {
         self.requests().iter().flat_map(|r| r.records()).collect()
     }
 
+    /// Answer the next requests with these `(status, Retry-After seconds)`, in order; then 200 again.
     pub fn answer_next(&self, answers: &[(u16, Option<u64>)]) {
-        self.state.answers.lock().unwrap().extend(answers);
+        lock(&self.state.answers).extend(answers);
     }
 
     pub fn refused(&self) -> u64 {
-        *self.state.refused.lock().unwrap()
+        self.state.refused.load(Ordering::Relaxed)
     }
 
     pub fn set_delay(&self, d: Duration) {
-        *self.state.delay.lock().unwrap() = d;
+        *lock(&self.state.delay) = d;
     }
 
     /// Wait until at least `n` records arrived.
@@ -150,10 +140,7 @@ impl Drop for Receiver {
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    state: Arc<State>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes>> {
     let headers = req
         .headers()
         .iter()
@@ -170,23 +157,22 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let delay = *state.delay.lock().unwrap();
+    let delay = *lock(&state.delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let answer = state.answers.lock().unwrap().pop_front();
+    let answer = lock(&state.answers).pop_front();
     if let Some((status, retry_after)) = answer {
-        *state.refused.lock().unwrap() += 1;
+        state.refused.fetch_add(1, Ordering::Relaxed);
         let mut resp = Response::builder().status(status);
         if let Some(s) = retry_after {
             resp = resp.header("retry-after", s.to_string());
         }
-        return Ok(resp.body(Full::new(Bytes::from_static(b"no"))).unwrap());
+        return resp.body(Full::new(Bytes::from_static(b"no"))).unwrap();
     }
-    state
-        .received
-        .lock()
-        .unwrap()
-        .push(Received { headers, body });
-    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    let mut received = lock(&state.received);
+    if received.len() < KEEP {
+        received.push(Received { headers, body });
+    }
+    Response::new(Full::new(Bytes::from_static(b"ok")))
 }

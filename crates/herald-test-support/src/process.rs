@@ -1,0 +1,105 @@
+//! Child processes as tests and harnesses run them: a free loopback port to give one, a wait for it to be
+//! ready that names what it waited for, and a guard that kills it when dropped so a failing test or run never
+//! leaves one behind. What to start and what "ready" means is the caller's.
+
+use std::net::{SocketAddr, TcpListener};
+use std::ops::{Deref, DerefMut};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The condition did not hold in time.
+    #[error("timed out after {limit:?} waiting for {what}")]
+    TimedOut { limit: Duration, what: String },
+    /// No loopback port could be bound.
+    #[error("no free loopback port: {0}")]
+    NoPort(#[source] std::io::Error),
+}
+
+/// A free loopback port (bound and released: another process may take it first, which is rare enough here).
+pub fn free_addr() -> Result<SocketAddr, Error> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(Error::NoPort)
+}
+
+/// Call `f` until it gives a value, for at most `limit`; `what` names it in the error.
+pub fn wait_for<T>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, Error> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > until {
+            return Err(Error::TimedOut {
+                limit,
+                what: what.to_string(),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A child process killed (and reaped) when dropped; it derefs to the [`Child`].
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_then_says_what_for() {
+        let mut n = 0;
+        assert_eq!(
+            wait_for(Duration::from_secs(5), "three", || {
+                n += 1;
+                (n == 3).then_some(n)
+            })
+            .unwrap(),
+            3
+        );
+        let e = wait_for(Duration::from_millis(50), "never", || None::<()>).unwrap_err();
+        assert_eq!(e.to_string(), "timed out after 50ms waiting for never");
+    }
+
+    #[test]
+    fn a_dropped_guard_kills_its_child() {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        drop(ChildGuard(child));
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
