@@ -46,6 +46,19 @@ pub struct Export<T> {
     pub request: T,
 }
 
+impl Export<()> {
+    /// The same arrival with its decoded request.
+    pub fn carrying<T>(self, request: T) -> Export<T> {
+        Export {
+            grpc: self.grpc,
+            headers: self.headers,
+            gzip: self.gzip,
+            arrived: self.arrived,
+            request,
+        }
+    }
+}
+
 /// How a collector turns an export down: what a busy or failing collector answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -113,37 +126,26 @@ pub async fn http_export<C: Collector>(
     let Some(bytes) = (if gzip { gunzip(&body) } else { Some(body) }) else {
         return answer(StatusCode::BAD_REQUEST, Bytes::new());
     };
-    let arrived = SystemTime::now();
-    let (taken, ok) = if path == "/v1/logs" {
-        let Ok(request) = ExportLogsServiceRequest::decode(bytes) else {
-            return answer(StatusCode::BAD_REQUEST, Bytes::new());
-        };
-        let export = Export {
-            grpc: false,
-            headers,
-            gzip,
-            arrived,
-            request,
-        };
-        (
-            collector.logs(export),
-            ExportLogsServiceResponse::default().encode_to_vec(),
-        )
+    let export = Export {
+        grpc: false,
+        headers,
+        gzip,
+        arrived: SystemTime::now(),
+        request: (),
+    };
+    let taken = if path == "/v1/logs" {
+        decode(bytes).map(|r| {
+            let taken = collector.logs(export.carrying(r));
+            (taken, ExportLogsServiceResponse::default().encode_to_vec())
+        })
     } else {
-        let Ok(request) = ExportTraceServiceRequest::decode(bytes) else {
-            return answer(StatusCode::BAD_REQUEST, Bytes::new());
-        };
-        let export = Export {
-            grpc: false,
-            headers,
-            gzip,
-            arrived,
-            request,
-        };
-        (
-            collector.traces(export),
-            ExportTraceServiceResponse::default().encode_to_vec(),
-        )
+        decode(bytes).map(|r| {
+            let taken = collector.traces(export.carrying(r));
+            (taken, ExportTraceServiceResponse::default().encode_to_vec())
+        })
+    };
+    let Some((taken, ok)) = taken else {
+        return answer(StatusCode::BAD_REQUEST, Bytes::new());
     };
     match taken {
         Ok(()) => answer(StatusCode::OK, ok.into()),
@@ -155,6 +157,10 @@ pub async fn http_export<C: Collector>(
             r
         }
     }
+}
+
+fn decode<T: Message + Default>(bytes: Bytes) -> Option<T> {
+    T::decode(bytes).ok()
 }
 
 /// The decompressed body, at most [`MAX_BODY`] bytes of it; `None` when it is not gzip or larger.

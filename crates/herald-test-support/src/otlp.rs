@@ -29,8 +29,9 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::server::Server;
 
 /// What the receiver answers instead of accepting (gRPC UNAVAILABLE / HTTP 503, RESOURCE_EXHAUSTED / 429).
 pub use herald_sim::otlp_receiver::Refusal as Answer;
@@ -212,8 +213,7 @@ pub struct Receiver {
     pub addr: SocketAddr,
     pub state: Arc<State>,
     pub grpc: bool,
-    task: Option<JoinHandle<()>>,
-    stop: CancellationToken,
+    server: Server,
 }
 
 impl Receiver {
@@ -233,24 +233,20 @@ impl Receiver {
         addr: SocketAddr,
         state: Arc<State>,
     ) -> std::io::Result<Receiver> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let task = if grpc {
-            tokio::spawn(serve_grpc(listener, state.clone(), stop.clone()))
-        } else {
-            tokio::spawn(herald_sim::otlp_receiver::serve_http(
-                listener,
-                state.clone(),
-                stop.clone(),
-            ))
-        };
+        let collector = state.clone();
+        let server = Server::start(addr, move |listener, stop| async move {
+            if grpc {
+                serve_grpc(listener, collector, stop).await;
+            } else {
+                herald_sim::otlp_receiver::serve_http(listener, collector, stop).await;
+            }
+        })
+        .await?;
         Ok(Receiver {
-            addr,
+            addr: server.addr,
             state,
             grpc,
-            task: Some(task),
-            stop,
+            server,
         })
     }
 
@@ -260,10 +256,7 @@ impl Receiver {
 
     /// Stop listening (connections in flight are dropped): the collector is down.
     pub async fn stop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
+        self.server.stop().await;
     }
 
     /// The logs requests accepted and kept, in order of arrival.
@@ -290,6 +283,23 @@ impl Receiver {
             }
         }
         out
+    }
+
+    /// Wait until at least `n` records were kept; all of them.
+    pub async fn wait_records(&self, n: usize) -> Vec<Record> {
+        crate::process::eventually(Duration::from_secs(20), || {
+            let got = self.records();
+            if got.len() >= n {
+                Ok(got)
+            } else {
+                Err(format!(
+                    "the receiver got {} records, wanted {n}",
+                    got.len()
+                ))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Log records accepted, kept or not.
@@ -324,15 +334,6 @@ impl Receiver {
     /// Wait this long before answering each request (a slow collector).
     pub fn set_delay(&self, d: Duration) {
         *lock(&self.state.delay) = d;
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Child processes as tests and harnesses run them: a free loopback port to give one, a wait for it to be
-//! ready that names what it waited for, and a guard that kills it when dropped so a failing test or run never
+//! Child processes as tests and harnesses run them: a free loopback port to give one, a wait for it (or
+//! anything else) to be ready that names what it waited for, and a guard that kills it when dropped so a failing test or run never
 //! leaves one behind. What to start and what "ready" means is the caller's.
 
 use std::net::{SocketAddr, TcpListener};
@@ -16,6 +16,9 @@ pub enum Error {
     /// The condition did not hold in time.
     #[error("timed out after {limit:?} waiting for {what}")]
     TimedOut { limit: Duration, what: String },
+    /// The condition did not hold in time; `last` says how far it got.
+    #[error("still not there after {limit:?}: {last}")]
+    NotYet { limit: Duration, last: String },
     /// No loopback port could be bound.
     #[error("no free loopback port: {0}")]
     NoPort(#[source] std::io::Error),
@@ -46,6 +49,24 @@ pub fn wait_for<T>(
             });
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// The async form of [`wait_for`] (it sleeps on the runtime, not the thread): `f` gives the value, or what
+/// it sees instead, which the error repeats.
+pub async fn eventually<T>(
+    limit: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> Result<T, Error> {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(last) if tokio::time::Instant::now() > until => {
+                return Err(Error::NotYet { limit, last });
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
     }
 }
 
@@ -90,6 +111,22 @@ mod tests {
         );
         let e = wait_for(Duration::from_millis(50), "never", || None::<()>).unwrap_err();
         assert_eq!(e.to_string(), "timed out after 50ms waiting for never");
+    }
+
+    #[tokio::test]
+    async fn eventually_repeats_what_it_saw_last() {
+        let mut n = 0;
+        let e = eventually(Duration::from_millis(100), || {
+            n += 1;
+            Err::<(), _>(format!("{n} so far"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("still not there after 100ms: {n} so far")
+        );
+        assert!(n > 2);
     }
 
     #[test]

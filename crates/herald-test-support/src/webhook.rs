@@ -13,12 +13,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+
+use crate::server::Server;
 
 /// Requests kept; later ones are answered but not kept.
 pub const KEEP: usize = 100_000;
+
+/// How long the waits wait.
+const WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -55,8 +57,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Receiver {
     pub addr: SocketAddr,
     pub state: Arc<State>,
-    task: Option<JoinHandle<()>>,
-    stop: CancellationToken,
+    server: Server,
 }
 
 impl Receiver {
@@ -66,20 +67,16 @@ impl Receiver {
 
     /// Serve again on a fixed address with existing state (after [`Receiver::stop`]).
     pub async fn start_with(addr: SocketAddr, state: Arc<State>) -> Receiver {
-        let listener = TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let task = {
-            let state = state.clone();
-            tokio::spawn(crate::serve::http1(listener, stop.clone(), move |req| {
-                handle(req, state.clone())
-            }))
-        };
+        let shared = state.clone();
+        let server = Server::start(addr, move |listener, stop| {
+            crate::serve::http1(listener, stop, move |req| handle(req, shared.clone()))
+        })
+        .await
+        .unwrap();
         Receiver {
-            addr,
+            addr: server.addr,
             state,
-            task: Some(task),
-            stop,
+            server,
         }
     }
 
@@ -89,10 +86,7 @@ impl Receiver {
 
     /// Stop listening; connections in flight are dropped.
     pub async fn stop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
+        self.server.stop().await;
     }
 
     pub fn requests(&self) -> Vec<Received> {
@@ -117,26 +111,38 @@ impl Receiver {
         *lock(&self.state.delay) = d;
     }
 
-    /// Wait until at least `n` records arrived.
-    pub async fn wait_records(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.records().len() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "receiver got {} records, wanted {n}",
-                self.records().len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// Wait until at least `n` records arrived; all of them.
+    pub async fn wait_records(&self, n: usize) -> Vec<serde_json::Value> {
+        crate::process::eventually(WAIT, || {
+            let got = self.records();
+            if got.len() >= n {
+                Ok(got)
+            } else {
+                Err(format!(
+                    "the receiver got {} records, wanted {n}",
+                    got.len()
+                ))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
     }
-}
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+    /// Wait until at least `n` requests arrived; all of them.
+    pub async fn wait_requests(&self, n: usize) -> Vec<Received> {
+        crate::process::eventually(WAIT, || {
+            let got = self.requests();
+            if got.len() >= n {
+                Ok(got)
+            } else {
+                Err(format!(
+                    "the receiver got {} requests, wanted {n}",
+                    got.len()
+                ))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

@@ -1,0 +1,58 @@
+//! A receiver's server on a task of its own: listening until stopped, where stopping drops the connections in
+//! flight (the peer sees the server go down) and dropping it stops it, so a test that fails never leaves one
+//! serving. What it serves is the caller's ([`crate::serve`] or tonic).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long [`Server::stop`] waits for the server's task to end.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+pub struct Server {
+    pub addr: SocketAddr,
+    task: Option<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Server {
+    /// Listen on `addr` (port 0 for any) and run `serve` on the listener until its token is cancelled.
+    pub async fn start<F>(
+        addr: SocketAddr,
+        serve: impl FnOnce(TcpListener, CancellationToken) -> F,
+    ) -> std::io::Result<Server>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, stop.clone()));
+        Ok(Server {
+            addr,
+            task: Some(task),
+            stop,
+        })
+    }
+
+    /// Stop listening; connections in flight are dropped.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(STOP_WITHIN, t).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
