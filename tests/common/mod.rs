@@ -186,23 +186,10 @@ impl Herald {
 
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herald did not exit within {within:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child.signal("TERM");
+        self.child
+            .exited_within(within)
+            .unwrap_or_else(|| panic!("herald did not exit within {within:?} of SIGTERM"))
     }
 }
 

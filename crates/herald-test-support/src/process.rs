@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::ops::{Deref, DerefMut};
-use std::process::Child;
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// How often a wait looks again.
@@ -87,6 +87,23 @@ impl DerefMut for ChildGuard {
     }
 }
 
+impl ChildGuard {
+    /// Send the signal `name` (`TERM`, `HUP`, ...) with kill(1): the way an operator or the kubelet does.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -{name} {} failed", self.0.id());
+    }
+
+    /// The exit status, if the child exits within `limit`.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_for(limit, "the exit", || self.0.try_wait().unwrap()).ok()
+    }
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -127,6 +144,15 @@ mod tests {
             format!("still not there after 100ms: {n} so far")
         );
         assert!(n > 2);
+    }
+
+    #[test]
+    fn signals_and_exits() {
+        let mut child = ChildGuard(Command::new("sleep").arg("30").spawn().unwrap());
+        assert_eq!(child.exited_within(Duration::from_millis(50)), None);
+        child.signal("TERM");
+        let status = child.exited_within(Duration::from_secs(5)).unwrap();
+        assert!(!status.success());
     }
 
     #[test]
