@@ -129,11 +129,8 @@ pub fn herald_run(
     program
 }
 
-pub fn kubeconfig_yaml(url: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: default\ncurrent-context: sim\nusers:\n- name: sim\n  user: {{}}\n"
-    )
-}
+/// A kubeconfig for the API server at `url` (the simulator's, or a stand-in a test writes).
+pub use herald_sim::kubeconfig_yaml;
 
 impl Herald {
     /// The configuration file herald was started with (tests rewrite it to exercise reloads).

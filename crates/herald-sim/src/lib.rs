@@ -318,10 +318,7 @@ impl RunningSim {
 
     /// A kubeconfig (no credentials) pointing at this simulator.
     pub fn kubeconfig_yaml(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: herald-sim\n  cluster:\n    server: {}\ncontexts:\n- name: herald-sim\n  context:\n    cluster: herald-sim\n    user: herald-sim\n    namespace: default\ncurrent-context: herald-sim\nusers:\n- name: herald-sim\n  user: {{}}\n",
-            self.url()
-        )
+        kubeconfig_yaml(&self.url())
     }
 
     /// The ground truth, with the count of faults injected so far.
@@ -358,6 +355,13 @@ impl RunningSim {
 
 async fn serve(listener: TcpListener, shared: Arc<http::Shared>, stop: CancellationToken) {
     serve::http1(listener, stop, move |req| http::handle(req, shared.clone())).await;
+}
+
+/// A kubeconfig for a simulator (or any plain-HTTP API server) at `url`: no credentials, namespace `default`.
+pub fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: herald-sim\n  cluster:\n    server: {url}\ncontexts:\n- name: herald-sim\n  context:\n    cluster: herald-sim\n    user: herald-sim\n    namespace: default\ncurrent-context: herald-sim\nusers:\n- name: herald-sim\n  user: {{}}\n"
+    )
 }
 
 /// `herald sim`: serve until SIGINT/SIGTERM.
