@@ -31,7 +31,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Server;
+use crate::server::{self, Server};
 
 /// What the receiver answers instead of accepting (gRPC UNAVAILABLE / HTTP 503, RESOURCE_EXHAUSTED / 429).
 pub use herald_sim::otlp_receiver::Refusal as Answer;
@@ -287,19 +287,7 @@ impl Receiver {
 
     /// Wait until at least `n` records were kept; all of them.
     pub async fn wait_records(&self, n: usize) -> Vec<Record> {
-        crate::process::eventually(Duration::from_secs(20), || {
-            let got = self.records();
-            if got.len() >= n {
-                Ok(got)
-            } else {
-                Err(format!(
-                    "the receiver got {} records, wanted {n}",
-                    got.len()
-                ))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        server::at_least(n, "records", || self.records()).await
     }
 
     /// Log records accepted, kept or not.

@@ -1,6 +1,7 @@
 //! A receiver's server on a task of its own: listening until stopped, where stopping drops the connections in
 //! flight (the peer sees the server go down) and dropping it stops it, so a test that fails never leaves one
-//! serving. What it serves is the caller's ([`crate::serve`] or tonic).
+//! serving. What it serves is the caller's ([`crate::serve`] or tonic). Also the wait for what a receiver
+//! got ([`at_least`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long [`Server::stop`] waits for the server's task to end.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long [`at_least`] waits: far longer than any delivery a test expects.
+const ARRIVAL_WITHIN: Duration = Duration::from_secs(20);
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -55,4 +59,19 @@ impl Drop for Server {
             t.abort();
         }
     }
+}
+
+/// Wait until `received` gives at least `n` items (records, requests), and return them all; panic, saying how
+/// many of `what` came, when they do not within 20 s.
+pub async fn at_least<T>(n: usize, what: &str, received: impl Fn() -> Vec<T>) -> Vec<T> {
+    crate::process::eventually(ARRIVAL_WITHIN, || {
+        let got = received();
+        if got.len() >= n {
+            Ok(got)
+        } else {
+            Err(format!("the receiver got {} {what}, wanted {n}", got.len()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -14,13 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use crate::server::Server;
+use crate::server::{self, Server};
 
 /// Requests kept; later ones are answered but not kept.
 pub const KEEP: usize = 100_000;
-
-/// How long the waits wait.
-const WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -113,36 +110,12 @@ impl Receiver {
 
     /// Wait until at least `n` records arrived; all of them.
     pub async fn wait_records(&self, n: usize) -> Vec<serde_json::Value> {
-        crate::process::eventually(WAIT, || {
-            let got = self.records();
-            if got.len() >= n {
-                Ok(got)
-            } else {
-                Err(format!(
-                    "the receiver got {} records, wanted {n}",
-                    got.len()
-                ))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        server::at_least(n, "records", || self.records()).await
     }
 
     /// Wait until at least `n` requests arrived; all of them.
     pub async fn wait_requests(&self, n: usize) -> Vec<Received> {
-        crate::process::eventually(WAIT, || {
-            let got = self.requests();
-            if got.len() >= n {
-                Ok(got)
-            } else {
-                Err(format!(
-                    "the receiver got {} requests, wanted {n}",
-                    got.len()
-                ))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        server::at_least(n, "requests", || self.requests()).await
     }
 }
 
