@@ -5,7 +5,7 @@
 use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,18 +15,11 @@ use kube::api::{Api, PostParams};
 
 /// A herald process with its stdout on a full pipe nobody reads and its stderr collected.
 struct Stuck {
-    child: Child,
+    child: herald_test_support::process::ChildGuard,
     addr: std::net::SocketAddr,
     stderr: Arc<Mutex<String>>,
     _stdout: std::io::PipeReader,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Stuck {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Start herald with `config`, stdout a pipe that a thread of this test fills and nobody reads, so every
@@ -65,7 +58,7 @@ fn start_stuck(sim_url: &str, config: &str, env: &[(&str, &str)]) -> Stuck {
         }
     });
     Stuck {
-        child,
+        child: herald_test_support::process::ChildGuard(child),
         addr,
         stderr,
         _stdout: reader,
@@ -85,26 +78,12 @@ impl Stuck {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.child.signal(name);
     }
 
     /// The exit status, if herald exits within `limit`.
     fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.child.exited_within(limit)
     }
 
     fn stderr(&self) -> String {

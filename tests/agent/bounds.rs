@@ -336,55 +336,39 @@ async fn invalid_utf8_in_a_list_fails_neither_the_list_nor_the_other_objects() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_on_drop = stop.clone().drop_guard();
+    tokio::spawn(herald_test_support::serve::http1(
+        listener,
+        stop,
+        move |req: hyper::Request<hyper::body::Incoming>| {
             let list = list.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let list = list.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let query = req.uri().query().unwrap_or_default().to_string();
-                            let body: Body = if path == "/api/v1/events"
-                                && query.contains("watch=true")
-                            {
-                                // An open, quiet watch.
-                                StreamBody::new(futures::stream::pending::<
-                                    Result<Frame<Bytes>, std::convert::Infallible>,
-                                >())
-                                .boxed()
-                            } else if path == "/api/v1/events" {
-                                Full::new(list).boxed()
-                            } else {
-                                let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#;
-                                return Ok::<_, std::convert::Infallible>(
-                                    hyper::Response::builder()
-                                        .status(404)
-                                        .header("content-type", "application/json")
-                                        .body(
-                                            Full::new(Bytes::from_static(status.as_bytes()))
-                                                .boxed(),
-                                        )
-                                        .unwrap(),
-                                );
-                            };
-                            Ok(hyper::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(body)
-                                .unwrap())
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+            async move {
+                let path = req.uri().path().to_string();
+                let query = req.uri().query().unwrap_or_default().to_string();
+                let body: Body = if path == "/api/v1/events" && query.contains("watch=true") {
+                    // An open, quiet watch.
+                    StreamBody::new(futures::stream::pending::<
+                        Result<Frame<Bytes>, std::convert::Infallible>,
+                    >())
+                    .boxed()
+                } else if path == "/api/v1/events" {
+                    Full::new(list).boxed()
+                } else {
+                    let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#;
+                    return hyper::Response::builder()
+                        .status(404)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(status.as_bytes())).boxed())
+                        .unwrap();
+                };
+                hyper::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .unwrap()
+            }
+        },
+    ));
 
     let herald = start_herald(
         &format!("http://{api}"),

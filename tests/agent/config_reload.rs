@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::webhook::Receiver;
@@ -131,12 +131,7 @@ async fn a_valid_reload_applies_to_the_next_event_an_invalid_one_is_refused() {
     let fixed = config(&rx.url(), "Gamma");
     replace_file(&herald.config_path(), &fixed);
     herald.wait_metric("herald_config_reloads_total", &[("result", "applied")], 2.0);
-    let hup = Command::new("kill")
-        .arg("-HUP")
-        .arg(herald.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    herald.child.signal("HUP");
     herald.wait_metric(
         "herald_config_reloads_total",
         &[("result", "unchanged")],

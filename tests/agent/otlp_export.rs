@@ -44,18 +44,6 @@ fn event(name: &str, pod: &str, type_: &str) -> Event {
     .unwrap()
 }
 
-async fn wait_records(rx: &Receiver, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while rx.records().len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "receiver got {} records, wanted {n}",
-            rx.records().len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // The collector's k8seventsreceiver, written out from its mapping (`k8s_event_to_logdata.go`, the version whose
 // e2e golden writes `k8s.event.reporting_controller`/`reporting_instance`), over the Event as the API server
@@ -342,7 +330,7 @@ async fn check_every_event(sim: &RunningSim, api: &str) -> BTreeMap<String, comm
     let served = served_core_v1(sim);
     assert!(!served.is_empty());
     let (rx, _herald, lines) = export_all(sim, api).await;
-    wait_records(&rx, served.len()).await;
+    rx.wait_records(served.len()).await;
     // A short grace period: nothing more may arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let records = rx.records();
@@ -517,7 +505,7 @@ async fn http_protobuf_with_gzip_headers_severities_and_grouping() {
         &[],
         &[("OTEL_EXPORTER_OTLP_HEADERS", "x-extra=from%20env")],
     );
-    wait_records(&rx, 5).await;
+    rx.wait_records(5).await;
 
     let requests = rx.requests();
     assert_eq!(requests.len(), 1, "one batch");
@@ -582,7 +570,7 @@ async fn outages_and_refusals_are_retried_counted_and_recovered() {
         api.create(&pp, &event("ok-1", "ok-1", "Normal"))
             .await
             .unwrap();
-        wait_records(&rx, 1).await;
+        rx.wait_records(1).await;
         herald.wait_metric("herald_sink_sent_total", &sink, 1.0);
         herald.wait_ready();
 
@@ -591,17 +579,17 @@ async fn outages_and_refusals_are_retried_counted_and_recovered() {
         api.create(&pp, &event("ok-2", "ok-2", "Normal"))
             .await
             .unwrap();
-        wait_records(&rx, 2).await;
+        rx.wait_records(2).await;
         herald.wait_metric("herald_sink_sent_total", &sink, 2.0);
         assert_eq!(rx.refused(), 2);
 
         // Slow collector (under the timeout): delivered.
-        *rx.state.delay.lock().unwrap() = Duration::from_millis(300);
+        rx.set_delay(Duration::from_millis(300));
         api.create(&pp, &event("ok-3", "ok-3", "Normal"))
             .await
             .unwrap();
-        wait_records(&rx, 3).await;
-        *rx.state.delay.lock().unwrap() = Duration::ZERO;
+        rx.wait_records(3).await;
+        rx.set_delay(Duration::ZERO);
 
         // Down mid-stream: counted as failed, then recovers when it is back.
         rx.stop().await;
@@ -615,7 +603,7 @@ async fn outages_and_refusals_are_retried_counted_and_recovered() {
         api.create(&pp, &event("ok-4", "ok-4", "Normal"))
             .await
             .unwrap();
-        wait_records(&rx, 4).await;
+        rx.wait_records(4).await;
         herald.wait_metric("herald_sink_sent_total", &sink, 4.0);
         let names: Vec<String> = rx
             .records()

@@ -8,7 +8,7 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 /// herald as a child process, started through `prlimit` when an open-file limit is given, with its stderr
 /// collected (to count log lines).
 struct Agent {
-    child: Child,
+    child: herald_test_support::process::ChildGuard,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
@@ -75,7 +75,7 @@ impl Agent {
             }
         });
         Agent {
-            child,
+            child: herald_test_support::process::ChildGuard(child),
             addr,
             log,
             _dir: dir,
@@ -128,13 +128,6 @@ impl Agent {
             .iter()
             .filter(|l| l.contains(needle))
             .count()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -70,19 +70,7 @@ fn hex_hmac(secret: &[u8], body: &[u8]) -> String {
 }
 
 async fn wait_requests(rx: &Receiver, n: usize) -> Vec<common::webhook::Received> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = rx.requests();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "receiver got {} requests, wanted {n}",
-            got.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rx.wait_requests(n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

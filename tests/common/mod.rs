@@ -1,25 +1,27 @@
 //! Test harness: the simulator in-process, herald as a real child process talking to it through a kubeconfig,
-//! and small helpers to read herald's HTTP endpoints.
+//! and small helpers to read herald's HTTP endpoints. What is not specific to herald's tests (the OTLP and
+//! webhook receivers, probes, fixtures, ports, waits, child guards) is herald-test-support's, re-exported here.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use herald_sim::{RunningSim, SimOptions};
+use herald_test_support::process::{self, ChildGuard};
 
 pub use herald_test_support::fixtures;
+// The receivers herald sends to; only the `agent` test binary uses them.
+#[allow(unused_imports)]
+pub use herald_test_support::{otlp, webhook};
 pub mod ops;
-pub mod otlp;
 pub mod prometheus;
 pub mod truth;
-pub mod webhook;
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    process::free_addr().unwrap()
 }
 
 /// A simulator with no generated traffic: tests write the Events they need.
@@ -36,8 +38,9 @@ pub fn client(sim: &RunningSim) -> kube::Client {
     kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap()
 }
 
+/// herald as a child process, killed when dropped.
 pub struct Herald {
-    pub child: Child,
+    pub child: ChildGuard,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -94,7 +97,7 @@ pub fn start_herald_with_env(
     .spawn()
     .unwrap();
     Herald {
-        child,
+        child: ChildGuard(child),
         addr,
         _dir: dir,
     }
@@ -126,11 +129,8 @@ pub fn herald_run(
     program
 }
 
-pub fn kubeconfig_yaml(url: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: default\ncurrent-context: sim\nusers:\n- name: sim\n  user: {{}}\n"
-    )
-}
+/// A kubeconfig for the API server at `url` (the simulator's, or a stand-in a test writes).
+pub use herald_sim::kubeconfig_yaml;
 
 impl Herald {
     /// The configuration file herald was started with (tests rewrite it to exercise reloads).
@@ -183,42 +183,15 @@ impl Herald {
 
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herald did not exit within {within:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.signal("TERM");
+        self.child
+            .exited_within(within)
+            .unwrap_or_else(|| panic!("herald did not exit within {within:?} of SIGTERM"))
     }
 }
 
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
+    process::wait_for(limit, what, || cond().then_some(())).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// `(status, body)` of a GET (the load harness's probe, which the tests share).

@@ -3,17 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// A child process killed when the test ends, whatever happens.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use herald_test_support::process::ChildGuard as Proc;
 
 /// The first of `names` that is installed; fails the test, naming tools/test, when none is (tests check
 /// [`super::fixtures::tool`] first, so a missing tool is a visible skip outside CI).

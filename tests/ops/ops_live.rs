@@ -14,8 +14,8 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -53,65 +53,32 @@ struct Received {
     alerts: Vec<Value>,
 }
 
-fn serve_stub(listener: TcpListener, received: Arc<Mutex<Received>>) {
-    let started = Instant::now();
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let received = received.clone();
-        std::thread::spawn(move || {
-            let _ = handle_stub(stream, &received, started);
-        });
-    }
-}
-
-fn handle_stub(
-    stream: TcpStream,
-    received: &Mutex<Received>,
+/// GET /metrics: the stand-in series at `started`'s age; any other request: a webhook notification.
+async fn handle_stub(
+    req: hyper::Request<hyper::body::Incoming>,
+    received: Arc<Mutex<Received>>,
     started: Instant,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use http_body_util::BodyExt;
+    let metrics = req.method() == hyper::Method::GET && req.uri().path() == "/metrics";
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let (content_type, reply) = if metrics {
+        (
+            "text/plain; version=0.0.4",
+            standin_metrics(started.elapsed().as_secs_f64()),
+        )
+    } else {
+        if let Ok(note) = serde_json::from_slice::<Value>(&body) {
+            let mut r = received.lock().unwrap();
+            r.alerts
+                .extend(note["alerts"].as_array().cloned().unwrap_or_default());
         }
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header)?;
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = header.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        let (content_type, reply) = if request_line.starts_with("GET /metrics") {
-            (
-                "text/plain; version=0.0.4",
-                standin_metrics(started.elapsed().as_secs_f64()),
-            )
-        } else {
-            if let Ok(note) = serde_json::from_slice::<Value>(&body) {
-                let mut r = received.lock().unwrap();
-                r.alerts
-                    .extend(note["alerts"].as_array().cloned().unwrap_or_default());
-            }
-            ("text/plain", String::new())
-        };
-        write!(
-            writer,
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{reply}",
-            reply.len()
-        )?;
-    }
+        ("text/plain", String::new())
+    };
+    hyper::Response::builder()
+        .header("content-type", content_type)
+        .body(reply.into())
+        .unwrap()
 }
 
 /// Series of herald's KubeVirt source at a steady rate, and the kubelet's (names and labels from
@@ -340,13 +307,19 @@ async fn dashboards_have_data_and_alerts_reach_alertmanager_and_resolve() {
     ];
     let [a, mut b] = agents;
 
-    let stub = TcpListener::bind("127.0.0.1:0").unwrap();
-    let stub_addr = stub.local_addr().unwrap();
     let received = Arc::new(Mutex::new(Received::default()));
-    {
+    let stub = {
         let received = received.clone();
-        std::thread::spawn(move || serve_stub(stub, received));
-    }
+        let started = Instant::now();
+        herald_test_support::server::Server::start(common::free_addr(), move |listener, stop| {
+            herald_test_support::serve::http1(listener, stop, move |req| {
+                handle_stub(req, received.clone(), started)
+            })
+        })
+        .await
+        .unwrap()
+    };
+    let stub_addr = stub.addr;
 
     let dir = tempfile::tempdir().unwrap();
     let (_am, am_addr) = start_alertmanager(dir.path(), stub_addr);

@@ -373,12 +373,7 @@ async fn apply_objects(sim: &RunningSim, docs: &[Value]) {
 }
 
 fn signal(herald: &common::Herald, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(herald.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    herald.child.signal(sig);
 }
 
 /// Run herald as `install` runs it, against the simulator through the proxy: until ready, then a reload of an

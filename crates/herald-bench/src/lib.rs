@@ -17,12 +17,13 @@ mod soak;
 
 pub use soak::{SoakArgs, run_soak};
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use herald_test_support::process::{self, ChildGuard};
 use serde::Serialize;
 
 use probe::{Histogram, Proc, Scrape};
@@ -163,16 +164,6 @@ fn print_result<S: Serialize>(
     }
 }
 
-/// A child process killed when dropped, so an error never leaves one behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A scratch directory removed when dropped, unless the run failed (its logs explain why).
 struct Scratch {
     path: PathBuf,
@@ -233,7 +224,7 @@ fn measure(args: &LoadArgs, exe: &Programs, dir: &Path) -> anyhow::Result<Summar
     let sim_pid = sim.0.id();
     // Preloaded before the agent starts, so the agent's list sees all of them.
     let preloaded_rv = SIM_FIRST_RV + args.live_objects;
-    wait_for(Duration::from_secs(600), "the simulator's preload", || {
+    process::wait_for(Duration::from_secs(600), "the simulator's preload", || {
         sim_truth(sim_addr).filter(|t| t.rv >= preloaded_rv)
     })?;
 
@@ -429,7 +420,11 @@ impl Programs {
 
 /// The simulator as a child process: `herald-sim` on a free loopback port without KubeVirt, with `args`, its
 /// kubeconfig written to `dir/kubeconfig` and its log to `dir/sim.log`. Returns once it serves.
-fn start_sim(exe: &Programs, dir: &Path, args: &[String]) -> anyhow::Result<(Guard, SocketAddr)> {
+fn start_sim(
+    exe: &Programs,
+    dir: &Path,
+    args: &[String],
+) -> anyhow::Result<(ChildGuard, SocketAddr)> {
     let kubeconfig = dir.join("kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
     let mut cmd = Command::new(&exe.sim);
@@ -437,8 +432,8 @@ fn start_sim(exe: &Programs, dir: &Path, args: &[String]) -> anyhow::Result<(Gua
         .args(args)
         .arg("--write-kubeconfig")
         .arg(&kubeconfig);
-    let sim = Guard(spawn(cmd, &dir.join("sim.log")).context("cannot start the simulator")?);
-    let addr = wait_for(
+    let sim = ChildGuard(spawn(cmd, &dir.join("sim.log")).context("cannot start the simulator")?);
+    let addr = process::wait_for(
         Duration::from_secs(30),
         "the simulator's kubeconfig",
         || {
@@ -459,8 +454,8 @@ fn start_agent(
     dir: &Path,
     sinks: &[SinkName],
     otlp: SocketAddr,
-) -> anyhow::Result<(Guard, SocketAddr, f64)> {
-    let addr = free_addr()?;
+) -> anyhow::Result<(ChildGuard, SocketAddr, f64)> {
+    let addr = process::free_addr()?;
     let config = dir.join("herald.yaml");
     std::fs::write(&config, agent_config(sinks, addr, otlp))
         .context("cannot write the agent's configuration")?;
@@ -471,8 +466,8 @@ fn start_agent(
         .arg("--kubeconfig")
         .arg(dir.join("kubeconfig"));
     let started = Instant::now();
-    let agent = Guard(spawn(cmd, &dir.join("agent.log")).context("cannot start the agent")?);
-    wait_for(Duration::from_secs(120), "the agent's /readyz", || {
+    let agent = ChildGuard(spawn(cmd, &dir.join("agent.log")).context("cannot start the agent")?);
+    process::wait_for(Duration::from_secs(120), "the agent's /readyz", || {
         let (status, body) = probe::http_get(addr, "/readyz")?;
         (status == 200 && events_source_ready(&body)).then_some(())
     })?;
@@ -517,24 +512,6 @@ fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Child> {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?)
-}
-
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > until {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
 }
 
 /// `server: http://HOST:PORT` of a kubeconfig.

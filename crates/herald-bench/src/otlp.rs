@@ -1,37 +1,20 @@
-//! A small OTLP/HTTP logs receiver for the load harness: it accepts every export, counts the log records and
-//! notes, for records that carry a sub-second event time, how long after that time they arrived.
+//! The load harness's collector: herald-test-support's OTLP receiver (OTLP/HTTP), kept to counts and arrival
+//! delays so a long run holds no records, on a one-thread runtime of its own since the harness is
+//! synchronous. What is the harness's own is which records' delays mean something ([`fresh_event_time`]).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use herald_test_support::otlp::{self, Options, State};
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use prost::Message;
-use tokio::net::TcpListener;
 
-#[derive(Default)]
-struct State {
-    records: AtomicU64,
-    /// Seconds from event time to arrival.
-    delays: Mutex<Vec<f64>>,
-}
+/// Arrival delays kept: a 100k-Event load run needs 100k; past this many (hours of soak) the first ones stand.
+const KEEP_ARRIVALS: usize = 2_000_000;
 
 /// Serving on its own one-thread runtime until dropped.
 pub struct Receiver {
-    addr: SocketAddr,
-    state: Arc<State>,
+    inner: otlp::Receiver,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -42,92 +25,37 @@ impl Receiver {
             .thread_name("bench-otlp")
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
-        let addr = listener.local_addr()?;
-        let state = Arc::new(State::default());
-        runtime.spawn(serve(listener, state.clone()));
+        let state = Arc::new(State::new(Options {
+            keep_requests: 0,
+            keep_spans: 0,
+            keep_arrivals: KEEP_ARRIVALS,
+            arrival_of: fresh_event_time,
+        }));
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let inner = runtime.block_on(otlp::Receiver::bind(false, any, state))?;
         Ok(Receiver {
-            addr,
-            state,
+            inner,
             _runtime: runtime,
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.inner.addr
     }
 
     /// Log records received so far.
     pub fn records(&self) -> u64 {
-        self.state.records.load(Ordering::Relaxed)
+        self.inner.log_records()
     }
 
     pub fn reset_delays(&self) {
-        self.lock().clear();
+        self.inner.reset_arrivals();
     }
 
+    /// Seconds from event time to arrival, of the records [`fresh_event_time`] picks.
     pub fn arrival_delays(&self) -> Vec<f64> {
-        self.lock().clone()
+        self.inner.arrival_delays()
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<f64>> {
-        self.state.delays.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-async fn serve(listener: TcpListener, state: Arc<State>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(req, &state).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return answer(400, Bytes::new()),
-    };
-    let arrived = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let Ok(request) = ExportLogsServiceRequest::decode(body) else {
-        return answer(400, Bytes::new());
-    };
-    let mut n = 0;
-    let mut delays = Vec::new();
-    for rl in &request.resource_logs {
-        for sl in &rl.scope_logs {
-            for r in &sl.log_records {
-                n += 1;
-                if fresh_event_time(r) {
-                    delays.push(arrived.saturating_sub(r.time_unix_nano) as f64 / 1e9);
-                }
-            }
-        }
-    }
-    state.records.fetch_add(n, Ordering::Relaxed);
-    if !delays.is_empty() {
-        state
-            .delays
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(delays);
-    }
-    answer(
-        200,
-        ExportLogsServiceResponse::default().encode_to_vec().into(),
-    )
 }
 
 /// A record whose time is the simulator's microsecond `eventTime` of a new Event: a sub-second part, and no
@@ -143,12 +71,27 @@ fn fresh_event_time(r: &LogRecord) -> bool {
     !r.time_unix_nano.is_multiple_of(1_000_000_000) && !increased
 }
 
-fn answer(status: u16, body: Bytes) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/x-protobuf"),
-    );
-    resp
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+
+    #[test]
+    fn only_new_events_with_sub_second_times_have_a_delay() {
+        let count = |c| KeyValue {
+            key: "k8s.event.count".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(c)),
+            }),
+            ..KeyValue::default()
+        };
+        let record = |t, c| LogRecord {
+            time_unix_nano: t,
+            attributes: vec![count(c)],
+            ..LogRecord::default()
+        };
+        assert!(fresh_event_time(&record(1_700_000_000_123_456_000, 1)));
+        assert!(!fresh_event_time(&record(1_700_000_000_000_000_000, 1)));
+        assert!(!fresh_event_time(&record(1_700_000_000_123_456_000, 2)));
+    }
 }

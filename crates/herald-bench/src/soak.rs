@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::{Guard, Sample, SimTruth, SinkName, otlp, probe};
+use super::{ChildGuard, Sample, SimTruth, SinkName, otlp, probe};
 
 /// Three one-minute phases in turn: disconnects with 429s, 410 Gone (each one a relist), disconnects with 500s.
 /// At the default rate the watch stream carries ~3.4k notifications/s (creates, count increases and TTL
@@ -201,9 +201,9 @@ fn soak(args: &SoakArgs) -> anyhow::Result<SoakSummary> {
 struct Setup<'a> {
     args: &'a SoakArgs,
     receiver: otlp::Receiver,
-    sim: Guard,
+    sim: ChildGuard,
     sim_addr: SocketAddr,
-    agent: Guard,
+    agent: ChildGuard,
     agent_addr: SocketAddr,
 }
 

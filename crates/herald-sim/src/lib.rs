@@ -18,8 +18,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +29,10 @@ pub mod load;
 pub mod objects;
 pub mod openapi;
 pub mod otlp_console;
+pub mod otlp_receiver;
 pub mod scenario;
 pub mod select;
+pub mod serve;
 pub mod store;
 pub mod table;
 pub mod vm_scenario;
@@ -318,10 +318,7 @@ impl RunningSim {
 
     /// A kubeconfig (no credentials) pointing at this simulator.
     pub fn kubeconfig_yaml(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: herald-sim\n  cluster:\n    server: {}\ncontexts:\n- name: herald-sim\n  context:\n    cluster: herald-sim\n    user: herald-sim\n    namespace: default\ncurrent-context: herald-sim\nusers:\n- name: herald-sim\n  user: {{}}\n",
-            self.url()
-        )
+        kubeconfig_yaml(&self.url())
     }
 
     /// The ground truth, with the count of faults injected so far.
@@ -357,32 +354,14 @@ impl RunningSim {
 }
 
 async fn serve(listener: TcpListener, shared: Arc<http::Shared>, stop: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
-        let shared = shared.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(http::handle(req, shared).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
-            }
-        });
-    }
+    serve::http1(listener, stop, move |req| http::handle(req, shared.clone())).await;
+}
+
+/// A kubeconfig for a simulator (or any plain-HTTP API server) at `url`: no credentials, namespace `default`.
+pub fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: herald-sim\n  cluster:\n    server: {url}\ncontexts:\n- name: herald-sim\n  context:\n    cluster: herald-sim\n    user: herald-sim\n    namespace: default\ncurrent-context: herald-sim\nusers:\n- name: herald-sim\n  user: {{}}\n"
+    )
 }
 
 /// `herald sim`: serve until SIGINT/SIGTERM.

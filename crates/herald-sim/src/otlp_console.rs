@@ -1,25 +1,19 @@
-//! A console for OTLP: a small OTLP/HTTP receiver that decodes every export request it gets and prints one line
-//! per log record and per span, so `herald demo --otlp-console` shows what a collector would receive without
-//! installing one. It answers like a collector (200 with an empty protobuf response), and it belongs to the
-//! simulator's tooling: nothing on the agent's path uses it.
+//! A console for OTLP: the project's one OTLP receiver ([`crate::otlp_receiver`]) with a collector that prints
+//! one line per log record and per span, so `herald demo --otlp-console` shows what a collector would receive
+//! without installing one. It answers like a collector (200 with an empty protobuf response), and it belongs to
+//! the simulator's tooling: nothing on the agent's path uses it. It only formats; receiving is not its job.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use prost::Message;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Largest export request taken (a collector's default is larger; herald's demo batches are small).
-const MAX_BODY: usize = 16 << 20;
+use crate::otlp_receiver::{Collector, Export, Refusal};
 
 /// Serve OTLP/HTTP on `listener` until `shutdown`, handing each printed line to `print`.
 pub async fn serve(
@@ -28,57 +22,25 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(_) => continue,
-                },
-                _ = shutdown.cancelled() => return,
-            };
-            tokio::spawn(async move {
-                let service = service_fn(move |req| handle(req, print));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(crate::otlp_receiver::serve_http(
+        listener,
+        Arc::new(Console(print)),
+        shutdown,
+    ));
     Ok(addr)
 }
 
-async fn handle(
-    req: Request<hyper::body::Incoming>,
-    print: fn(&str),
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let path = req.uri().path().to_string();
-    let body = req.into_body().collect().await?.to_bytes();
-    let answer = |status: StatusCode| {
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = status;
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/x-protobuf"),
-        );
-        r
-    };
-    if body.len() > MAX_BODY {
-        return Ok(answer(StatusCode::PAYLOAD_TOO_LARGE));
+/// The collector that prints: it takes every request.
+struct Console(fn(&str));
+
+impl Collector for Console {
+    fn logs(&self, export: Export<ExportLogsServiceRequest>) -> Result<(), Refusal> {
+        log_lines(&export.request).iter().for_each(|l| (self.0)(l));
+        Ok(())
     }
-    let lines = match path.as_str() {
-        "/v1/logs" => ExportLogsServiceRequest::decode(body).map(|r| log_lines(&r)),
-        "/v1/traces" => ExportTraceServiceRequest::decode(body).map(|r| span_lines(&r)),
-        _ => return Ok(answer(StatusCode::NOT_FOUND)),
-    };
-    match lines {
-        Ok(lines) => {
-            for line in lines {
-                print(&line);
-            }
-            Ok(answer(StatusCode::OK))
-        }
-        Err(_) => Ok(answer(StatusCode::BAD_REQUEST)),
+    fn traces(&self, export: Export<ExportTraceServiceRequest>) -> Result<(), Refusal> {
+        span_lines(&export.request).iter().for_each(|l| (self.0)(l));
+        Ok(())
     }
 }
 
