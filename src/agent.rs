@@ -35,6 +35,8 @@ pub enum Error {
     Otlp(#[from] otlp::transport::Error),
     #[error("cannot set up a webhook sink: {0}")]
     Webhook(#[from] webhook::Error),
+    #[error("cannot set up the Kafka sink: {0}")]
+    Kafka(#[from] crate::sink::kafka::Error),
     /// A task herald cannot run without panicked or returned; the process should exit non-zero so the
     /// kubelet restarts it.
     #[error("stopped because task {0}")]
@@ -222,6 +224,19 @@ impl Agent {
                 health.sink(name),
             )?
             .with_reload(config_rx.clone());
+            sink_tasks.push(sink_task(&sup, &q, sink.run(q.ring.clone())));
+            queues.push(q);
+        }
+        if config.sinks.kafka.enabled() {
+            use crate::sink::kafka::{self, KafkaSink};
+            let settings = config.sinks.kafka.clone();
+            let q = SinkQueue::new(kafka::NAME, settings.queue_capacity, false, &telemetry);
+            let sink = KafkaSink::new(
+                settings,
+                identity.clone(),
+                &telemetry,
+                health.sink(kafka::NAME),
+            )?;
             sink_tasks.push(sink_task(&sup, &q, sink.run(q.ring.clone())));
             queues.push(q);
         }

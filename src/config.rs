@@ -584,6 +584,8 @@ pub struct SinksConfig {
     pub otlp: OtlpSinkConfig,
     /// HTTP endpoints that receive JSON batches of records, each with its own filter and queue.
     pub webhooks: Vec<WebhookConfig>,
+    /// Records as messages to Kafka (off without brokers); its settings live with the sink.
+    pub kafka: crate::sink::kafka::KafkaConfig,
 }
 
 /// OTLP logs to an OpenTelemetry collector. Unset values fall back to the standard `OTEL_EXPORTER_OTLP_*`
@@ -1105,6 +1107,7 @@ impl Config {
         for (i, w) in self.sinks.webhooks.iter().enumerate() {
             w.validate(&format!("sinks.webhooks[{i}]"))?;
         }
+        self.sinks.kafka.validate("sinks.kafka")?;
         positive(
             "self_events.queue_capacity",
             self.self_events.queue_capacity,
