@@ -71,6 +71,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check("sinks.metrics", old.sinks.metrics != new.sinks.metrics);
     check("sinks.json", old.sinks.json != new.sinks.json);
     check("sinks.otlp", old.sinks.otlp != new.sinks.otlp);
+    check("sinks.kafka", old.sinks.kafka != new.sinks.kafka);
     let urls = |c: &Config| {
         c.sinks
             .webhooks
