@@ -799,4 +799,44 @@ mod tests {
         );
         assert!(check(&yaml).is_ok());
     }
+
+    /// No broker listening: each batch is retried within its budget, then counted as failed; the sink
+    /// says it is failing and ends when its ring closes (it never retries forever).
+    #[tokio::test]
+    async fn an_unreachable_broker_fails_batches_within_the_budget() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let t = Telemetry::new(&crate::config::MetricsConfig::default());
+        let health = crate::health::Health::default();
+        let settings = KafkaConfig {
+            brokers: vec![addr.to_string()],
+            timeout: ConfigDuration::from_millis(300),
+            max_retries: 1,
+            linger: ConfigDuration::from_millis(10),
+            ..KafkaConfig::default()
+        };
+        let sink_health = health.sink(NAME);
+        sink_health.set_accepting(true);
+        let sink = KafkaSink::new(settings, Identity::default(), &t, sink_health.clone()).unwrap();
+        let ring = Arc::new(Ring::new(NAME, 16));
+        for name in ["a", "b"] {
+            let r = EventRecord::for_test("ns", "Pod", name, "BackOff", "Warning");
+            assert!(ring.try_push(Arc::new(r)).is_ok());
+        }
+        ring.close();
+        tokio::time::timeout(Duration::from_secs(20), sink.run(ring))
+            .await
+            .unwrap();
+        assert!(!sink_health.accepting());
+        let text = t.render();
+        assert!(
+            text.contains(r#"herald_sink_failures_total{sink="kafka"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"herald_sink_retries_total{sink="kafka"} 1"#),
+            "{text}"
+        );
+    }
 }

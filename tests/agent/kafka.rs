@@ -51,6 +51,8 @@ struct Broker {
     bin: PathBuf,
     addr: SocketAddr,
     storage: String,
+    /// Clients must authenticate (SASL SCRAM).
+    authentication: bool,
     child: Option<Child>,
 }
 
@@ -62,6 +64,7 @@ impl Broker {
             bin: bin.to_path_buf(),
             addr: free_addr(),
             storage,
+            authentication: false,
             child: None,
         };
         b.restart();
@@ -83,6 +86,7 @@ impl Broker {
             .args(["--listener-url", &self.url()])
             .args(["--advertised-listener-url", &self.url()])
             .args(["--storage-engine", &self.storage])
+            .args(self.authentication.then_some("--authentication"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -138,6 +142,11 @@ struct Message {
 /// Every message of `topics`, read from the beginning until `count` arrived (and a little longer, to see
 /// any extra one).
 fn consume(bootstrap: &str, topics: &[&str], count: usize) -> Vec<Message> {
+    consume_as(bootstrap, topics, count, &[])
+}
+
+/// [`consume`] with more reader arguments (SASL credentials).
+fn consume_as(bootstrap: &str, topics: &[&str], count: usize, extra: &[&str]) -> Vec<Message> {
     let script = fixtures::repo_root().join("tests/agent/kafka_consume.py");
     let out = Command::new("python3")
         .arg(script)
@@ -151,6 +160,7 @@ fn consume(bootstrap: &str, topics: &[&str], count: usize) -> Vec<Message> {
             "--settle",
             "2",
         ])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -407,6 +417,87 @@ async fn a_broker_killed_mid_stream_loses_nothing_counted_as_sent() {
         "kafka broker kill: {n} records sent, {} messages read ({} repeats)",
         messages.len(),
         messages.len() - n
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_sha_512_logs_in_with_the_password_file() {
+    let Some(bin) = tansu() else { return };
+    let Some(()) = reader() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("sqlite://{}", dir.path().join("tansu.db").display());
+    // The user and the topic are made while the broker is open, then it restarts requiring SASL.
+    let mut broker = Broker::start(&bin, storage);
+    broker.create_topic("k8s-events", 1);
+    let out = Command::new(&bin)
+        .args([
+            "user",
+            "create",
+            "herald",
+            "s3cret",
+            "--broker",
+            &broker.url(),
+        ])
+        .args(["--mechanism", "scram512"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    broker.kill();
+    broker.authentication = true;
+    broker.restart();
+
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let sim = quiet_sim().await;
+    let herald = start_herald(
+        &sim.url(),
+        &config(
+            &broker.bootstrap(),
+            &format!(
+                "    linger: 20ms\n    sasl: {{mechanism: SCRAM-SHA-512, username: herald, password_file: {}}}\n",
+                password.display()
+            ),
+        ),
+        Stdio::null(),
+        &[],
+    );
+    herald.wait_ready();
+    let api: Api<CoreEvent> = Api::namespaced(client(&sim), "default");
+    for i in 0..3 {
+        api.create(
+            &PostParams::default(),
+            &event("default", &format!("pod-{i}"), "Pulled"),
+        )
+        .await
+        .unwrap();
+    }
+    herald.wait_metric("herald_sink_sent_total", &KAFKA, 3.0);
+    let messages = consume_as(
+        &broker.bootstrap(),
+        &["k8s-events"],
+        3,
+        &[
+            "--sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--sasl-username",
+            "herald",
+            "--sasl-password",
+            "s3cret",
+        ],
+    );
+    let keys: Vec<&str> = messages.iter().filter_map(|m| m.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            "default/Pod/pod-0",
+            "default/Pod/pod-1",
+            "default/Pod/pod-2"
+        ]
     );
     sim.shutdown().await;
 }

@@ -7,6 +7,7 @@ directly (no consumer group), reads until it has `--count` messages, then keeps 
 so that any extra message (a duplicate) is seen too; it gives up after `--timeout` seconds.
 
 usage: kafka_consume.py BOOTSTRAP TOPIC[,TOPIC...] --count N [--timeout S] [--settle S]
+       [--sasl-mechanism M --sasl-username U --sasl-password P]
 """
 
 import argparse
@@ -24,16 +25,26 @@ def main():
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--settle", type=float, default=2.0)
+    p.add_argument("--sasl-mechanism")
+    p.add_argument("--sasl-username")
+    p.add_argument("--sasl-password")
     args = p.parse_args()
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "group.id": "herald-test-reader",
-            "enable.auto.commit": False,
-            "api.version.request": True,
-        }
-    )
+    config = {
+        "bootstrap.servers": args.bootstrap,
+        "group.id": "herald-test-reader",
+        "enable.auto.commit": False,
+    }
+    if args.sasl_mechanism:
+        config.update(
+            {
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": args.sasl_mechanism,
+                "sasl.username": args.sasl_username,
+                "sasl.password": args.sasl_password,
+            }
+        )
+    consumer = Consumer(config)
     topics = args.topics.split(",")
     meta = consumer.list_topics(timeout=10)
     assignment = []
