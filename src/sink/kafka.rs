@@ -618,12 +618,13 @@ impl KafkaSink {
             let timeout = self.settings.timeout.0;
             let mut builder = ClientBuilder::new(self.settings.brokers.clone())
                 .client_id(concat!("herald/", env!("CARGO_PKG_VERSION")))
-                // The client's own retries stop within one attempt's time; herald's backoff does the rest.
+                // The client's own retries stop within half an attempt's time, so its error (refused,
+                // unreachable) is what the attempt reports rather than a timeout; herald's backoff does the rest.
                 .backoff_config(rskafka::BackoffConfig {
                     init_backoff: Duration::from_millis(100),
                     max_backoff: Duration::from_secs(1),
                     base: 2.0,
-                    deadline: Some(timeout),
+                    deadline: Some(timeout / 2),
                 });
             if let Some(tls) = &self.tls {
                 builder = builder.tls_config(tls.clone());

@@ -53,18 +53,21 @@ struct Broker {
     storage: String,
     /// Clients must authenticate (SASL SCRAM).
     authentication: bool,
+    /// The broker's working directory: a `sqlite://FILE` storage is a file in it, kept across restarts.
+    dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Broker {
-    /// Start tansu on a free port with `storage` (`memory://tansu/` or `sqlite://FILE`) and wait until it
-    /// accepts connections.
+    /// Start tansu on a free port with `storage` (`memory://tansu/`, or `sqlite://FILE` with FILE relative
+    /// to the broker's own directory) and wait until it accepts connections.
     fn start(bin: &Path, storage: String) -> Broker {
         let mut b = Broker {
             bin: bin.to_path_buf(),
             addr: free_addr(),
             storage,
             authentication: false,
+            dir: tempfile::tempdir().unwrap(),
             child: None,
         };
         b.restart();
@@ -88,6 +91,7 @@ impl Broker {
             .args(["--storage-engine", &self.storage])
             .args(self.authentication.then_some("--authentication"))
             .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -317,9 +321,7 @@ async fn wait_recorded(sim: &RunningSim, reason: &str) {
 async fn a_broker_killed_mid_stream_loses_nothing_counted_as_sent() {
     let Some(bin) = tansu() else { return };
     let Some(()) = reader() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let storage = format!("sqlite://{}", dir.path().join("tansu.db").display());
-    let mut broker = Broker::start(&bin, storage);
+    let mut broker = Broker::start(&bin, "sqlite://tansu.db".into());
     broker.create_topic("k8s-events", 2);
     let sim = quiet_sim().await;
     // Retries outlast the outage, so no batch is given up and every record must arrive.
@@ -426,7 +428,7 @@ async fn scram_sha_512_logs_in_with_the_password_file() {
     let Some(bin) = tansu() else { return };
     let Some(()) = reader() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let storage = format!("sqlite://{}", dir.path().join("tansu.db").display());
+    let storage = "sqlite://tansu.db".to_string();
     // The user and the topic are made while the broker is open, then it restarts requiring SASL.
     let mut broker = Broker::start(&bin, storage);
     broker.create_topic("k8s-events", 1);
