@@ -6,9 +6,10 @@
 //!
 //! Client: `rskafka`, a pure-Rust client, rather than `rdkafka` (librdkafka). librdkafka is the reference
 //! client and the only one of the two with an idempotent producer, but it is a C library: building it needs a
-//! C toolchain with make (or cmake) on every developer and CI machine, adds minutes to a cold build and
-//! several MiB to the binary, which has to stay small. rskafka needs nothing beyond cargo, speaks TLS through
-//! the rustls/ring stack herald already links, and does SASL PLAIN and SCRAM-SHA-256/512. What it lacks
+//! C toolchain with make (or cmake) on every developer and CI machine, adds minutes to a cold build, and
+//! links its own TLS and compression stack into a binary that has to stay small. rskafka needs nothing
+//! beyond cargo, speaks TLS through the rustls/ring stack herald already links, and does SASL PLAIN and
+//! SCRAM-SHA-256/512. What it lacks
 //! decides the guarantee: every produce request waits for all in-sync replicas (`acks=all`, fixed in the
 //! client), but there is no idempotent producer, so a request whose answer was lost (a broker killed after
 //! writing) is sent again: delivery is **at least once**, never exactly once. Order per key holds because

@@ -2,7 +2,8 @@
 //! broker (tansu, started by the test on a free port); an independent client (confluent-kafka, librdkafka, in
 //! `kafka_consume.py`) reads every message back. The reference is what the test created: every record arrives
 //! with its object's key, on the topic the template names, in creation order per key; the broker killed
-//! (SIGKILL) and restarted mid-stream loses nothing herald counted as sent.
+//! (SIGKILL) and restarted mid-stream loses nothing herald counted as sent; SCRAM-SHA-512 logs in with the
+//! password file.
 
 use crate::common;
 
