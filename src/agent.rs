@@ -31,6 +31,8 @@ pub enum Error {
     Otlp(#[from] otlp::transport::Error),
     #[error("cannot set up a webhook sink: {0}")]
     Webhook(#[from] webhook::Error),
+    #[error("cannot set up the Kafka sink: {0}")]
+    Kafka(#[from] crate::sink::kafka::Error),
     /// A task herald cannot run without panicked or returned; the process should exit non-zero so the
     /// kubelet restarts it.
     #[error("stopped because task {0}")]

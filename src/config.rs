@@ -411,6 +411,7 @@ impl Config {
         for (i, w) in self.sinks.webhooks.iter().enumerate() {
             w.validate(&format!("sinks.webhooks[{i}]"))?;
         }
+        self.sinks.kafka.validate("sinks.kafka")?;
         positive(
             "self_events.queue_capacity",
             self.self_events.queue_capacity,

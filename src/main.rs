@@ -672,6 +672,13 @@ fn init_logging(
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The Kafka client warns at each connection attempt of its own retries; the Kafka sink reports an
+    // outage once and its recovery, so the client's lines show from error up unless a filter names it.
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = match "rskafka=error".parse() {
+        Ok(quiet) if !asked.contains("rskafka") => filter.add_directive(quiet),
+        _ => filter,
+    };
     let stderr = tracing_subscriber::fmt::layer();
     let stderr = match format {
         LogFormat::Json => stderr

@@ -20,6 +20,7 @@ use crate::self_events::{self, PodRef, SelfEvents};
 use crate::sink::metrics_sink::{MetricsSink, Persist};
 use crate::sink::otlp::{self, OtlpSink};
 use crate::sink::shape::Identity;
+use crate::sink::kafka::{self, KafkaSink};
 use crate::sink::webhook::{self, WebhookSink};
 use crate::sink::{Shared, SinkQueue, json::JsonSink};
 use crate::source::events;
@@ -255,7 +256,7 @@ pub(super) fn data_path(
     })
 }
 
-/// Every configured sink, each on its own queue and task, in a fixed order (metrics, JSON, OTLP, webhooks).
+/// Every configured sink, each on its own queue and task, in a fixed order (metrics, JSON, OTLP, webhooks, Kafka).
 /// A new kind of sink is one more block: its queue, its sink, `sinks.add`.
 fn sinks(
     core: &Core,
@@ -302,6 +303,13 @@ fn sinks(
         let id = core.identity.clone();
         let sink = WebhookSink::new(i, name, settings.clone(), id, t, core.health.sink(name))?
             .with_reload(reload.clone());
+        sinks.add(sup, queue, |ring| sink.run(ring));
+    }
+    let kafka = &config.sinks.kafka;
+    if kafka.enabled() {
+        let queue = SinkQueue::new(kafka::NAME, kafka.queue_capacity, false, t);
+        let id = core.identity.clone();
+        let sink = KafkaSink::new(kafka.clone(), id, t, core.health.sink(kafka::NAME))?;
         sinks.add(sup, queue, |ring| sink.run(ring));
     }
     Ok(sinks)

@@ -29,6 +29,9 @@ pub struct SinksConfig {
     /// HTTP endpoints that receive records in batches, each with its own filter, queue, batching and retries
     /// (see the README for one example per `format`).
     pub webhooks: Vec<WebhookConfig>,
+    /// Records as messages to Kafka, one JSON object per record keyed by the object it is about (off without
+    /// `brokers`); see the README's "Kafka" section.
+    pub kafka: crate::sink::kafka::KafkaConfig,
 }
 
 /// The Prometheus metrics sink.

@@ -12,6 +12,7 @@ use crate::telemetry::{self, Telemetry};
 pub mod config;
 pub mod https;
 pub mod json;
+pub mod kafka;
 pub mod metrics_sink;
 pub mod otlp;
 pub mod shape;

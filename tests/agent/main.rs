@@ -15,6 +15,7 @@ mod bounds;
 mod cli_config;
 mod config_reload;
 mod fuzz_inputs;
+mod kafka;
 mod kubevirt;
 mod leader_election;
 mod otlp_export;
