@@ -76,7 +76,9 @@ fn held<T>(f: impl FnOnce() -> T) -> (T, i64) {
     let region = Region::new(GLOBAL);
     let value = f();
     let s = region.change();
-    let net = s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64;
+    // stats_alloc adds a realloc's growth to `bytes_allocated` (and its shrink to `bytes_deallocated`)
+    // already; `bytes_reallocated` is the same difference again, so it is left out.
+    let net = s.bytes_allocated as i64 - s.bytes_deallocated as i64;
     (value, net)
 }
 
