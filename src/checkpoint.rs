@@ -14,8 +14,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::source::accounting::key_hash;
 
 /// Why a checkpoint could not be read or written; always names the file.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +62,38 @@ pub struct EventWatch {
     /// Numbers the barriers of one watch within one run, so the watch knows whether the last one was saved.
     #[serde(default)]
     pub sequence: u64,
-    /// Every tracked Event: UID (or namespace/name) and the last count accounted for, oldest first.
-    pub objects: Vec<(Arc<str>, u32)>,
+    /// Every tracked Event: the hash of its UID (or namespace/name, [`key_hash`]) and the last count
+    /// accounted for, oldest first. Written as `[hash, count]` pairs of JSON numbers; a checkpoint written
+    /// before herald kept hashes has the UID itself as a string, which is hashed as it is read.
+    #[serde(deserialize_with = "tracked_objects")]
+    pub objects: Vec<(u64, u32)>,
+}
+
+/// One tracked Event's identity in a checkpoint: a hash (now) or a UID (older checkpoints).
+struct TrackedKey(u64);
+
+impl<'de> serde::Deserialize<'de> for TrackedKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = TrackedKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an Event's UID hash (a number) or UID (a string)")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<TrackedKey, E> {
+                Ok(TrackedKey(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TrackedKey, E> {
+                Ok(TrackedKey(key_hash(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn tracked_objects<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(u64, u32)>, D::Error> {
+    let pairs = <Vec<(TrackedKey, u32)>>::deserialize(d)?;
+    Ok(pairs.into_iter().map(|(k, c)| (k.0, c)).collect())
 }
 
 /// What an Event watch tells the metrics sink, in order with its records.
@@ -386,5 +418,53 @@ mod tests {
         let e = load::<Vec<u32>>(&path).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }));
         assert!(e.to_string().contains("state.json is corrupt"), "{e}");
+    }
+
+    /// An `events.json` as herald wrote it while it kept UIDs (trimmed to one watch and two Events).
+    const UID_CHECKPOINT: &str = r#"{"writer":"herald-0","watches":[{"watch":{"key":"events namespace=* labels= fields=","resource_version":"1234","last_event_time":"2026-11-26T10:00:00Z","sequence":7,"objects":[["0f4b6a52-1c3e-4e8b-9a61-2d7c5e8f9a01",3],["b2c1d0e9-8f7a-4b6c-8d5e-4f3a2b1c0d9e",1]]},"counters":[{"metric":"herald_event_occurrences_total","labels":[["namespace","default"]],"value":4}]}]}"#;
+
+    #[test]
+    fn a_checkpoint_with_uids_restores_as_their_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENTS_FILE);
+        std::fs::write(&path, UID_CHECKPOINT).unwrap();
+        let file: EventsFile = load(&path).unwrap().unwrap();
+        let watch = &file.watches[0].watch;
+        assert_eq!(
+            watch.objects,
+            [
+                (key_hash("0f4b6a52-1c3e-4e8b-9a61-2d7c5e8f9a01"), 3),
+                (key_hash("b2c1d0e9-8f7a-4b6c-8d5e-4f3a2b1c0d9e"), 1)
+            ]
+        );
+        assert_eq!(watch.resource_version, "1234");
+
+        // The accounting restored from it knows both Events by UID and counts only what came since.
+        let mut a = crate::source::accounting::Accounting::new(
+            crate::config::StartupPolicy::SkipExisting,
+            100,
+        );
+        a.restore(watch.objects.iter().copied());
+        a.list_start();
+        assert_eq!(
+            a.observe("0f4b6a52-1c3e-4e8b-9a61-2d7c5e8f9a01", 5).delta,
+            2
+        );
+        assert_eq!(
+            a.observe("b2c1d0e9-8f7a-4b6c-8d5e-4f3a2b1c0d9e", 1).delta,
+            0
+        );
+
+        // Saved again, it holds the hashes as numbers and reads back the same.
+        save(&path, &file).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&format!(
+                "[{},3]",
+                key_hash("0f4b6a52-1c3e-4e8b-9a61-2d7c5e8f9a01")
+            )),
+            "{text}"
+        );
+        assert_eq!(load::<EventsFile>(&path).unwrap().unwrap(), file);
     }
 }

@@ -748,7 +748,7 @@ mod tests {
                 resource_version: "42".into(),
                 sequence,
                 last_event_time: None,
-                objects: vec![(Arc::from("uid-1"), 5)],
+                objects: vec![(crate::source::accounting::key_hash("uid-1"), 5)],
             })
         };
 

@@ -9,15 +9,60 @@
 //! replay cannot make the next increase count twice.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::hash::Hasher;
 
 use crate::config::StartupPolicy;
 
+/// How an Event's identity (its UID, or namespace/name) becomes the 64-bit key herald remembers it by.
+///
+/// Why a hash and not the UID: a UID is 36 bytes plus an allocation (about 80 bytes with its `Arc`, twice: in
+/// the map and in the eviction order); a `u64` is 8, so a tracked Event costs about 30 bytes in all (measured
+/// in BENCHMARKS.md, "Hot path"). Why FNV-1a: the keys go into checkpoints, so the hash must be the same in
+/// every build, on every CPU and in every later version (ahash and std's `DefaultHasher` promise neither).
+///
+/// **Collisions.** Two different Events with the same hash are taken for one object: the second one's count
+/// is compared with the first one's, so its occurrences up to the first one's count are not counted (an
+/// undercount, never a double count), and a delete of either forgets both. For random UIDs the chance that
+/// any two of n tracked Events collide is about n² / 2⁶⁵: 1 in 10⁹ for 200 000 (the default bound), 1 in 10¹¹
+/// for 20 000. The API server chooses UIDs (a client cannot), so nobody can aim for a collision; the
+/// namespace/name fallback is only used for malformed objects without a UID.
+pub fn key_hash(key: &str) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(key.as_bytes());
+    h.finish()
+}
+
+/// A map key: the 64-bit hash as two halves, so an entry is 12 bytes (4-byte aligned) instead of 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key([u32; 2]);
+
+impl From<u64> for Key {
+    fn from(k: u64) -> Key {
+        Key([(k >> 32) as u32, k as u32])
+    }
+}
+
+/// The last counted count and, in bit 31, whether the list in progress has shown the object (to find those a
+/// relist no longer has). Counts are int32 in the API (`normalise` refuses larger ones), so bit 31 is free;
+/// a larger count given here is taken as 2^31 - 1.
 #[derive(Debug, Clone, Copy)]
-struct Tracked {
-    count: u32,
-    /// The list generation that last saw the object, to find those a relist no longer has.
-    generation: u32,
+struct Tracked(u32);
+
+impl Tracked {
+    const LISTED: u32 = 1 << 31;
+    const MAX_COUNT: u32 = Tracked::LISTED - 1;
+
+    fn new(count: u32) -> Tracked {
+        Tracked(count.min(Tracked::MAX_COUNT) | Tracked::LISTED)
+    }
+
+    fn count(self) -> u32 {
+        self.0 & Tracked::MAX_COUNT
+    }
+
+    fn listed(self) -> bool {
+        self.0 & Tracked::LISTED != 0
+    }
 }
 
 /// What one observation of an object means.
@@ -29,68 +74,87 @@ pub struct Observation {
     pub delta: u32,
 }
 
-/// Per-watch count state, bounded by `max_objects` (oldest first out).
+/// Per-watch count state, bounded by `max_objects` (oldest first out). Objects are known by
+/// [`key_hash`] of their identity (12 bytes per map entry, 8 per eviction-order entry).
 #[derive(Debug)]
 pub struct Accounting {
-    known: ahash::HashMap<Arc<str>, Tracked>,
-    /// Insertion order for eviction; may hold keys already deleted (skipped lazily).
-    order: VecDeque<Arc<str>>,
-    generation: u32,
+    known: ahash::HashMap<Key, Tracked>,
+    /// Insertion order for eviction; may hold keys already deleted (skipped lazily, compacted once they are
+    /// as many as the live ones, so it stays within about twice the tracked objects).
+    order: VecDeque<u64>,
     baseline: bool,
     /// A list has completed since the start (the baseline, if any, is taken).
     listed: bool,
     policy: StartupPolicy,
     max_objects: usize,
     evictions: u64,
+    hash: fn(&str) -> u64,
 }
 
 impl Accounting {
     pub fn new(policy: StartupPolicy, max_objects: usize) -> Accounting {
+        Accounting::with_hash(policy, max_objects, key_hash)
+    }
+
+    /// The same with another identity hash: tests force collisions through it.
+    pub fn with_hash(
+        policy: StartupPolicy,
+        max_objects: usize,
+        hash: fn(&str) -> u64,
+    ) -> Accounting {
         Accounting {
             known: ahash::HashMap::default(),
             order: VecDeque::new(),
-            generation: 0,
             baseline: false,
             listed: false,
             policy,
             max_objects: max_objects.max(1),
             evictions: 0,
+            hash,
         }
     }
 
     /// A list (initial or relist) starts. A list whose page failed starts again from the first page: until
     /// one completes, every attempt is still the initial list (and the baseline under `skip-existing`).
     pub fn list_start(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
+        for t in self.known.values_mut() {
+            t.0 &= Tracked::MAX_COUNT;
+        }
         self.baseline = !self.listed && self.policy == StartupPolicy::SkipExisting;
     }
 
     /// The list is complete: objects it did not contain are gone. Returns how many were forgotten.
     pub fn list_done(&mut self) -> usize {
         let before = self.known.len();
-        let generation = self.generation;
-        self.known.retain(|_, t| t.generation == generation);
+        self.known.retain(|_, t| t.listed());
         self.baseline = false;
         self.listed = true;
         self.compact();
         before - self.known.len()
     }
 
-    /// An object was listed, added or modified with this total `count`.
+    /// An object was listed, added or modified with this total `count`; `key` is its UID (or namespace/name).
     pub fn observe(&mut self, key: &str, count: u32) -> Observation {
-        let generation = self.generation;
-        if let Some(t) = self.known.get_mut(key) {
-            t.generation = generation;
-            let delta = count.saturating_sub(t.count);
-            t.count = t.count.max(count);
+        self.observe_hash(self.key_of(key), count)
+    }
+
+    /// The key an identity is known by, so a caller can take it before it gives the object away.
+    pub fn key_of(&self, key: &str) -> u64 {
+        (self.hash)(key)
+    }
+
+    /// [`Accounting::observe`] with the key from [`Accounting::key_of`].
+    pub fn observe_hash(&mut self, key: u64, count: u32) -> Observation {
+        if let Some(t) = self.known.get_mut(&Key::from(key)) {
+            let delta = count.min(Tracked::MAX_COUNT).saturating_sub(t.count());
+            *t = Tracked::new(t.count().max(count));
             return Observation {
                 new_object: false,
                 delta,
             };
         }
-        let key: Arc<str> = Arc::from(key);
-        self.known
-            .insert(key.clone(), Tracked { count, generation });
+        let count = count.min(Tracked::MAX_COUNT);
+        self.known.insert(Key::from(key), Tracked::new(count));
         self.order.push_back(key);
         self.evict_over_bound();
         if self.baseline {
@@ -106,19 +170,14 @@ impl Accounting {
         }
     }
 
-    /// Continue from a checkpoint: `objects` (UID and last counted count) are known, and the start's first
-    /// list compares with them instead of being a baseline, so only what happened since counts.
-    pub fn restore(&mut self, objects: impl IntoIterator<Item = (Arc<str>, u32)>) {
+    /// Continue from a checkpoint: `objects` (identity hash and last counted count, oldest first) are known,
+    /// and the start's first list compares with them instead of being a baseline, so only what happened since
+    /// counts.
+    pub fn restore(&mut self, objects: impl IntoIterator<Item = (u64, u32)>) {
         for (key, count) in objects {
             if self
                 .known
-                .insert(
-                    key.clone(),
-                    Tracked {
-                        count,
-                        generation: self.generation,
-                    },
-                )
+                .insert(Key::from(key), Tracked::new(count))
                 .is_none()
             {
                 self.order.push_back(key);
@@ -129,15 +188,18 @@ impl Accounting {
     }
 
     /// The per-object counts to checkpoint, oldest first (so a restore keeps the eviction order).
-    pub fn snapshot(&self) -> Vec<(Arc<str>, u32)> {
+    pub fn snapshot(&self) -> Vec<(u64, u32)> {
         let mut seen = ahash::HashSet::default();
-        self.order
-            .iter()
-            .filter_map(|k| {
-                let t = self.known.get(k)?;
-                seen.insert(k.clone()).then(|| (k.clone(), t.count))
-            })
-            .collect()
+        seen.reserve(self.known.len());
+        let mut out = Vec::with_capacity(self.known.len());
+        for k in &self.order {
+            if let Some(t) = self.known.get(&Key::from(*k))
+                && seen.insert(*k)
+            {
+                out.push((*k, t.count()));
+            }
+        }
+        out
     }
 
     /// A list has completed since the start or the restore: the counts are worth a checkpoint.
@@ -147,8 +209,8 @@ impl Accounting {
 
     /// An object was deleted.
     pub fn forget(&mut self, key: &str) {
-        self.known.remove(key);
-        if self.order.len() > 2 * self.max_objects + 64 {
+        self.known.remove(&Key::from((self.hash)(key)));
+        if self.order.len() > 2 * self.known.len() + 64 {
             self.compact();
         }
     }
@@ -170,7 +232,7 @@ impl Accounting {
         while self.known.len() > self.max_objects {
             match self.order.pop_front() {
                 Some(old) => {
-                    if self.known.remove(&old).is_some() {
+                    if self.known.remove(&Key::from(old)).is_some() {
                         self.evictions += 1;
                     }
                 }
@@ -179,12 +241,13 @@ impl Accounting {
         }
     }
 
-    /// Drop keys of deleted objects from the eviction order.
+    /// Drop keys of deleted objects (and repeats of a key seen again after a delete) from the eviction order.
     fn compact(&mut self) {
         let known = &self.known;
         let mut seen = ahash::HashSet::default();
+        seen.reserve(known.len());
         self.order
-            .retain(|k| known.contains_key(k) && seen.insert(k.clone()));
+            .retain(|k| known.contains_key(&Key::from(*k)) && seen.insert(*k));
     }
 }
 
@@ -278,7 +341,7 @@ mod tests {
         before.list_done();
         before.observe("b", 2);
         let saved = before.snapshot();
-        assert_eq!(saved, [(Arc::from("a"), 3), (Arc::from("b"), 2)]);
+        assert_eq!(saved, [(key_hash("a"), 3), (key_hash("b"), 2)]);
 
         let mut after = Accounting::new(StartupPolicy::SkipExisting, 100);
         after.restore(saved);
@@ -294,6 +357,85 @@ mod tests {
             "created while herald was down"
         );
         assert_eq!(after.list_done(), 1, "b was deleted while herald was down");
+    }
+
+    /// Every key hashes alike: all objects collide.
+    fn collide(_: &str) -> u64 {
+        7
+    }
+
+    #[test]
+    fn a_collision_undercounts_and_never_double_counts() {
+        let mut a = Accounting::with_hash(StartupPolicy::Replay, 100, collide);
+        assert_eq!(a.observe("uid-a", 5), obs(true, 5));
+        assert_eq!(
+            a.observe("uid-b", 3),
+            obs(false, 0),
+            "taken for uid-a: its 3 occurrences are below uid-a's 5 and not counted"
+        );
+        assert_eq!(
+            a.observe("uid-b", 8),
+            obs(false, 3),
+            "only what exceeds the shared count"
+        );
+        assert_eq!(a.len(), 1);
+        a.forget("uid-a");
+        assert!(a.is_empty(), "a delete of either forgets both");
+        assert_eq!(a.observe("uid-b", 9), obs(true, 9), "then counted as new");
+    }
+
+    #[test]
+    fn distinct_uids_do_not_collide() {
+        let mut a = Accounting::new(StartupPolicy::Replay, 1_000_000);
+        let mut counted = 0u64;
+        for i in 0..200_000u32 {
+            counted += u64::from(
+                a.observe(&format!("{i:08x}-8c1f-4b7e-9d2a-3f6e5c4b{i:04x}"), 1)
+                    .delta,
+            );
+        }
+        assert_eq!(counted, 200_000);
+        assert_eq!(a.len(), 200_000);
+    }
+
+    #[test]
+    fn the_hash_is_fixed_across_builds() {
+        // Checkpoints hold these keys: a change here makes every saved checkpoint count again.
+        assert_eq!(key_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(key_hash("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn counts_beyond_int32_are_held_at_its_maximum() {
+        let mut a = Accounting::new(StartupPolicy::Replay, 100);
+        assert_eq!(a.observe("x", i32::MAX as u32), obs(true, i32::MAX as u32));
+        assert_eq!(a.observe("x", u32::MAX), obs(false, 0));
+        a.list_start();
+        a.observe("x", 1);
+        assert_eq!(
+            a.list_done(),
+            0,
+            "still listed: the flag is not part of the count"
+        );
+        assert_eq!(a.snapshot(), [(key_hash("x"), i32::MAX as u32)]);
+    }
+
+    #[test]
+    fn deletes_do_not_grow_the_eviction_order() {
+        let mut a = Accounting::new(StartupPolicy::Replay, 200_000);
+        a.observe("live", 1);
+        for i in 0..10_000 {
+            let k = format!("gone-{i}");
+            a.observe(&k, 1);
+            a.forget(&k);
+        }
+        assert!(
+            a.order.len() <= 2 * a.len() + 65,
+            "{} keys in the eviction order for {} tracked",
+            a.order.len(),
+            a.len()
+        );
+        assert_eq!(a.snapshot(), [(key_hash("live"), 1)]);
     }
 
     #[test]

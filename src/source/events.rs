@@ -6,6 +6,7 @@
 //! a delete, an update that did not raise the count) never enter the pipeline. A malformed object is counted
 //! in `herald_invalid_objects_total`, logged once per kind of problem with its namespace/name, and skipped.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -298,7 +299,7 @@ async fn run<A: Normalise>(
             Step::Added(object) => (object, Change::Added),
             Step::Modified(object) => (object, Change::Modified),
         };
-        let key = object_key(&object);
+        let key = accounting.key_of(&object_key(&object));
         let mut record = match normalise(object, A::API, &mut interner) {
             Ok(mut record) => {
                 if truncate_message(&mut record.message, cfg.max_message_bytes) {
@@ -317,7 +318,7 @@ async fn run<A: Normalise>(
                 continue;
             }
         };
-        let observation = accounting.observe(&key, record.count);
+        let observation = accounting.observe_hash(key, record.count);
         if accounting.evictions() != reported_evictions {
             metrics
                 .evictions
@@ -346,16 +347,17 @@ async fn run<A: Normalise>(
     }
 }
 
-/// The identity occurrences are tracked by: the UID, or namespace/name when a malformed object has none.
-fn object_key<A>(object: &LeanEvent<A>) -> String {
+/// The identity occurrences are tracked by: the UID (borrowed, no copy per Event), or namespace/name when a
+/// malformed object has none.
+fn object_key<A>(object: &LeanEvent<A>) -> Cow<'_, str> {
     let m = &object.metadata;
     match m.uid.as_deref() {
-        Some(uid) if !uid.is_empty() => uid.to_string(),
-        _ => format!(
+        Some(uid) if !uid.is_empty() => Cow::Borrowed(uid),
+        _ => Cow::Owned(format!(
             "{}/{}",
             m.namespace.as_deref().unwrap_or_default(),
             m.name.as_deref().unwrap_or_default()
-        ),
+        )),
     }
 }
 
