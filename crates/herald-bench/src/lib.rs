@@ -6,7 +6,8 @@
 //!
 //! It is a measuring tool, not part of the agent: nothing in herald's data path knows it exists, and it never
 //! judges the numbers (no thresholds); BENCHMARKS.md does that. `herald-bench soak` ([`soak`]) runs the same
-//! two processes for a long time with faults and samples them; the pieces both use live here.
+//! two processes for a long time with faults and samples them; `herald-bench stream` ([`stream`]) runs the agent
+//! against a recorded API server ([`recorded`]) instead of the simulator; the pieces they share live here.
 
 // A harness, not the agent: a broken invariant here fails a test or a measurement, loudly, which is what a panic does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

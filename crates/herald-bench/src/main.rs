@@ -1,5 +1,6 @@
-//! `herald-bench`: the load and soak harnesses as a program. It only parses flags; the harnesses live in the
-//! library. It measures the `herald` and `herald-sim` programs it finds and never judges the numbers.
+//! `herald-bench`: the load, agent (`stream`) and soak harnesses as a program. It only parses flags; the
+//! harnesses live in the library. It measures the `herald` and `herald-sim` programs it finds and never judges
+//! the numbers.
 
 // A harness, not the agent: a broken invariant here fails a test or a measurement, loudly, which is what a panic does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -105,6 +105,8 @@ pub struct StreamSummary {
     pub processing_p50_seconds: Option<f64>,
     pub processing_p99_seconds: Option<f64>,
     pub drops: u64,
+    /// The same by queue (sink name), queues without drops left out.
+    pub drops_by_queue: std::collections::BTreeMap<String, u64>,
     pub watch_restarts: u64,
     /// `/proc/loadavg` (1 minute) when the run started and ended: the machine is shared.
     pub load_average_start: f64,
@@ -326,6 +328,18 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
         processing_p50_seconds: processing.quantile(0.5),
         processing_p99_seconds: processing.quantile(0.99),
         drops: delta("herald_queue_dropped_total"),
+        drops_by_queue: done
+            .scrape
+            .by_label("herald_queue_dropped_total", "queue")
+            .into_iter()
+            .map(|(q, v)| {
+                let earlier = before
+                    .scrape
+                    .sum("herald_queue_dropped_total", &[("queue", &q)]);
+                (q, (v - earlier).max(0.0) as u64)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect(),
         watch_restarts: delta("herald_watch_restarts_total"),
         load_average_start,
         load_average_end: load_average(),
@@ -369,7 +383,7 @@ fn report(s: &StreamSummary) -> String {
     };
     format!(
         "herald-bench stream: {what}, sinks {sinks} ({bytes:.0} B per object, prepared in {prep:.1}s)\n\
-         counts          {ok}: occurrences {counted} of {expected}, OTLP {recv} received of {sent} sent, {drops} dropped, {restarts} watch restarts\n\
+         counts          {ok}: occurrences {counted} of {expected}, OTLP {recv} received of {sent} sent, {drops} dropped{by_queue}, {restarts} watch restarts\n\
          throughput      {eps:.0} Events/s (all taken after {taken:.2}s; drained after {dur:.2}s){server_rate}\n\
          agent cpu       {cpu:.3}s = {per100k:.3} s per 100k Events, {pct:.1}% of a core\n\
          server cpu      {scpu:.3}s, {spct:.1}% of a core: bottleneck {bottleneck} (harness with the OTLP receiver: {hcpu:.3}s)\n\
@@ -387,6 +401,11 @@ fn report(s: &StreamSummary) -> String {
         recv = s.otlp_received,
         sent = s.otlp_sent,
         drops = s.drops,
+        by_queue = s
+            .drops_by_queue
+            .iter()
+            .map(|(q, n)| format!(" {q}: {n}"))
+            .collect::<String>(),
         restarts = s.watch_restarts,
         eps = s.events_per_second,
         taken = s.taken_seconds,
