@@ -6,16 +6,21 @@
 //!
 //! It is a measuring tool, not part of the agent: nothing in herald's data path knows it exists, and it never
 //! judges the numbers (no thresholds); BENCHMARKS.md does that. `herald-bench soak` ([`soak`]) runs the same
-//! two processes for a long time with faults and samples them; the pieces both use live here.
+//! two processes for a long time with faults and samples them; `herald-bench stream` ([`stream`]) runs the agent
+//! against a recorded API server ([`recorded`]) instead of the simulator; the pieces they share live here.
 
 // A harness, not the agent: a broken invariant here fails a test or a measurement, loudly, which is what a panic does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod otlp;
 pub use herald_test_support::probe;
+pub mod recorded;
 mod soak;
+mod stream;
 
+pub use recorded::{ServerArgs, run_server};
 pub use soak::{SoakArgs, run_soak};
+pub use stream::{StreamArgs, run_stream};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -179,7 +184,14 @@ impl Drop for Scratch {
 }
 
 fn load(args: &LoadArgs) -> anyhow::Result<Summary> {
-    let exe = Programs::find()?;
+    in_scratch(|dir| {
+        let exe = Programs::find()?;
+        measure(args, &exe, dir)
+    })
+}
+
+/// Run `f` in a new scratch directory, kept (and named on stderr) when `f` fails, so its logs explain why.
+fn in_scratch<T>(f: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -190,11 +202,11 @@ fn load(args: &LoadArgs) -> anyhow::Result<Summary> {
     };
     std::fs::create_dir_all(&scratch.path)
         .with_context(|| format!("cannot create {}", scratch.path.display()))?;
-    let result = measure(args, &exe, &scratch.path);
+    let result = f(&scratch.path);
     if result.is_err() {
         scratch.keep = true;
         eprintln!(
-            "herald-bench: logs kept in {} (sim.log, agent.log)",
+            "herald-bench: logs kept in {} (its .log files)",
             scratch.path.display()
         );
     }
@@ -456,17 +468,8 @@ fn start_agent(
     otlp: SocketAddr,
 ) -> anyhow::Result<(ChildGuard, SocketAddr, f64)> {
     let addr = process::free_addr()?;
-    let config = dir.join("herald.yaml");
-    std::fs::write(&config, agent_config(sinks, addr, otlp))
-        .context("cannot write the agent's configuration")?;
-    let mut cmd = Command::new(&exe.herald);
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--kubeconfig")
-        .arg(dir.join("kubeconfig"));
     let started = Instant::now();
-    let agent = ChildGuard(spawn(cmd, &dir.join("agent.log")).context("cannot start the agent")?);
+    let agent = spawn_agent(exe, dir, &agent_config(sinks, addr, otlp, None))?;
     process::wait_for(Duration::from_secs(120), "the agent's /readyz", || {
         let (status, body) = probe::http_get(addr, "/readyz")?;
         (status == 200 && events_source_ready(&body)).then_some(())
@@ -474,9 +477,31 @@ fn start_agent(
     Ok((agent, addr, started.elapsed().as_secs_f64()))
 }
 
+/// The agent as a child process (`herald run`) with `config` in `dir/herald.yaml`, against the API server of
+/// `dir/kubeconfig`, its log in `dir/agent.log`; returns at once.
+fn spawn_agent(exe: &Programs, dir: &Path, config: &str) -> anyhow::Result<ChildGuard> {
+    let path = dir.join("herald.yaml");
+    std::fs::write(&path, config).context("cannot write the agent's configuration")?;
+    let mut cmd = Command::new(&exe.herald);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&path)
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"));
+    Ok(ChildGuard(
+        spawn(cmd, &dir.join("agent.log")).context("cannot start the agent")?,
+    ))
+}
+
 /// The agent's configuration: the chosen sinks, live objects counted at startup (`replay`, so the truth
 /// compares one to one), dedup off so every record reaches every log sink (the worst case), no KubeVirt.
-fn agent_config(sinks: &[SinkName], listen: SocketAddr, otlp: SocketAddr) -> String {
+/// `max_tracked` raises `source.events.max_tracked_objects` (memory runs with more live Events than its default).
+fn agent_config(
+    sinks: &[SinkName],
+    listen: SocketAddr,
+    otlp: SocketAddr,
+    max_tracked: Option<u64>,
+) -> String {
     let on = |s| sinks.contains(&s);
     let endpoint = if on(SinkName::Otlp) {
         format!("http://{otlp}")
@@ -485,12 +510,13 @@ fn agent_config(sinks: &[SinkName], listen: SocketAddr, otlp: SocketAddr) -> Str
     };
     format!(
         "listen: \"{listen}\"\n\
-         source:\n  events:\n    startup: replay\n  kubevirt:\n    enabled: false\n\
+         source:\n  events:\n    startup: replay\n{tracked}  kubevirt:\n    enabled: false\n\
          dedup:\n  enabled: false\n\
          sinks:\n  metrics:\n    enabled: {}\n  json:\n    enabled: {}\n  otlp:\n    endpoint: \"{endpoint}\"\n    protocol: http/protobuf\n\
          log:\n  level: warn\n",
         on(SinkName::Metrics),
         on(SinkName::Json),
+        tracked = max_tracked.map_or(String::new(), |n| format!("    max_tracked_objects: {n}\n")),
     )
 }
 
@@ -669,11 +695,13 @@ mod tests {
             &args.sinks,
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
+            Some(1_000_000),
         );
         let value = herald::config::yaml_value(&text, "bench").unwrap();
         let config = herald::config::Config::from_value(value, "bench").unwrap();
         assert!(!config.sinks.json.enabled);
         assert!(!config.dedup.enabled);
+        assert_eq!(config.source.events.max_tracked_objects, 1_000_000);
         assert_eq!(warmup(&args), Duration::from_secs(3));
         let many = LoadArgs {
             live_objects: 50_000,

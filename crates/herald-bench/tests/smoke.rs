@@ -114,3 +114,87 @@ fn bench_soak_smoke_run_writes_samples_and_plot_and_counts_every_occurrence() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
     assert!(out.join("summary.json").exists());
 }
+
+/// `herald-bench stream` with `args --json`: its one summary line.
+fn stream(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .arg("stream")
+        .args(args)
+        .arg("--json")
+        .env_remove("HERALD_CONFIG")
+        .output()
+        .expect("herald-bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "herald-bench stream failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one summary line: {stdout}");
+    serde_json::from_str(lines[0]).expect("the summary is JSON")
+}
+
+/// The recorded server's live Events start with counts 1 + (7i mod 5): 1, 3, 5, 2, 4, … (written out here,
+/// not taken from the harness).
+fn live_occurrences(live: u64) -> u64 {
+    (0..live).map(|i| [1, 3, 5, 2, 4][(i % 5) as usize]).sum()
+}
+
+#[test]
+fn bench_stream_smoke_runs_each_path_and_counts_every_occurrence() {
+    let list = stream(&["--path", "list", "--live", "2000"]);
+    assert_eq!(list["measured_events"], 2000, "{list}");
+    assert_eq!(
+        list["occurrences_expected"],
+        live_occurrences(2000),
+        "{list}"
+    );
+    assert_eq!(
+        list["occurrences_counted"], list["occurrences_expected"],
+        "{list}"
+    );
+    assert_eq!(
+        list["otlp_received"], 2000,
+        "every listed Event exported: {list}"
+    );
+
+    let watch = stream(&[
+        "--path",
+        "watch",
+        "--events",
+        "2000",
+        "--sinks",
+        "metrics,otlp",
+    ]);
+    assert_eq!(watch["occurrences_expected"], 2000, "{watch}");
+    assert_eq!(watch["occurrences_counted"], 2000, "{watch}");
+
+    let steady = stream(&[
+        "--path", "steady", "--live", "500", "--events", "1000", "--rate", "2000", "--sinks",
+        "metrics",
+    ]);
+    assert_eq!(
+        steady["occurrences_expected"],
+        live_occurrences(500) + 1000,
+        "every line adds one occurrence: {steady}"
+    );
+    assert_eq!(
+        steady["occurrences_counted"], steady["occurrences_expected"],
+        "{steady}"
+    );
+    assert!(
+        steady["server_lines_per_second"].as_f64().unwrap() > 500.0,
+        "{steady}"
+    );
+
+    for s in [&list, &watch, &steady] {
+        assert_eq!(s["counts_match"], true, "{s}");
+        assert_eq!(s["watch_restarts"], 0, "{s}");
+        assert!(s["object_bytes"].as_f64().unwrap() > 1000.0, "{s}");
+        for key in ["cpu_seconds", "rss_peak_kib", "processing_p99_seconds"] {
+            assert!(s[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {s}");
+        }
+        assert!(
+            s["bottleneck"] == "agent" || s["bottleneck"] == "server",
+            "{s}"
+        );
+    }
+}
