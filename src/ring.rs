@@ -2,14 +2,19 @@
 //! pipeline → each sink. Its own module because both sides use it: neither the pipeline nor the sinks own it.
 //!
 //! The storage is crossbeam's `ArrayQueue` (a lock-free bounded MPMC array queue, allocation-free after
-//! construction). Waiting is done with `tokio::sync::Notify`, only when a ring is empty (consumer) or full
-//! (producer that chose to wait): the common case, an uncontended push and pop, touches two atomics and
-//! takes no lock. `benches/ring.rs` compares it with `tokio::sync::mpsc` and a mutex-guarded `VecDeque`.
+//! construction), made on the first push rather than with the ring: a ring holds `capacity` slots of 16 bytes
+//! (an `Arc` and a stamp), 128 KiB for the default 8192, and a sink that never gets a record (an idle agent, a
+//! webhook for rare Events) should not keep them resident. The bound, the drops and the order are the same as
+//! with an array made up front; the only cost is one atomic load per operation. Waiting is done with
+//! `tokio::sync::Notify`, only when a ring is empty (consumer) or full (producer that chose to wait): the
+//! common case, an uncontended push and pop, touches two atomics (three with the load) and takes no lock.
+//! `benches/ring.rs` compares it with `tokio::sync::mpsc` and a mutex-guarded `VecDeque`.
 //!
 //! Two ways to push, matching client-go's broadcaster: [`Ring::push`] waits for room (used where losing the
 //! item would lose data, source → pipeline), [`Ring::try_push`] drops and counts (pipeline → each sink, so one
 //! slow sink never holds up the others).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_queue::ArrayQueue;
@@ -23,7 +28,9 @@ pub struct Closed(pub &'static str);
 #[derive(Debug)]
 pub struct Ring<T> {
     name: &'static str,
-    queue: ArrayQueue<T>,
+    capacity: usize,
+    /// Made by the first push (see the module header); empty until then.
+    queue: OnceLock<ArrayQueue<T>>,
     not_empty: Notify,
     not_full: Notify,
     closed: AtomicBool,
@@ -35,7 +42,8 @@ impl<T> Ring<T> {
     pub fn new(name: &'static str, capacity: usize) -> Ring<T> {
         Ring {
             name,
-            queue: ArrayQueue::new(capacity.max(1)),
+            capacity: capacity.max(1),
+            queue: OnceLock::new(),
             not_empty: Notify::new(),
             not_full: Notify::new(),
             closed: AtomicBool::new(false),
@@ -47,13 +55,18 @@ impl<T> Ring<T> {
         self.name
     }
 
+    /// The storage, made now if this is the first item.
+    fn storage(&self) -> &ArrayQueue<T> {
+        self.queue.get_or_init(|| ArrayQueue::new(self.capacity))
+    }
+
     /// Push without waiting. On a full (or closed) ring the item is dropped, counted, and handed back.
     pub fn try_push(&self, item: T) -> Result<(), T> {
         if self.closed.load(Ordering::Relaxed) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(item);
         }
-        match self.queue.push(item) {
+        match self.storage().push(item) {
             Ok(()) => {
                 self.not_empty.notify_one();
                 Ok(())
@@ -75,7 +88,7 @@ impl<T> Ring<T> {
             let room = self.not_full.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.queue.push(item) {
+            match self.storage().push(item) {
                 Ok(()) => {
                     self.not_empty.notify_one();
                     return Ok(());
@@ -88,7 +101,7 @@ impl<T> Ring<T> {
 
     /// Pop without waiting.
     pub fn try_pop(&self) -> Option<T> {
-        let item = self.queue.pop();
+        let item = self.queue.get()?.pop();
         if item.is_some() {
             self.not_full.notify_one();
         }
@@ -129,21 +142,21 @@ impl<T> Ring<T> {
     /// once per `linger`, and a burst still never waits (a ring filling up is drained at once).
     pub async fn ready(&self, linger: std::time::Duration) -> bool {
         loop {
-            if !self.queue.is_empty() {
+            if !self.is_empty() {
                 break;
             }
             if self.closed.load(Ordering::Acquire) {
-                return !self.queue.is_empty();
+                return !self.is_empty();
             }
             let more = self.not_empty.notified();
             tokio::pin!(more);
             more.as_mut().enable();
-            if !self.queue.is_empty() || self.closed.load(Ordering::Acquire) {
+            if !self.is_empty() || self.closed.load(Ordering::Acquire) {
                 continue;
             }
             more.await;
         }
-        if self.queue.len() < self.queue.capacity() / 8 && !self.closed.load(Ordering::Acquire) {
+        if self.len() < self.capacity / 8 && !self.closed.load(Ordering::Acquire) {
             tokio::time::sleep(linger).await;
         }
         true
@@ -162,15 +175,15 @@ impl<T> Ring<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.get().map_or(0, ArrayQueue::len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.get().is_none_or(ArrayQueue::is_empty)
     }
 
     pub fn capacity(&self) -> usize {
-        self.queue.capacity()
+        self.capacity
     }
 
     /// Items refused by `try_push` since the ring was made.
@@ -185,6 +198,32 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn storage_is_made_by_the_first_push_with_the_full_bound() {
+        let r: Ring<u32> = Ring::new("t", 3);
+        assert!(r.queue.get().is_none());
+        assert_eq!((r.len(), r.is_empty(), r.capacity()), (0, true, 3));
+        assert_eq!(r.try_pop(), None);
+        assert!(
+            r.queue.get().is_none(),
+            "popping an empty ring allocates nothing"
+        );
+        for i in 0..3 {
+            assert!(r.try_push(i).is_ok());
+        }
+        assert_eq!(r.queue.get().map(ArrayQueue::capacity), Some(3));
+        assert_eq!(r.try_push(9), Err(9));
+        assert_eq!((r.len(), r.dropped()), (3, 1));
+        let closed: Ring<u32> = Ring::new("c", 0);
+        closed.close();
+        assert_eq!(closed.try_push(1), Err(1));
+        assert_eq!((closed.capacity(), closed.dropped()), (1, 1));
+        assert!(
+            closed.queue.get().is_none(),
+            "a push refused by a closed ring allocates nothing"
+        );
+    }
 
     #[test]
     fn try_push_drops_and_counts_when_full() {

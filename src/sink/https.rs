@@ -37,13 +37,17 @@ impl SendError {
     }
 }
 
-/// An HTTPS-capable client trusting the system roots, plus `ca_pem` when given.
-pub fn client(ca_pem: Option<&[u8]>) -> Result<HttpsClient, TlsError> {
+/// An HTTPS-capable client trusting the system roots (when `system_roots`), plus `ca_pem` when given.
+/// A sink whose URLs are all `http://` passes `false`: parsing the system bundle costs a few hundred KiB of
+/// memory, kept for as long as the client lives, for certificates such a sink never checks.
+pub fn client(ca_pem: Option<&[u8]>, system_roots: bool) -> Result<HttpsClient, TlsError> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let tls = |e: &dyn std::fmt::Display| TlsError(e.to_string());
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
+    if system_roots {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
     }
     if let Some(pem) = ca_pem {
         for cert in CertificateDer::pem_slice_iter(pem) {

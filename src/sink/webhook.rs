@@ -114,7 +114,7 @@ impl WebhookSink {
             index,
             reason: format!("expected an http:// or https:// URL, got {:?}", url.shown),
         })?;
-        let client = https::client(None).map_err(|source| Error::Tls { index, source })?;
+        let client = https::client(None, true).map_err(|source| Error::Tls { index, source })?;
         let formatter = formatter(&settings).map_err(|source| Error::Format { index, source })?;
         let labels = [("sink", name)];
         Ok(WebhookSink {

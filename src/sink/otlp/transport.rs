@@ -139,8 +139,10 @@ impl Transport {
                 Ok(Transport::Grpc(Box::new(GrpcTransport { grpc, metadata })))
             }
             OtlpProtocol::HttpProtobuf => {
-                let client =
-                    https::client(s.ca_pem.as_deref()).map_err(|e| Error::Tls(e.to_string()))?;
+                // The system roots only when a URL needs them (see `https::client`).
+                let tls = is_https(&s.endpoint) || is_https(&s.traces_endpoint);
+                let client = https::client(s.ca_pem.as_deref(), tls)
+                    .map_err(|e| Error::Tls(e.to_string()))?;
                 let mut headers = http::HeaderMap::new();
                 for (name, value) in &s.headers {
                     if let (Ok(k), Ok(v)) = (
@@ -234,6 +236,12 @@ impl Transport {
     }
 }
 
+/// Whether `url` is an `https://` URL (schemes are case-insensitive, RFC 3986).
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+}
+
 fn rejected(n: Option<i64>) -> u64 {
     n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
@@ -285,4 +293,18 @@ async fn send_http(
         matches!(s.as_u16(), 429 | 502 | 503 | 504)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_https;
+
+    #[test]
+    fn only_https_urls_load_the_system_roots() {
+        assert!(is_https("https://collector:4318/v1/logs"));
+        assert!(is_https("HTTPS://collector:4318/v1/logs"));
+        assert!(!is_https("http://collector:4318/v1/logs"));
+        assert!(!is_https("http://https.example/v1/logs"));
+        assert!(!is_https("https:"));
+    }
 }
