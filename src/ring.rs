@@ -11,8 +11,9 @@
 //! `benches/ring.rs` compares it with `tokio::sync::mpsc` and a mutex-guarded `VecDeque`.
 //!
 //! Two ways to push, matching client-go's broadcaster: [`Ring::push`] waits for room (used where losing the
-//! item would lose data, source → pipeline), [`Ring::try_push`] drops and counts (pipeline → each sink, so one
-//! slow sink never holds up the others).
+//! item would lose data, source → pipeline), [`Ring::try_push`] drops and counts (pipeline → each log sink, so
+//! one slow sink never holds up the others). The pipeline waits for [`Ring::room`] in the metrics sink's ring
+//! before it fans out, because a record dropped there would be an occurrence never counted.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,6 +95,24 @@ impl<T> Ring<T> {
                     return Ok(());
                 }
                 Err(back) => item = back,
+            }
+            room.await;
+        }
+    }
+
+    /// Wait until the ring has room for one more item, or is closed. For a producer that is the ring's only
+    /// one and must not lose an item but has other work to do first (the pipeline, before it fans a record
+    /// out to the metrics sink's ring): after `room`, its next `try_push` succeeds.
+    pub async fn room(&self) {
+        loop {
+            if self.len() < self.capacity || self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let room = self.not_full.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.len() < self.capacity || self.closed.load(Ordering::Acquire) {
+                return;
             }
             room.await;
         }
@@ -198,6 +217,32 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[tokio::test]
+    async fn room_waits_for_a_pop_of_a_full_ring_and_not_for_a_closed_one() {
+        let ring = Arc::new(Ring::new("t", 2));
+        ring.room().await;
+        assert!(ring.try_push(1).is_ok() && ring.try_push(2).is_ok());
+        let waiting = tokio::spawn({
+            let ring = ring.clone();
+            async move { ring.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a full ring has no room");
+        assert_eq!(ring.try_pop(), Some(1));
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            ring.try_push(3).is_ok(),
+            "room means the next push succeeds"
+        );
+        ring.close();
+        tokio::time::timeout(Duration::from_secs(5), ring.room())
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn storage_is_made_by_the_first_push_with_the_full_bound() {

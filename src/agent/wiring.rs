@@ -273,7 +273,9 @@ fn sinks(
     };
     let metrics = &config.sinks.metrics;
     if metrics.enabled {
-        let queue = SinkQueue::new("metrics", metrics.queue_capacity, true, t).taking_checkpoints();
+        let queue = SinkQueue::new("metrics", metrics.queue_capacity, true, t)
+            .taking_checkpoints()
+            .lossless();
         let mut sink = MetricsSink::new(t.clone(), config.metrics.max_series_per_metric);
         if let Some(persist) = persist {
             sink = sink.with_checkpoints(persist);

@@ -2,8 +2,10 @@
 //! repeat escalation), filters, deduplicates, redacts the message, and hands it to every sink's own ring.
 //!
 //! Classification comes before filtering because `filters.min_severity` needs the severity. The worker
-//! never waits on a sink: a full sink ring drops for that sink only ([`SinkQueue::offer`]). It owns all its
-//! state (no locks), and its loop beats the liveness heartbeat at least once a second.
+//! never waits on a log sink: a full sink ring drops for that sink only ([`SinkQueue::offer`]). It waits for
+//! room in the metrics sink's ring (lossless): that sink does no I/O, and a record dropped there would be an
+//! occurrence never counted; the ingest ring behind it then makes the watches wait. It owns all its state (no
+//! locks), and its loop beats the liveness heartbeat at least once a second while it is not waiting.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,6 +192,13 @@ impl Pipeline {
         }
     }
 
+    /// Wait until every lossless sink's ring can take one more record (the pipeline is their only producer).
+    async fn room_in_lossless_sinks(&self) {
+        for sink in self.sinks.iter().filter(|s| s.lossless) {
+            sink.ring.room().await;
+        }
+    }
+
     fn report_backlog(&self, ingest: &Ring<Shared>) {
         self.stats.ingest_backlog.set(ingest.len() as f64);
         for (sink, gauge) in self.sinks.iter().zip(&self.stats.sink_backlog) {
@@ -205,6 +214,7 @@ impl Pipeline {
             self.check_reload();
             let mut n = 0u32;
             while let Some(r) = ingest.try_pop() {
+                self.room_in_lossless_sinks().await;
                 self.process(r, jiff::Timestamp::now(), Instant::now());
                 n += 1;
                 if n.is_multiple_of(1024) {
@@ -218,6 +228,7 @@ impl Pipeline {
                 r = ingest.pop() => match r {
                     Some(r) => {
                         self.check_reload();
+                        self.room_in_lossless_sinks().await;
                         self.process(r, jiff::Timestamp::now(), Instant::now())
                     }
                     None => break 'outer,

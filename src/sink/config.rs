@@ -13,8 +13,8 @@ use crate::config::{ConfigError, Duration, unset};
 use crate::pipeline::config::FilterConfig;
 use crate::sink::otlp::config::OtlpSinkConfig;
 
-/// Where records leave herald. Each sink has its own ring (`queue_capacity`); when it is full that sink drops
-/// (counted) and the others go on.
+/// Where records leave herald. Each sink has its own ring (`queue_capacity`); when a log sink's is full that
+/// sink drops (counted) and the others go on; the metrics sink's makes the pipeline wait instead.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinksConfig {
@@ -40,7 +40,8 @@ pub struct SinksConfig {
 pub struct MetricsSinkConfig {
     /// Count records in the Prometheus metrics served on `/metrics`.
     pub enabled: bool,
-    /// This sink's own ring. When full, this sink drops (counted) and the others go on.
+    /// This sink's own ring. Unlike the others it never drops: when full, the pipeline waits for it (a drop
+    /// would be an occurrence never counted), and the watches wait behind the ingest ring.
     pub queue_capacity: usize,
 }
 

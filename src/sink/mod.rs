@@ -36,6 +36,10 @@ pub struct SinkQueue {
     pub accepts_duplicates: bool,
     /// The metrics sink also takes the Event watches' checkpoint barriers (it writes the checkpoint).
     pub takes_checkpoints: bool,
+    /// The pipeline waits for room in this ring instead of dropping: the metrics sink, whose every dropped
+    /// record would be an occurrence never counted. It does no I/O, so waiting for it costs only the time it
+    /// takes to count; a full ingest ring then makes the watches wait, as in a storm.
+    pub lossless: bool,
     pub dropped: Counter,
 }
 
@@ -64,6 +68,7 @@ impl SinkQueue {
             ring: Arc::new(Ring::new(name, capacity)),
             accepts_duplicates,
             takes_checkpoints: false,
+            lossless: false,
             dropped: telemetry.counter(telemetry::QUEUE_DROPPED, &[("queue", name)]),
         }
     }
@@ -74,7 +79,14 @@ impl SinkQueue {
         self
     }
 
-    /// Hand a record to the sink without waiting; a full ring drops it for this sink only. A checkpoint
+    /// The pipeline waits for room in this sink's ring rather than drop (see [`SinkQueue::lossless`]).
+    pub fn lossless(mut self) -> SinkQueue {
+        self.lossless = true;
+        self
+    }
+
+    /// Hand a record to the sink without waiting; a full ring drops it for this sink only (a lossless sink's
+    /// ring has room: the pipeline waited for it). A checkpoint
     /// barrier goes only to the sink that takes them, and a full ring refuses it without counting a drop
     /// (the watch sends another on its next tick, as the barrier was not acknowledged).
     pub fn offer(&self, record: &Shared) {

@@ -46,7 +46,8 @@ async fn a_burst_of_events_is_counted_exactly_with_small_queues() {
         ..SimOptions::quiet()
     };
     let sim = RunningSim::start(opts, free_addr()).await.unwrap();
-    let config = "pipeline:\n  ingest_capacity: 64\nsinks:\n  json:\n    queue_capacity: 16\ndedup:\n  max_entries: 1000\n";
+    // The metrics ring is tiny too: it must make the pipeline wait, never drop (a drop is a lost count).
+    let config = "pipeline:\n  ingest_capacity: 64\nsinks:\n  metrics:\n    queue_capacity: 4\n  json:\n    queue_capacity: 16\ndedup:\n  max_entries: 1000\n";
     // stdout is a pipe this test never reads: the JSON sink blocks once the pipe is full, its queue drops.
     let herald = start_herald(&sim.url(), config, Stdio::piped(), &[]);
     let h = &herald;
@@ -108,7 +109,7 @@ async fn a_burst_of_events_is_counted_exactly_with_small_queues() {
     assert_eq!(
         herald.metric(DROPPED, &[("queue", "metrics")]),
         0.0,
-        "the metrics sink keeps up"
+        "the metrics ring (4) makes the pipeline wait, never drops"
     );
     assert_eq!(
         herald.metric(DROPPED, &[("queue", "ingest")]),
