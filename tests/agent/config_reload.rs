@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::webhook::Receiver;
