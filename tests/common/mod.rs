@@ -158,21 +158,16 @@ impl Herald {
         });
     }
 
-    /// Wait until `metric(name, labels) == want`, failing with the last value seen.
+    /// Wait until `metric(name, labels) == want` (see [`wait_count`]: as long as the value still moves,
+    /// up to [`COUNT_CEILING`]; [`COUNT_STALLED`] without a change is a failure), failing with the last value
+    /// seen and the whole scrape.
     pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
-        let mut last = f64::NAN;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            last = self.metric(name, labels);
-            if last == want {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let waited = wait_count(want, COUNT_STALLED, COUNT_CEILING, || {
+            self.metric(name, labels)
+        });
+        if let Err(e) = waited {
+            panic!("{name}{labels:?}: {e}\n{}", self.metrics());
         }
-        panic!(
-            "{name}{labels:?}: wanted {want}, last saw {last}\n{}",
-            self.metrics()
-        );
     }
 
     /// SIGKILL: a crash, with no chance to save or flush anything.
@@ -187,6 +182,69 @@ impl Herald {
         self.child
             .exited_within(within)
             .unwrap_or_else(|| panic!("herald did not exit within {within:?} of SIGTERM"))
+    }
+}
+
+/// How long a count may stand still, short of what a test waits for, before the wait fails: on a healthy
+/// watch nothing between two counted records takes this long. (Tests that inject watch faults wait longer:
+/// a watch may sit out its back-off, up to 30 s, before it resumes; see `truth::assert_exact`.)
+pub const COUNT_STALLED: Duration = Duration::from_secs(20);
+/// The most any wait for a count takes in all, however slowly the count still moves (a CI machine running
+/// every test binary at once on 2 cores makes herald slower, not wrong).
+pub const COUNT_CEILING: Duration = Duration::from_secs(300);
+
+/// Why a wait for a count ended without reaching it.
+#[derive(Debug)]
+pub enum CountWait {
+    /// The count stood still at `last` for `stalled`: what is missing is not coming.
+    Stalled { last: f64, stalled: Duration },
+    /// The count still moved, but `ceiling` passed in all.
+    Ceiling { last: f64, ceiling: Duration },
+}
+
+impl std::fmt::Display for CountWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CountWait::Stalled { last, stalled } => {
+                write!(f, "stopped at {last}, unchanged for {stalled:?}")
+            }
+            CountWait::Ceiling { last, ceiling } => {
+                write!(f, "still moving at {last} after {ceiling:?}")
+            }
+        }
+    }
+}
+
+/// Wait until `read()` gives `want`. The wait follows progress rather than a clock guessed for a quiet
+/// machine: it goes on while the value keeps changing (herald still catching up), and fails when the value
+/// has not changed for `stalled` (it stopped short, or went past and stays there), or when `ceiling` has
+/// passed in all. A count that is wrong therefore still fails, after `stalled`; a count that is only slow
+/// passes. Returns the value it ended with.
+pub fn wait_count(
+    want: f64,
+    stalled: Duration,
+    ceiling: Duration,
+    mut read: impl FnMut() -> f64,
+) -> Result<f64, CountWait> {
+    let start = Instant::now();
+    let mut last = read();
+    let mut changed = Instant::now();
+    loop {
+        if last == want {
+            return Ok(last);
+        }
+        if changed.elapsed() >= stalled {
+            return Err(CountWait::Stalled { last, stalled });
+        }
+        if start.elapsed() >= ceiling {
+            return Err(CountWait::Ceiling { last, ceiling });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let now = read();
+        if now != last {
+            last = now;
+            changed = Instant::now();
+        }
     }
 }
 
@@ -224,5 +282,59 @@ pub fn fixture_objects(path: &std::path::Path) -> Vec<serde_json::Value> {
     match value.get("items").and_then(|i| i.as_array()) {
         Some(items) => items.clone(),
         None => vec![value],
+    }
+}
+
+#[cfg(test)]
+mod wait_count_tests {
+    use super::*;
+    use std::cell::Cell;
+
+    const STALLED: Duration = Duration::from_millis(400);
+    const CEILING: Duration = Duration::from_secs(3);
+
+    /// A count that moves one step every 150 ms reaches its goal long after a stall window would have run
+    /// out in all: a slow count passes.
+    #[test]
+    fn a_slow_count_that_keeps_moving_is_waited_for() {
+        let t0 = Instant::now();
+        let read = || (t0.elapsed().as_millis() / 150) as f64;
+        assert_eq!(wait_count(8.0, STALLED, CEILING, read).unwrap(), 8.0);
+        assert!(t0.elapsed() > STALLED * 2);
+    }
+
+    /// A count that stops short fails once it has stood still for the stall window, not at the ceiling.
+    #[test]
+    fn a_count_that_stops_short_fails_after_the_stall_window() {
+        let t0 = Instant::now();
+        let read = || (t0.elapsed().as_millis() / 100).min(3) as f64;
+        let e = wait_count(10.0, STALLED, CEILING, read).unwrap_err();
+        assert!(
+            matches!(e, CountWait::Stalled { last, .. } if last == 3.0),
+            "{e}"
+        );
+        assert!(t0.elapsed() < CEILING, "{:?}", t0.elapsed());
+    }
+
+    /// A count past its goal (a double count) stays there and fails the same way.
+    #[test]
+    fn a_count_past_its_goal_fails() {
+        let e = wait_count(5.0, STALLED, CEILING, || 6.0).unwrap_err();
+        assert!(
+            matches!(e, CountWait::Stalled { last, .. } if last == 6.0),
+            "{e}"
+        );
+    }
+
+    /// A count that moves for ever without arriving fails at the ceiling.
+    #[test]
+    fn a_count_that_never_arrives_fails_at_the_ceiling() {
+        let n = Cell::new(0.0);
+        let read = || {
+            n.set(n.get() + 1.0);
+            n.get()
+        };
+        let e = wait_count(-1.0, STALLED, Duration::from_secs(1), read).unwrap_err();
+        assert!(matches!(e, CountWait::Ceiling { .. }), "{e}");
     }
 }
