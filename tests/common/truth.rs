@@ -103,7 +103,7 @@ pub async fn wait_generator_done(sim: &RunningSim, started: Instant, min: Durati
 /// faults a watch can sit out its back-off (800 ms doubling to 30 s, or a Retry-After up to 30 s) before it
 /// resumes and counts the rest, so anything under 30 s could fail a herald that is only waiting its turn;
 /// a herald that lost occurrences stops moving for good and fails after this.
-const TRUTH_STALLED: Duration = Duration::from_secs(45);
+pub const TRUTH_STALLED: Duration = Duration::from_secs(45);
 
 /// herald's occurrences equal truth minus the baseline: in total, and for every label set.
 ///
