@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_sim::{RunningSim, SimOptions};
 use herald_test_support::process::{self, ChildGuard};
@@ -193,58 +193,24 @@ pub const COUNT_STALLED: Duration = Duration::from_secs(20);
 /// every test binary at once on 2 cores makes herald slower, not wrong).
 pub const COUNT_CEILING: Duration = Duration::from_secs(300);
 
-/// Why a wait for a count ended without reaching it.
-#[derive(Debug)]
-pub enum CountWait {
-    /// The count stood still at `last` for `stalled`: what is missing is not coming.
-    Stalled { last: f64, stalled: Duration },
-    /// The count still moved, but `ceiling` passed in all.
-    Ceiling { last: f64, ceiling: Duration },
-}
-
-impl std::fmt::Display for CountWait {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CountWait::Stalled { last, stalled } => {
-                write!(f, "stopped at {last}, unchanged for {stalled:?}")
-            }
-            CountWait::Ceiling { last, ceiling } => {
-                write!(f, "still moving at {last} after {ceiling:?}")
-            }
-        }
-    }
-}
-
-/// Wait until `read()` gives `want`. The wait follows progress rather than a clock guessed for a quiet
-/// machine: it goes on while the value keeps changing (herald still catching up), and fails when the value
-/// has not changed for `stalled` (it stopped short, or went past and stays there), or when `ceiling` has
-/// passed in all. A count that is wrong therefore still fails, after `stalled`; a count that is only slow
-/// passes. Returns the value it ended with.
+/// Wait until `read()` gives `want`, for as long as the value still moves (see
+/// [`herald_test_support::process::Progress`]): a count herald is still catching up on is waited for, one
+/// that has stood still for `stalled` short of (or past) `want` fails, and so does any after `ceiling`.
+/// Returns the value it ended with.
 pub fn wait_count(
     want: f64,
     stalled: Duration,
     ceiling: Duration,
     mut read: impl FnMut() -> f64,
-) -> Result<f64, CountWait> {
-    let start = Instant::now();
-    let mut last = read();
-    let mut changed = Instant::now();
+) -> Result<f64, process::Error> {
+    let mut progress = process::Progress::new(stalled, ceiling);
     loop {
-        if last == want {
-            return Ok(last);
-        }
-        if changed.elapsed() >= stalled {
-            return Err(CountWait::Stalled { last, stalled });
-        }
-        if start.elapsed() >= ceiling {
-            return Err(CountWait::Ceiling { last, ceiling });
-        }
-        std::thread::sleep(Duration::from_millis(100));
         let now = read();
-        if now != last {
-            last = now;
-            changed = Instant::now();
+        if now == want {
+            return Ok(now);
         }
+        progress.observe(now)?;
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -282,59 +248,5 @@ pub fn fixture_objects(path: &std::path::Path) -> Vec<serde_json::Value> {
     match value.get("items").and_then(|i| i.as_array()) {
         Some(items) => items.clone(),
         None => vec![value],
-    }
-}
-
-#[cfg(test)]
-mod wait_count_tests {
-    use super::*;
-    use std::cell::Cell;
-
-    const STALLED: Duration = Duration::from_millis(400);
-    const CEILING: Duration = Duration::from_secs(3);
-
-    /// A count that moves one step every 150 ms reaches its goal long after a stall window would have run
-    /// out in all: a slow count passes.
-    #[test]
-    fn a_slow_count_that_keeps_moving_is_waited_for() {
-        let t0 = Instant::now();
-        let read = || (t0.elapsed().as_millis() / 150) as f64;
-        assert_eq!(wait_count(8.0, STALLED, CEILING, read).unwrap(), 8.0);
-        assert!(t0.elapsed() > STALLED * 2);
-    }
-
-    /// A count that stops short fails once it has stood still for the stall window, not at the ceiling.
-    #[test]
-    fn a_count_that_stops_short_fails_after_the_stall_window() {
-        let t0 = Instant::now();
-        let read = || (t0.elapsed().as_millis() / 100).min(3) as f64;
-        let e = wait_count(10.0, STALLED, CEILING, read).unwrap_err();
-        assert!(
-            matches!(e, CountWait::Stalled { last, .. } if last == 3.0),
-            "{e}"
-        );
-        assert!(t0.elapsed() < CEILING, "{:?}", t0.elapsed());
-    }
-
-    /// A count past its goal (a double count) stays there and fails the same way.
-    #[test]
-    fn a_count_past_its_goal_fails() {
-        let e = wait_count(5.0, STALLED, CEILING, || 6.0).unwrap_err();
-        assert!(
-            matches!(e, CountWait::Stalled { last, .. } if last == 6.0),
-            "{e}"
-        );
-    }
-
-    /// A count that moves for ever without arriving fails at the ceiling.
-    #[test]
-    fn a_count_that_never_arrives_fails_at_the_ceiling() {
-        let n = Cell::new(0.0);
-        let read = || {
-            n.set(n.get() + 1.0);
-            n.get()
-        };
-        let e = wait_count(-1.0, STALLED, Duration::from_secs(1), read).unwrap_err();
-        assert!(matches!(e, CountWait::Ceiling { .. }), "{e}");
     }
 }

@@ -78,28 +78,14 @@ async fn arrivals<T>(
     stalled_after: Duration,
     ceiling: Duration,
 ) -> Vec<T> {
-    let start = tokio::time::Instant::now();
-    let mut changed = start;
-    let mut seen = 0;
+    let mut progress = crate::process::Progress::new(stalled_after, ceiling);
     loop {
         let got = received();
         if got.len() >= n {
             return got;
         }
-        if got.len() != seen {
-            seen = got.len();
-            changed = tokio::time::Instant::now();
-        }
-        let stalled = changed.elapsed() >= stalled_after;
-        if stalled || start.elapsed() >= ceiling {
-            panic!(
-                "the receiver got {seen} {what}, wanted {n} ({})",
-                if stalled {
-                    format!("nothing new for {stalled_after:?}")
-                } else {
-                    format!("still arriving after {ceiling:?}")
-                }
-            );
+        if let Err(e) = progress.observe(got.len()) {
+            panic!("the receiver got {} {what}, wanted {n}: {e}", got.len());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -129,7 +115,9 @@ mod tests {
 
     /// A stream that stops short fails after the stall window, saying how many came.
     #[tokio::test]
-    #[should_panic(expected = "the receiver got 3 records, wanted 10 (nothing new for 300ms)")]
+    #[should_panic(
+        expected = "the receiver got 3 records, wanted 10: stopped at 3, unchanged for 300ms"
+    )]
     async fn a_stream_that_stops_short_fails() {
         let t0 = Instant::now();
         let received = || vec![(); (t0.elapsed().as_millis() / 50).min(3) as usize];
