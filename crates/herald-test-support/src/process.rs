@@ -1,5 +1,6 @@
 //! Child processes as tests and harnesses run them: a free loopback port to give one, a wait for it (or
-//! anything else) to be ready that names what it waited for, and a guard that kills it when dropped so a failing test or run never
+//! anything else) to be ready that names what it waited for, a wait on a value that goes on while the value
+//! still moves ([`Progress`]), and a guard that kills it when dropped so a failing test or run never
 //! leaves one behind. What to start and what "ready" means is the caller's.
 
 use std::net::{SocketAddr, TcpListener};
