@@ -20,7 +20,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use schemars::JsonSchema;
@@ -164,29 +164,11 @@ impl JsonSchema for Duration {
     }
 }
 
-/// The one way to say "not set": `null` or a missing key. Settings that always meant "off" by an empty string
-/// keep accepting `""` as the same thing, so files written for earlier versions load unchanged; and every
-/// `Option` setting accepts `""` too, so no user has to know which of the two a key used to be.
+/// The one way to say "not set": `null` or a missing key, read into `None`. Every optional setting is an
+/// `Option`, so code cannot mistake "off" for a value; `""` reads as `None` too, so files written when some of
+/// these keys meant "off" by an empty string load unchanged, and no user has to know which keys those were.
 pub mod unset {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// For a text setting whose empty value means "not set": `null` and `""` both read as empty, and empty is
-    /// written as `null` (so `herald config default` and the configuration hash show one spelling).
-    pub mod text {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
-            if value.is_empty() {
-                s.serialize_none()
-            } else {
-                s.serialize_str(value)
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-            Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-        }
-    }
+    use serde::{Deserialize, Deserializer};
 
     /// For an `Option` setting: `""` reads as `null` (not set), anything else as the value.
     pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -225,9 +207,8 @@ pub struct Config {
     /// A directory for checkpoints (watch positions, per-Event counts, counter totals and VM states, written
     /// every `checkpoint_interval` and on shutdown), so a restarted agent continues its counters where it
     /// stopped instead of taking a new baseline. Unset: no checkpoints.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub state_dir: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub state_dir: Option<PathBuf>,
     /// How often checkpoints are written while something changed (and always on shutdown). With `state_dir`,
     /// Event counters show only saved values, so they move in steps of this interval.
     pub checkpoint_interval: Duration,
@@ -267,7 +248,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
             mode: Mode::Single,
-            state_dir: String::new(),
+            state_dir: None,
             checkpoint_interval: Duration::from_secs(2),
             leader_election: LeaderElectionConfig::default(),
             source: SourceConfig::default(),
@@ -904,7 +885,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.state_dir, "");
+        assert_eq!(a.state_dir, None);
         assert_eq!(a.sinks.otlp.timeout, None);
         assert_eq!(a.sinks.webhooks[0].hmac_secret_file, None);
         let c = Config::from_yaml(
@@ -912,7 +893,20 @@ mod tests {
             "x",
         )
         .unwrap();
-        assert_eq!(c.state_dir, "/var/lib/herald");
+        assert_eq!(c.state_dir, Some(PathBuf::from("/var/lib/herald")));
+        // Every setting that once meant "off" by `""` reads it as unset, like `null` and a missing key.
+        for yaml in [
+            "listen_tls:\n  cert_file: X\n  key_file: X\n  client_ca_file: X\n",
+            "server:\n  metrics_bearer_token_file: X\n",
+            "source:\n  events:\n    label_selector: X\n    field_selector: X\n",
+            "sinks:\n  otlp:\n    endpoint: X\n    cluster_name: X\n",
+            "state_dir: X\n",
+        ] {
+            for unset in ["\"\"", "null"] {
+                let c = Config::from_yaml(&yaml.replace('X', unset), "x").unwrap();
+                assert_eq!(c, Config::default(), "{yaml} with {unset}");
+            }
+        }
         assert_eq!(c.sinks.otlp.timeout, Some(Duration::from_secs(3)));
         // Written back, unset is null, whichever way it was said.
         let v = serde_json::to_value(&a).unwrap();
@@ -924,7 +918,14 @@ mod tests {
             e.starts_with("sinks.otlp.protocol: unknown value `http`"),
             "{e}"
         );
-        assert_eq!(err("state_dir: 5\n"), "state_dir: expected text, got 5");
+        assert_eq!(
+            err("state_dir: 5\n"),
+            "state_dir: expected path string, got 5"
+        );
+        assert_eq!(
+            err("source:\n  events:\n    label_selector: [a]\n"),
+            "source.events.label_selector: expected text, got a list"
+        );
         assert_eq!(
             err("sinks:\n  webhooks:\n  - url: http://a/\n    hmac_secret_file: [a]\n"),
             "sinks.webhooks[0].hmac_secret_file: expected path string, got a list"

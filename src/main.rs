@@ -289,7 +289,7 @@ fn run(args: RunArgs, demo: Option<DemoArgs>) -> ExitCode {
         Some(_) => match std::net::TcpListener::bind("127.0.0.1:0") {
             Ok(l) => {
                 if let Ok(addr) = l.local_addr() {
-                    config.sinks.otlp.endpoint = format!("http://{addr}");
+                    config.sinks.otlp.endpoint = Some(format!("http://{addr}"));
                     config.sinks.otlp.protocol = Some(config::OtlpProtocol::HttpProtobuf);
                     config.sinks.otlp.batch_interval =
                         config::Duration(std::time::Duration::from_millis(200));

@@ -321,7 +321,7 @@ mod tests {
         assert!(needs_restart(&a, &d).is_empty());
         // The keys that slipped through the hand-kept list before.
         let mut e = a.clone();
-        e.state_dir = "/var/lib/herald".into();
+        e.state_dir = Some("/var/lib/herald".into());
         e.checkpoint_interval = crate::config::Duration::from_secs(9);
         assert_eq!(needs_restart(&a, &e), ["checkpoint_interval", "state_dir"]);
     }

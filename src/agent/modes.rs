@@ -66,7 +66,7 @@ pub(super) struct Sources<'a> {
 
 impl Sources<'_> {
     fn state_dir(&self) -> Option<PathBuf> {
-        (!self.config.state_dir.is_empty()).then(|| PathBuf::from(&self.config.state_dir))
+        self.config.state_dir.clone()
     }
 }
 

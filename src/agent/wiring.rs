@@ -42,7 +42,7 @@ impl Core {
     /// The shared parts, and the task that records herald's own Kubernetes Events (if it records them).
     pub fn new(config: &Config, client: &Client, node_name: String) -> (Core, Option<Task>) {
         let identity = Identity {
-            cluster_name: config.sinks.otlp.cluster_name.clone(),
+            cluster_name: config.sinks.otlp.cluster_name.clone().unwrap_or_default(),
             agent_node: node_name,
         };
         let telemetry = Arc::new(Telemetry::new(&config.metrics));
@@ -120,18 +120,21 @@ pub(super) async fn checkpoints(
     watches: &EventSourceConfig,
     shared: Option<&Leadership>,
 ) -> Checkpoints {
-    let store =
-        (!config.state_dir.is_empty() && config.sinks.metrics.enabled).then(|| match shared {
-            Some(leadership) => Store::ConfigMap(Box::new(
-                ConfigMapStore::new(
-                    Api::namespaced(client.clone(), own_namespace),
-                    format!("{}-state", config.leader_election.lease_name),
-                    leadership.rx.clone(),
-                )
-                .with_held_until(leadership.held_until.clone()),
-            )),
-            None => Store::File(std::path::Path::new(&config.state_dir).join(EVENTS_FILE)),
-        });
+    let state_dir = config
+        .state_dir
+        .as_deref()
+        .filter(|_| config.sinks.metrics.enabled);
+    let store = state_dir.map(|state_dir| match shared {
+        Some(leadership) => Store::ConfigMap(Box::new(
+            ConfigMapStore::new(
+                Api::namespaced(client.clone(), own_namespace),
+                format!("{}-state", config.leader_election.lease_name),
+                leadership.rx.clone(),
+            )
+            .with_held_until(leadership.held_until.clone()),
+        )),
+        None => Store::File(state_dir.join(EVENTS_FILE)),
+    });
     let keys = events::watch_keys(watches, own_namespace);
     let acks = Arc::new(Acks::new(keys.len()));
     let restored = match &store {

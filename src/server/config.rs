@@ -2,6 +2,8 @@
 //! itself (src/server/) reads them; loading and the error type stay in `crate::config`, which re-exports these
 //! names. Must not read files or open sockets: checks here look at the values only.
 
+use std::path::PathBuf;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -15,37 +17,34 @@ use crate::config::{ConfigError, Duration, unset};
 pub struct ListenTlsConfig {
     /// The certificate chain (PEM, leaf first). Set both this and `key_file` to serve HTTPS; renewed files are
     /// picked up without a restart.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub cert_file: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub cert_file: Option<PathBuf>,
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `cert_file`.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub key_file: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub key_file: Option<PathBuf>,
     /// CA certificates (PEM) that sign the client certificates `/metrics` then requires (mutual TLS); the
     /// probes stay open to clients without a certificate (the kubelet has none). Unset: no client certificate
     /// is asked for.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub client_ca_file: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl ListenTlsConfig {
     pub fn enabled(&self) -> bool {
-        !self.cert_file.is_empty() || !self.key_file.is_empty()
+        self.cert_file.is_some() || self.key_file.is_some()
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        match (self.cert_file.is_empty(), self.key_file.is_empty()) {
-            (true, false) => Err(ConfigError::new(
+        match (&self.cert_file, &self.key_file) {
+            (None, Some(_)) => Err(ConfigError::new(
                 "listen_tls.cert_file",
                 "missing: listen_tls.key_file is set, and TLS needs both",
             )),
-            (false, true) => Err(ConfigError::new(
+            (Some(_), None) => Err(ConfigError::new(
                 "listen_tls.key_file",
                 "missing: listen_tls.cert_file is set, and TLS needs both",
             )),
-            (true, true) if !self.client_ca_file.is_empty() => Err(ConfigError::new(
+            (None, None) if self.client_ca_file.is_some() => Err(ConfigError::new(
                 "listen_tls.client_ca_file",
                 "needs listen_tls.cert_file and listen_tls.key_file: client certificates are checked in TLS",
             )),
@@ -75,9 +74,8 @@ pub struct ServerConfig {
     /// A file holding the bearer token `/metrics` requires (`Authorization: Bearer <token>`, Prometheus's
     /// `authorization.credentials_file`); read again on each scrape, so a rotated Secret applies at once.
     /// Unset: `/metrics` is open.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub metrics_bearer_token_file: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub metrics_bearer_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -87,7 +85,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
-            metrics_bearer_token_file: String::new(),
+            metrics_bearer_token_file: None,
         }
     }
 }

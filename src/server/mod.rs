@@ -127,14 +127,11 @@ pub async fn bind(
         max_header_bytes,
         metrics_bearer_token_file,
     } = server;
-    let require_client_cert = tls.enabled() && !tls.client_ca_file.is_empty();
+    let require_client_cert = tls.enabled() && tls.client_ca_file.is_some();
     let tls = tls::acceptor(tls)?;
-    let token = if metrics_bearer_token_file.is_empty() {
-        None
-    } else {
-        Some(auth::TokenFile::open(std::path::Path::new(
-            metrics_bearer_token_file,
-        ))?)
+    let token = match metrics_bearer_token_file {
+        Some(path) => Some(auth::TokenFile::open(path)?),
+        None => None,
     };
     let max_connections = match open_file_limit() {
         // Half the descriptors stay for the watches, sinks and checkpoints; the probe lane comes out of

@@ -53,22 +53,20 @@ pub fn acceptor(config: &ListenTlsConfig) -> Result<Option<tokio_rustls::TlsAcce
     if !config.enabled() {
         return Ok(None);
     }
+    // Loading checks that both are set; should one be missing here anyway, reading no path fails and names it.
+    let file = |path: &Option<PathBuf>| path.clone().unwrap_or_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let files = CertFiles::load(
-        PathBuf::from(&config.cert_file),
-        PathBuf::from(&config.key_file),
+        file(&config.cert_file),
+        file(&config.key_file),
         provider.clone(),
     )?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(Error::Setup)?;
-    let builder = if config.client_ca_file.is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        builder.with_client_cert_verifier(client_verifier(
-            Path::new(&config.client_ca_file),
-            provider,
-        )?)
+    let builder = match &config.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => builder.with_client_cert_verifier(client_verifier(ca_file, provider)?),
     };
     let mut server = builder.with_cert_resolver(Arc::new(files));
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -270,9 +268,9 @@ mod tests {
         let (cert, key) = generated();
         let (c, k) = files(dir.path(), &cert, &key);
         let config = |ca: &Path| ListenTlsConfig {
-            cert_file: c.display().to_string(),
-            key_file: k.display().to_string(),
-            client_ca_file: ca.display().to_string(),
+            cert_file: Some(c.clone()),
+            key_file: Some(k.clone()),
+            client_ca_file: Some(ca.to_owned()),
         };
         let err = |ca: &Path| acceptor(&config(ca)).err().expect("refused").to_string();
         let e = err(&dir.path().join("missing.crt"));

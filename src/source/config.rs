@@ -96,13 +96,11 @@ pub struct EventSourceConfig {
     /// The namespaces watched with `scope: namespaces` (at least one then).
     pub namespaces: Vec<String>,
     /// A Kubernetes label selector on the Events (`app=web`); unset: every Event.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub label_selector: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub label_selector: Option<String>,
     /// A Kubernetes field selector on the Events (`type=Warning`); unset: every Event.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub field_selector: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub field_selector: Option<String>,
     /// Objects per list page.
     pub page_size: u32,
     /// `skip-existing`: Events that exist at start are a baseline, only later count increases are
@@ -128,8 +126,8 @@ impl Default for EventSourceConfig {
             api: EventsApi::CoreV1,
             scope: Scope::All,
             namespaces: Vec::new(),
-            label_selector: String::new(),
-            field_selector: String::new(),
+            label_selector: None,
+            field_selector: None,
             page_size: 500,
             startup: StartupPolicy::SkipExisting,
             max_tracked_objects: 200_000,

@@ -83,8 +83,8 @@ pub fn watch_keys(cfg: &EventSourceConfig, own_namespace: &str) -> Vec<String> {
             format!(
                 "{resource} namespace={} labels={} fields={}",
                 ns.as_deref().unwrap_or("*"),
-                cfg.label_selector,
-                cfg.field_selector
+                cfg.label_selector.as_deref().unwrap_or_default(),
+                cfg.field_selector.as_deref().unwrap_or_default()
             )
         })
         .collect()

@@ -407,8 +407,8 @@ async fn watch(
     let settings = WatchSettings {
         page_size: cfg.page_size,
         label_selector: match (&scope.node, resource) {
-            (Some(node), VmResource::Vmi) => format!("kubevirt.io/nodeName={node}"),
-            _ => String::new(),
+            (Some(node), VmResource::Vmi) => Some(format!("kubevirt.io/nodeName={node}")),
+            _ => None,
         },
         ..WatchSettings::default()
     };

@@ -49,8 +49,8 @@ pub enum Step<K> {
 /// Settings for one watch.
 #[derive(Debug, Clone)]
 pub struct WatchSettings {
-    pub label_selector: String,
-    pub field_selector: String,
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
     pub page_size: u32,
     /// Server-side watch timeout; the stream is re-opened after it.
     pub timeout: Duration,
@@ -61,8 +61,8 @@ pub struct WatchSettings {
 impl Default for WatchSettings {
     fn default() -> Self {
         WatchSettings {
-            label_selector: String::new(),
-            field_selector: String::new(),
+            label_selector: None,
+            field_selector: None,
             page_size: 500,
             timeout: Duration::from_secs(290),
             stall_after: Duration::from_secs(305),
@@ -288,11 +288,11 @@ where
 
     async fn list_page(&mut self, continue_token: Option<String>) {
         let mut params = ListParams::default().limit(self.settings.page_size);
-        if !self.settings.label_selector.is_empty() {
-            params = params.labels(&self.settings.label_selector);
+        if let Some(selector) = &self.settings.label_selector {
+            params = params.labels(selector);
         }
-        if !self.settings.field_selector.is_empty() {
-            params = params.fields(&self.settings.field_selector);
+        if let Some(selector) = &self.settings.field_selector {
+            params = params.fields(selector);
         }
         if let Some(token) = &continue_token {
             params = params.continue_token(token);
@@ -354,11 +354,11 @@ where
     async fn open(&mut self, resource_version: String) {
         let mut params =
             WatchParams::default().timeout(self.settings.timeout.as_secs().max(1) as u32);
-        if !self.settings.label_selector.is_empty() {
-            params = params.labels(&self.settings.label_selector);
+        if let Some(selector) = &self.settings.label_selector {
+            params = params.labels(selector);
         }
-        if !self.settings.field_selector.is_empty() {
-            params = params.fields(&self.settings.field_selector);
+        if let Some(selector) = &self.settings.field_selector {
+            params = params.fields(selector);
         }
         let url = self.api.resource_url();
         let result = tokio::select! {

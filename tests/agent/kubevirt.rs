@@ -1086,10 +1086,10 @@ async fn a_restart_mid_scenario_resumes_from_the_checkpoint() {
         }
         out
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while reported() != want && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Waited for while the number reported still grows (see `common::wait_count`); then compared per key.
+    let _ = wait_count(want.values().sum(), COUNT_STALLED, COUNT_CEILING, || {
+        reported().values().sum()
+    });
     assert_eq!(reported(), want, "transitions reported over both runs");
     let vmis = vmis_by_phase(&sim).await;
     let gauge: BTreeMap<_, _> = samples(&second.metrics(), "herald_vmis", &["namespace", "phase"])

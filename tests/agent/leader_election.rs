@@ -232,17 +232,20 @@ async fn fail_overs_continue_the_counting_from_the_shared_checkpoint() {
         let want = sim.truth().occurrences_total - baseline.occurrences_total;
         let (last, survivor) = &agents[0];
         let mut seen = (0, 0);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let saved = saved.lock().unwrap().clone();
-            let before = saved.get(&killed).copied().unwrap_or(0)
-                + saved.get(&stopped).copied().unwrap_or(0);
-            seen = (before, survivor.metric(OCC, &[]) as u64);
-            if seen.0 + seen.1 == want {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // The total over the three leaders, waited for while it still moves (the last leader relists and
+        // catches up); see `common::wait_count`. The assertion below says what it ended at.
+        let _ = wait_count(
+            want as f64,
+            common::truth::TRUTH_STALLED,
+            COUNT_CEILING,
+            || {
+                let saved = saved.lock().unwrap().clone();
+                let before = saved.get(&killed).copied().unwrap_or(0)
+                    + saved.get(&stopped).copied().unwrap_or(0);
+                seen = (before, survivor.metric(OCC, &[]) as u64);
+                (seen.0 + seen.1) as f64
+            },
+        );
         eprintln!(
             "{killed} and {stopped} saved {}, {last} counted {}; truth {want}; checkpoints {:?}",
             seen.0,

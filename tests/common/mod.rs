@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_sim::{RunningSim, SimOptions};
 use herald_test_support::process::{self, ChildGuard};
@@ -158,21 +158,16 @@ impl Herald {
         });
     }
 
-    /// Wait until `metric(name, labels) == want`, failing with the last value seen.
+    /// Wait until `metric(name, labels) == want` (see [`wait_count`]: as long as the value still moves,
+    /// up to [`COUNT_CEILING`]; [`COUNT_STALLED`] without a change is a failure), failing with the last value
+    /// seen and the whole scrape.
     pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
-        let mut last = f64::NAN;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            last = self.metric(name, labels);
-            if last == want {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let waited = wait_count(want, COUNT_STALLED, COUNT_CEILING, || {
+            self.metric(name, labels)
+        });
+        if let Err(e) = waited {
+            panic!("{name}{labels:?}: {e}\n{}", self.metrics());
         }
-        panic!(
-            "{name}{labels:?}: wanted {want}, last saw {last}\n{}",
-            self.metrics()
-        );
     }
 
     /// SIGKILL: a crash, with no chance to save or flush anything.
@@ -187,6 +182,35 @@ impl Herald {
         self.child
             .exited_within(within)
             .unwrap_or_else(|| panic!("herald did not exit within {within:?} of SIGTERM"))
+    }
+}
+
+/// How long a count may stand still, short of what a test waits for, before the wait fails: on a healthy
+/// watch nothing between two counted records takes this long. (Tests that inject watch faults wait longer:
+/// a watch may sit out its back-off, up to 30 s, before it resumes; see `truth::assert_exact`.)
+pub const COUNT_STALLED: Duration = Duration::from_secs(20);
+/// The most any wait for a count takes in all, however slowly the count still moves (a CI machine running
+/// every test binary at once on 2 cores makes herald slower, not wrong).
+pub const COUNT_CEILING: Duration = Duration::from_secs(300);
+
+/// Wait until `read()` gives `want`, for as long as the value still moves (see
+/// [`herald_test_support::process::Progress`]): a count herald is still catching up on is waited for, one
+/// that has stood still for `stalled` short of (or past) `want` fails, and so does any after `ceiling`.
+/// Returns the value it ended with.
+pub fn wait_count(
+    want: f64,
+    stalled: Duration,
+    ceiling: Duration,
+    mut read: impl FnMut() -> f64,
+) -> Result<f64, process::Error> {
+    let mut progress = process::Progress::new(stalled, ceiling);
+    loop {
+        let now = read();
+        if now == want {
+            return Ok(now);
+        }
+        progress.observe(now)?;
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -1,5 +1,6 @@
 //! Child processes as tests and harnesses run them: a free loopback port to give one, a wait for it (or
-//! anything else) to be ready that names what it waited for, and a guard that kills it when dropped so a failing test or run never
+//! anything else) to be ready that names what it waited for, a wait on a value that goes on while the value
+//! still moves ([`Progress`]), and a guard that kills it when dropped so a failing test or run never
 //! leaves one behind. What to start and what "ready" means is the caller's.
 
 use std::net::{SocketAddr, TcpListener};
@@ -22,6 +23,12 @@ pub enum Error {
     /// No loopback port could be bound.
     #[error("no free loopback port: {0}")]
     NoPort(#[source] std::io::Error),
+    /// What a [`Progress`] followed stood still, short of what was waited for.
+    #[error("stopped at {last}, unchanged for {stalled:?}")]
+    Stalled { stalled: Duration, last: String },
+    /// What a [`Progress`] followed still moved, but the wait's ceiling passed.
+    #[error("still moving at {last} after {ceiling:?}")]
+    Ceiling { ceiling: Duration, last: String },
 }
 
 /// A free loopback port (bound and released: another process may take it first, which is rare enough here).
@@ -67,6 +74,54 @@ pub async fn eventually<T>(
             }
             Err(_) => tokio::time::sleep(POLL).await,
         }
+    }
+}
+
+/// A wait that follows progress instead of a clock guessed for a quiet machine: it is worth going on while
+/// the value waited on still changes (a loaded machine makes herald slower, not wrong), and not once the
+/// value has stood still for `stalled` (what is missing is not coming, or it went past and stays there) or
+/// `ceiling` has passed in all. A wrong count therefore still fails, after `stalled`; a slow one passes.
+/// The caller reads the value, sleeps its own way (thread or runtime) and asks [`Progress::observe`].
+#[derive(Debug)]
+pub struct Progress<V> {
+    stalled: Duration,
+    ceiling: Duration,
+    start: Instant,
+    changed: Instant,
+    last: Option<V>,
+}
+
+impl<V: PartialEq + std::fmt::Display> Progress<V> {
+    pub fn new(stalled: Duration, ceiling: Duration) -> Progress<V> {
+        let now = Instant::now();
+        Progress {
+            stalled,
+            ceiling,
+            start: now,
+            changed: now,
+            last: None,
+        }
+    }
+
+    /// Take the value seen now (one that has not arrived yet): an error once waiting longer is pointless.
+    pub fn observe(&mut self, value: V) -> Result<(), Error> {
+        if self.changed.elapsed() >= self.stalled && self.last.as_ref() == Some(&value) {
+            return Err(Error::Stalled {
+                stalled: self.stalled,
+                last: value.to_string(),
+            });
+        }
+        if self.start.elapsed() >= self.ceiling {
+            return Err(Error::Ceiling {
+                ceiling: self.ceiling,
+                last: value.to_string(),
+            });
+        }
+        if self.last.as_ref() != Some(&value) {
+            self.last = Some(value);
+            self.changed = Instant::now();
+        }
+        Ok(())
     }
 }
 
@@ -164,5 +219,69 @@ mod tests {
         let pid = child.id();
         drop(ChildGuard(child));
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+    use std::cell::Cell;
+
+    const STALLED: Duration = Duration::from_millis(400);
+    const CEILING: Duration = Duration::from_secs(3);
+
+    /// Follow `read` as the callers do until it gives `want`.
+    fn wait(want: f64, ceiling: Duration, mut read: impl FnMut() -> f64) -> Result<f64, Error> {
+        let mut progress = Progress::new(STALLED, ceiling);
+        loop {
+            let now = read();
+            if now == want {
+                return Ok(now);
+            }
+            progress.observe(now)?;
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// A count that moves one step every 150 ms reaches its goal long after the stall window would have run
+    /// out in all: a slow count passes.
+    #[test]
+    fn a_slow_count_that_keeps_moving_is_waited_for() {
+        let t0 = Instant::now();
+        let read = || (t0.elapsed().as_millis() / 150) as f64;
+        assert_eq!(wait(8.0, CEILING, read).unwrap(), 8.0);
+        assert!(t0.elapsed() > STALLED * 2);
+    }
+
+    /// A count that stops short fails once it has stood still for the stall window, not at the ceiling.
+    #[test]
+    fn a_count_that_stops_short_fails_after_the_stall_window() {
+        let t0 = Instant::now();
+        let read = || (t0.elapsed().as_millis() / 100).min(3) as f64;
+        let e = wait(10.0, CEILING, read).unwrap_err();
+        assert_eq!(e.to_string(), "stopped at 3, unchanged for 400ms");
+        assert!(t0.elapsed() < CEILING, "{:?}", t0.elapsed());
+    }
+
+    /// A count past its goal (a double count) stays there and fails the same way.
+    #[test]
+    fn a_count_past_its_goal_fails() {
+        let e = wait(5.0, CEILING, || 6.0).unwrap_err();
+        assert!(
+            matches!(&e, Error::Stalled { last, .. } if last == "6"),
+            "{e}"
+        );
+    }
+
+    /// A count that moves for ever without arriving fails at the ceiling.
+    #[test]
+    fn a_count_that_never_arrives_fails_at_the_ceiling() {
+        let n = Cell::new(0.0);
+        let read = || {
+            n.set(n.get() + 1.0);
+            n.get()
+        };
+        let e = wait(-1.0, Duration::from_secs(1), read).unwrap_err();
+        assert!(matches!(e, Error::Ceiling { .. }), "{e}");
     }
 }

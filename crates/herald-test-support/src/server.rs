@@ -14,8 +14,11 @@ use tokio_util::sync::CancellationToken;
 /// How long [`Server::stop`] waits for the server's task to end.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 
-/// How long [`at_least`] waits: far longer than any delivery a test expects.
-const ARRIVAL_WITHIN: Duration = Duration::from_secs(20);
+/// How long [`at_least`] waits without anything new arriving: far longer than any delivery a test expects.
+const ARRIVAL_STALLED: Duration = Duration::from_secs(20);
+/// The most [`at_least`] waits in all while items still arrive (a loaded machine makes herald slower, not
+/// wrong: a stream that still flows is waited for).
+const ARRIVAL_CEILING: Duration = Duration::from_secs(300);
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -61,17 +64,63 @@ impl Drop for Server {
     }
 }
 
-/// Wait until `received` gives at least `n` items (records, requests), and return them all; panic, saying how
-/// many of `what` came, when they do not within 20 s.
+/// Wait until `received` gives at least `n` items (records, requests), and return them all. The wait follows
+/// progress: it goes on while items still arrive, and panics, saying how many of `what` came, once nothing
+/// new has arrived for 20 s (or after 5 min in all).
 pub async fn at_least<T>(n: usize, what: &str, received: impl Fn() -> Vec<T>) -> Vec<T> {
-    crate::process::eventually(ARRIVAL_WITHIN, || {
+    arrivals(n, what, received, ARRIVAL_STALLED, ARRIVAL_CEILING).await
+}
+
+async fn arrivals<T>(
+    n: usize,
+    what: &str,
+    received: impl Fn() -> Vec<T>,
+    stalled_after: Duration,
+    ceiling: Duration,
+) -> Vec<T> {
+    let mut progress = crate::process::Progress::new(stalled_after, ceiling);
+    loop {
         let got = received();
         if got.len() >= n {
-            Ok(got)
-        } else {
-            Err(format!("the receiver got {} {what}, wanted {n}", got.len()))
+            return got;
         }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+        if let Err(e) = progress.observe(got.len()) {
+            panic!("the receiver got {} {what}, wanted {n}: {e}", got.len());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const STALLED: Duration = Duration::from_millis(300);
+
+    /// Items that keep arriving, one every 100 ms, are waited for well past the stall window.
+    #[tokio::test]
+    async fn a_slow_stream_is_waited_for() {
+        let t0 = Instant::now();
+        let got = arrivals(
+            10,
+            "records",
+            || vec![(); (t0.elapsed().as_millis() / 100) as usize],
+            STALLED,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(got.len() >= 10 && t0.elapsed() > STALLED * 2);
+    }
+
+    /// A stream that stops short fails after the stall window, saying how many came.
+    #[tokio::test]
+    #[should_panic(
+        expected = "the receiver got 3 records, wanted 10: stopped at 3, unchanged for 300ms"
+    )]
+    async fn a_stream_that_stops_short_fails() {
+        let t0 = Instant::now();
+        let received = || vec![(); (t0.elapsed().as_millis() / 50).min(3) as usize];
+        arrivals(10, "records", received, STALLED, Duration::from_secs(5)).await;
+    }
 }

@@ -18,9 +18,8 @@ pub struct OtlpSinkConfig {
     /// Collector URL (`http://otel-collector:4318`). Unset and neither `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` nor
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` set: the sink is off. For `http/protobuf`, `/v1/logs` is appended unless
     /// the path already ends with it.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub endpoint: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub endpoint: Option<String>,
     /// `grpc` or `http/protobuf`; unset: the variable, else `http/protobuf` (as the OTLP specification says).
     #[serde(deserialize_with = "unset::option")]
     pub protocol: Option<OtlpProtocol>,
@@ -49,15 +48,14 @@ pub struct OtlpSinkConfig {
     /// server's Retry-After) up to 30s; then the batch is counted in `herald_sink_failures_total`.
     pub max_retries: u32,
     /// `k8s.cluster.name` on every record; unset: omitted.
-    #[serde(with = "unset::text")]
-    #[schemars(with = "Option<String>")]
-    pub cluster_name: String,
+    #[serde(deserialize_with = "unset::option")]
+    pub cluster_name: Option<String>,
 }
 
 impl Default for OtlpSinkConfig {
     fn default() -> Self {
         OtlpSinkConfig {
-            endpoint: String::new(),
+            endpoint: None,
             protocol: None,
             headers: BTreeMap::new(),
             headers_file: None,
@@ -68,7 +66,7 @@ impl Default for OtlpSinkConfig {
             batch_interval: Duration::from_secs(1),
             queue_capacity: 8192,
             max_retries: 5,
-            cluster_name: String::new(),
+            cluster_name: None,
         }
     }
 }

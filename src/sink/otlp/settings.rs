@@ -69,12 +69,8 @@ impl Settings {
         };
 
         // (key for errors, url, whether the url is signal-specific and taken as-is)
-        let (key, url, as_is) = if !cfg.endpoint.is_empty() {
-            (
-                "sinks.otlp.endpoint".to_string(),
-                cfg.endpoint.clone(),
-                false,
-            )
+        let (key, url, as_is) = if let Some(endpoint) = &cfg.endpoint {
+            ("sinks.otlp.endpoint".to_string(), endpoint.clone(), false)
         } else if let Some(v) = env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").filter(|v| !v.is_empty()) {
             ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT".to_string(), v, true)
         } else if let Some(v) = env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.is_empty()) {
@@ -247,7 +243,7 @@ impl Settings {
             queue_capacity: cfg.queue_capacity,
             max_retries: cfg.max_retries,
             identity: Identity {
-                cluster_name: cfg.cluster_name.clone(),
+                cluster_name: cfg.cluster_name.clone().unwrap_or_default(),
                 agent_node: env("NODE_NAME").unwrap_or_default(),
             },
         }))
@@ -285,7 +281,7 @@ mod tests {
     #[test]
     fn a_user_password_in_the_endpoint_is_basic_auth_and_never_shown() {
         let cfg = OtlpSinkConfig {
-            endpoint: "http://admin:S3cretPW@collector:4318?api_key=k3y".into(),
+            endpoint: Some("http://admin:S3cretPW@collector:4318?api_key=k3y".into()),
             ..OtlpSinkConfig::default()
         };
         let s = resolve(&cfg, &[]).unwrap().unwrap();
@@ -309,7 +305,7 @@ mod tests {
             "{e}"
         );
         let bad = OtlpSinkConfig {
-            endpoint: "ftp://admin:S3cretPW@collector".into(),
+            endpoint: Some("ftp://admin:S3cretPW@collector".into()),
             ..OtlpSinkConfig::default()
         };
         let e = resolve(&bad, &[]).unwrap_err().to_string();
@@ -378,7 +374,7 @@ mod tests {
         );
 
         let http = OtlpSinkConfig {
-            endpoint: "https://c/otlp/v1/logs".into(),
+            endpoint: Some("https://c/otlp/v1/logs".into()),
             ..OtlpSinkConfig::default()
         };
         assert_eq!(
@@ -393,7 +389,7 @@ mod tests {
         let path = dir.path().join("headers");
         std::fs::write(&path, "# token\nAuthorization = Bearer s3cret\n").unwrap();
         let cfg = OtlpSinkConfig {
-            endpoint: "http://c:4318".into(),
+            endpoint: Some("http://c:4318".into()),
             headers_file: Some(path.clone()),
             ..OtlpSinkConfig::default()
         };
@@ -429,7 +425,7 @@ mod tests {
             "OTEL_EXPORTER_OTLP_PROTOCOL: expected grpc or http/protobuf, got \"http/json\""
         );
         let cfg = OtlpSinkConfig {
-            endpoint: "http://c".into(),
+            endpoint: Some("http://c".into()),
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..OtlpSinkConfig::default()
         };
