@@ -26,6 +26,28 @@ use tokio::sync::Notify;
 #[error("ring {0} is closed")]
 pub struct Closed(pub &'static str);
 
+/// What a consumer's batch says when [`Ring::gather`] hands it an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// The item was not kept and the batch is still empty: wait for another first item, no deadline runs.
+    Empty,
+    /// The batch has room for more. The answer to the first item kept starts the deadline, `linger` later.
+    Room { linger: std::time::Duration },
+    /// The batch is full: it goes now.
+    Full,
+}
+
+/// How [`Ring::gather`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gathered {
+    /// A batch ended by being full or by its deadline; more may follow.
+    Batch,
+    /// A batch ended by the ring closing: deliver it, then stop.
+    Last,
+    /// The ring was closed and drained before a batch began: nothing to deliver.
+    Closed,
+}
+
 #[derive(Debug)]
 pub struct Ring<T> {
     name: &'static str,
@@ -181,6 +203,41 @@ impl<T> Ring<T> {
         true
     }
 
+    /// Gather one batch: wait for a first item, then take more, in ring order, until `add` answers
+    /// [`Fill::Full`], the deadline its first [`Fill::Room`] set passes, or the ring closes. `add` owns the
+    /// batch, so it decides what counts towards full (records, bytes) and may drop an item (a filter).
+    ///
+    /// For sinks that send each batch as one request with a latency budget (webhook, Kafka): unlike
+    /// [`Ring::ready`], the wait for the next item ends at once when it arrives, so a batch goes the
+    /// moment it is full and never later than its deadline.
+    pub async fn gather(&self, mut add: impl FnMut(T) -> Fill) -> Gathered {
+        let deadline = loop {
+            let Some(first) = self.pop().await else {
+                return Gathered::Closed;
+            };
+            match add(first) {
+                Fill::Empty => {}
+                Fill::Room { linger } => break tokio::time::Instant::now() + linger,
+                Fill::Full => return Gathered::Batch,
+            }
+        };
+        loop {
+            let next = match self.try_pop() {
+                Some(item) => item,
+                None => tokio::select! {
+                    next = self.pop() => match next {
+                        Some(item) => item,
+                        None => return Gathered::Last,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => return Gathered::Batch,
+                },
+            };
+            if add(next) == Fill::Full {
+                return Gathered::Batch;
+            }
+        }
+    }
+
     /// Stop accepting items; the consumer drains what is left, then sees `None`.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -334,6 +391,128 @@ mod tests {
         assert_eq!(expected, 10_000);
         assert!(wakes < 10_000, "{wakes} wakes for 10 000 items");
         assert!(r.is_empty() && r.is_closed());
+    }
+
+    /// A batch of at most `size` items and `bytes` bytes (an item of value `n` weighs `n` bytes), lingering
+    /// `linger`; odd items are dropped, as a filter would.
+    fn batch(
+        into: &mut Vec<u32>,
+        size: usize,
+        bytes: u32,
+        linger: Duration,
+    ) -> impl FnMut(u32) -> Fill + '_ {
+        move |item| {
+            if item % 2 == 0 {
+                into.push(item);
+            }
+            if into.is_empty() {
+                Fill::Empty
+            } else if into.len() < size && into.iter().sum::<u32>() < bytes {
+                Fill::Room { linger }
+            } else {
+                Fill::Full
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn gather_ends_a_batch_when_full_by_count_or_bytes_and_keeps_ring_order() {
+        let r = Ring::new("t", 16);
+        for i in [2, 4, 6, 8, 10, 12, 14] {
+            r.try_push(i).unwrap();
+        }
+        let (mut got, long) = (Vec::new(), Duration::from_secs(3600));
+        assert_eq!(
+            r.gather(batch(&mut got, 3, 1000, long)).await,
+            Gathered::Batch
+        );
+        assert_eq!(got, [2, 4, 6], "full by count");
+        got.clear();
+        assert_eq!(
+            r.gather(batch(&mut got, 9, 18, long)).await,
+            Gathered::Batch
+        );
+        assert_eq!(got, [8, 10], "full by bytes: 18 reached with the second");
+        got.clear();
+        assert_eq!(
+            r.gather(batch(&mut got, 1, 1000, long)).await,
+            Gathered::Batch
+        );
+        assert_eq!(got, [12], "a first item may fill the batch alone");
+        assert_eq!(r.try_pop(), Some(14));
+    }
+
+    #[tokio::test]
+    async fn gather_sends_a_batch_at_its_deadline_and_starts_it_with_the_first_item_kept() {
+        let r = Arc::new(Ring::new("t", 16));
+        let linger = Duration::from_millis(100);
+        let producer = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                // Dropped items before the first kept one start no deadline.
+                r.try_push(1).unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                r.try_push(3).unwrap();
+                r.try_push(2).unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                r.try_push(4).unwrap();
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                r.try_push(6).unwrap();
+            })
+        };
+        let mut got = Vec::new();
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            r.gather(batch(&mut got, 10, 1000, linger)).await,
+            Gathered::Batch
+        );
+        let took = start.elapsed();
+        assert_eq!(
+            got,
+            [2, 4],
+            "the item after the deadline is left for the next batch"
+        );
+        assert!(
+            took >= Duration::from_millis(390) && took < Duration::from_millis(650),
+            "the batch went {took:?} after the start, 100 ms after its first kept item"
+        );
+        producer.await.unwrap();
+        assert_eq!(r.try_pop(), Some(6));
+    }
+
+    #[tokio::test]
+    async fn gather_tells_a_last_batch_from_a_closed_ring() {
+        let r = Arc::new(Ring::new("t", 16));
+        r.try_push(2).unwrap();
+        let closer = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                r.close();
+            })
+        };
+        let mut got = Vec::new();
+        let long = Duration::from_secs(3600);
+        assert_eq!(
+            r.gather(batch(&mut got, 10, 1000, long)).await,
+            Gathered::Last
+        );
+        assert_eq!(got, [2], "closing ends the batch before its deadline");
+        closer.await.unwrap();
+        assert_eq!(
+            r.gather(batch(&mut got, 10, 1000, long)).await,
+            Gathered::Closed
+        );
+        let dropped_only = Ring::new("d", 4);
+        dropped_only.try_push(1).unwrap();
+        dropped_only.close();
+        got.clear();
+        assert_eq!(
+            dropped_only.gather(batch(&mut got, 10, 1000, long)).await,
+            Gathered::Closed,
+            "a ring that held only dropped items closes without a batch"
+        );
+        assert!(got.is_empty());
     }
 
     #[tokio::test]

@@ -37,11 +37,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Shared;
 use super::shape::Identity;
-use crate::config::{ConfigError, Duration as ConfigDuration, unset};
+use crate::config::{ConfigError, Duration as ConfigDuration, positive, unset};
 use crate::health::SinkHealth;
 use crate::record::{EventRecord, Record};
 use crate::retry::Backoff;
-use crate::ring::Ring;
+use crate::ring::{Fill, Gathered, Ring};
 use crate::telemetry::{self, Telemetry};
 
 /// The metric label, queue and health name of this sink.
@@ -180,24 +180,10 @@ impl KafkaConfig {
         }
         check_topic(&self.topic)
             .map_err(|reason| ConfigError::new(format!("{key}.topic"), reason))?;
-        for (field, v) in [
-            ("batch_size", self.batch_size),
-            ("batch_bytes", self.batch_bytes),
-            ("queue_capacity", self.queue_capacity),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::new(
-                    format!("{key}.{field}"),
-                    "must be greater than 0",
-                ));
-            }
-        }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new(
-                format!("{key}.timeout"),
-                "must be greater than 0",
-            ));
-        }
+        positive(format!("{key}.batch_size"), self.batch_size)?;
+        positive(format!("{key}.batch_bytes"), self.batch_bytes)?;
+        positive(format!("{key}.queue_capacity"), self.queue_capacity)?;
+        positive(format!("{key}.timeout"), self.timeout)?;
         if let Some(path) = &self.tls.ca_file {
             if !self.tls.enabled {
                 return Err(ConfigError::new(
@@ -447,26 +433,28 @@ impl KafkaSink {
     /// Drain the ring until it is closed and empty, producing batches.
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
         let mut batch: Vec<Message> = Vec::new();
-        let mut open = true;
-        while open {
-            let Some(first) = ring.pop().await else { break };
+        loop {
             let mut bytes = 0;
-            self.push(&mut batch, &mut bytes, &first);
-            let deadline = tokio::time::Instant::now() + self.settings.linger.0;
-            while batch.len() < self.settings.batch_size && bytes < self.settings.batch_bytes {
-                let next = match ring.try_pop() {
-                    Some(r) => r,
-                    None => tokio::select! {
-                        next = ring.pop() => match next {
-                            Some(r) => r,
-                            None => { open = false; break; }
+            let gathered = ring
+                .gather(|record| {
+                    self.push(&mut batch, &mut bytes, &record);
+                    match batch.len() < self.settings.batch_size
+                        && bytes < self.settings.batch_bytes
+                    {
+                        true => Fill::Room {
+                            linger: self.settings.linger.0,
                         },
-                        _ = tokio::time::sleep_until(deadline) => break,
-                    },
-                };
-                self.push(&mut batch, &mut bytes, &next);
+                        false => Fill::Full,
+                    }
+                })
+                .await;
+            if gathered == Gathered::Closed {
+                break;
             }
             self.deliver(std::mem::take(&mut batch)).await;
+            if gathered == Gathered::Last {
+                break;
+            }
         }
     }
 

@@ -31,7 +31,7 @@ use crate::config::{Config, WebhookConfig};
 use crate::health::SinkHealth;
 use crate::pipeline::filter::Filter;
 use crate::retry::Backoff;
-use crate::ring::Ring;
+use crate::ring::{Fill, Gathered, Ring};
 use crate::telemetry::{self, Telemetry};
 
 /// The signature header: `sha256=` and the lower-case hex HMAC-SHA256 of the body.
@@ -178,42 +178,40 @@ impl WebhookSink {
     /// Drain the ring until it is closed and empty, POSTing batches.
     pub async fn run(mut self, ring: Arc<Ring<Shared>>) {
         let mut batch: Vec<Shared> = Vec::new();
-        let mut open = true;
-        while open {
-            let Some(first) = ring.pop().await else { break };
-            self.reconfigure();
-            let now = jiff::Timestamp::now();
-            // Checkpoint barriers never reach a webhook ([`super::SinkQueue::offer`]).
-            let Some(entry) = first.log_entry() else {
-                continue;
-            };
-            if self.filter.check(entry.event, now).is_err() {
-                self.filtered.increment(1);
-                continue;
-            }
-            batch.push(first);
-            let deadline = tokio::time::Instant::now() + self.settings.flush_interval.0;
-            while batch.len() < self.settings.batch_size {
-                let next = match ring.try_pop() {
-                    Some(r) => r,
-                    None => tokio::select! {
-                        next = ring.pop() => match next {
-                            Some(r) => r,
-                            None => { open = false; break; }
-                        },
-                        _ = tokio::time::sleep_until(deadline) => break,
-                    },
-                };
-                match next.log_entry() {
-                    Some(e) if self.filter.check(e.event, jiff::Timestamp::now()).is_ok() => {
-                        batch.push(next)
+        loop {
+            let gathered = ring
+                .gather(|record| {
+                    // A reload applies from the next batch, as its first record arrives.
+                    if batch.is_empty() {
+                        self.reconfigure();
                     }
-                    Some(_) => self.filtered.increment(1),
-                    None => {}
-                }
+                    // Checkpoint barriers never reach a webhook ([`super::SinkQueue::offer`]).
+                    match record.log_entry() {
+                        Some(e) if self.filter.check(e.event, jiff::Timestamp::now()).is_ok() => {
+                            batch.push(record)
+                        }
+                        Some(_) => self.filtered.increment(1),
+                        None => {}
+                    }
+                    if batch.is_empty() {
+                        Fill::Empty
+                    } else if batch.len() < self.settings.batch_size {
+                        Fill::Room {
+                            linger: self.settings.flush_interval.0,
+                        }
+                    } else {
+                        Fill::Full
+                    }
+                })
+                .await;
+            if gathered == Gathered::Closed {
+                break;
             }
             self.deliver(&batch).await;
             batch.clear();
+            if gathered == Gathered::Last {
+                break;
+            }
         }
     }
 
