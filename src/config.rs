@@ -355,13 +355,6 @@ impl Config {
 
     /// Checks that serde cannot express: ranges, non-empty lists, compilable patterns.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = |key: &str, v: usize| {
-            if v == 0 {
-                Err(ConfigError::new(key, "must be greater than 0"))
-            } else {
-                Ok(())
-            }
-        };
         self.listen_tls.validate()?;
         self.server.validate()?;
         positive("pipeline.ingest_capacity", self.pipeline.ingest_capacity)?;
@@ -398,24 +391,12 @@ impl Config {
             self.self_events.queue_capacity,
         )?;
         positive("self_events.burst", self.self_events.burst as usize)?;
-        if self.self_events.refill_interval.is_zero() {
-            return Err(ConfigError::new(
-                "self_events.refill_interval",
-                "must be greater than 0",
-            ));
-        }
-        if self.checkpoint_interval.is_zero() {
-            return Err(ConfigError::new(
-                "checkpoint_interval",
-                "must be greater than 0",
-            ));
-        }
-        if self.reload.poll_interval.is_zero() {
-            return Err(ConfigError::new(
-                "reload.poll_interval",
-                "must be greater than 0",
-            ));
-        }
+        positive(
+            "self_events.refill_interval",
+            self.self_events.refill_interval,
+        )?;
+        positive("checkpoint_interval", self.checkpoint_interval)?;
+        positive("reload.poll_interval", self.reload.poll_interval)?;
         positive(
             "source.events.page_size",
             self.source.events.page_size as usize,
@@ -428,12 +409,10 @@ impl Config {
             "source.events.max_message_bytes",
             self.source.events.max_message_bytes,
         )?;
-        if self.source.events.stall_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "source.events.stall_timeout",
-                "must be greater than 0",
-            ));
-        }
+        positive(
+            "source.events.stall_timeout",
+            self.source.events.stall_timeout,
+        )?;
         positive("dedup.max_entries", self.dedup.max_entries)?;
         positive(
             "metrics.max_series_per_metric",
@@ -484,6 +463,33 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("invalid filter: {e}")))?;
         Ok(())
+    }
+}
+
+/// A count, size or duration that [`positive`] checks.
+pub(crate) trait Amount: Copy {
+    fn is_none(self) -> bool;
+}
+
+impl Amount for usize {
+    fn is_none(self) -> bool {
+        self == 0
+    }
+}
+
+impl Amount for Duration {
+    fn is_none(self) -> bool {
+        self.is_zero()
+    }
+}
+
+/// Refuse a zero capacity, batch size, limit or interval (a queue of 0 passes nothing, a timeout of 0 fails
+/// every request), as `key: must be greater than 0`. Shared by every section's `validate`, so each says
+/// it the same way.
+pub(crate) fn positive(key: impl Into<String>, value: impl Amount) -> Result<(), ConfigError> {
+    match value.is_none() {
+        true => Err(ConfigError::new(key, "must be greater than 0")),
+        false => Ok(()),
     }
 }
 
@@ -1128,6 +1134,30 @@ mod tests {
         );
         let e = err("metrics:\n  delay_buckets: [1, 0.5]\n");
         assert!(e.starts_with("metrics.delay_buckets: must be"), "{e}");
+    }
+
+    #[test]
+    fn zero_counts_and_durations_are_refused_under_their_key() {
+        assert_eq!(positive("a.b", 1usize), Ok(()));
+        assert_eq!(positive("a.b", Duration::from_millis(1)), Ok(()));
+        for (yaml, key) in [
+            ("reload:\n  poll_interval: 0s\n", "reload.poll_interval"),
+            ("checkpoint_interval: 0s\n", "checkpoint_interval"),
+            (
+                "sinks:\n  webhooks:\n    - url: http://a/\n      timeout: 0s\n",
+                "sinks.webhooks[0].timeout",
+            ),
+            (
+                "sinks:\n  kafka:\n    brokers: [k:9092]\n    batch_bytes: 0\n",
+                "sinks.kafka.batch_bytes",
+            ),
+            (
+                "sinks:\n  kafka:\n    brokers: [k:9092]\n    timeout: 0s\n",
+                "sinks.kafka.timeout",
+            ),
+        ] {
+            assert_eq!(err(yaml), format!("{key}: must be greater than 0"));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Duration, unset};
+use crate::config::{ConfigError, Duration, positive, unset};
 use crate::pipeline::config::FilterConfig;
 use crate::sink::otlp::config::OtlpSinkConfig;
 
@@ -199,23 +199,9 @@ impl WebhookConfig {
             }
             Ok(_) => {}
         }
-        for (field, v) in [
-            ("batch_size", self.batch_size),
-            ("queue_capacity", self.queue_capacity),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::new(
-                    format!("{key}.{field}"),
-                    "must be greater than 0",
-                ));
-            }
-        }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new(
-                format!("{key}.timeout"),
-                "must be greater than 0",
-            ));
-        }
+        positive(format!("{key}.batch_size"), self.batch_size)?;
+        positive(format!("{key}.queue_capacity"), self.queue_capacity)?;
+        positive(format!("{key}.timeout"), self.timeout)?;
         match (self.format, &self.template) {
             (WebhookFormat::Template, None) => {
                 return Err(ConfigError::new(
