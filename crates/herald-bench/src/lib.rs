@@ -263,11 +263,7 @@ fn measure(args: &LoadArgs, exe: &Programs, dir: &Path) -> anyhow::Result<Summar
         let mut before = first.clone();
         let mut last_progress = (base, Instant::now());
         loop {
-            std::thread::sleep(SAMPLE_EVERY);
-            if let Some(status) = agent.0.try_wait()? {
-                bail!("the agent exited during the run: {status}");
-            }
-            let s = sample(agent_addr, pid, sim_pid)?;
+            let s = next_sample(&mut agent, agent_addr, pid, sim_pid)?;
             let ops = s.scrape.watch_ops();
             if ops >= base + args.events {
                 break (before, s);
@@ -305,14 +301,11 @@ fn measure(args: &LoadArgs, exe: &Programs, dir: &Path) -> anyhow::Result<Summar
         (last.scrape.sum(name, labels) - first.scrape.sum(name, labels)).max(0.0) as u64
     };
     let watch_events = last.scrape.watch_ops() - base;
-    let occurrences_counted = args
-        .sinks
-        .contains(&SinkName::Metrics)
-        .then(|| last.scrape.sum("herald_event_occurrences_total", &[]) as u64);
-    let otlp_sent = last
-        .scrape
-        .sum("herald_sink_sent_total", &[("sink", "otlp")]) as u64;
-    let otlp_received = receiver.records();
+    let Delivered {
+        occurrences_counted,
+        otlp_sent,
+        otlp_received,
+    } = Delivered::at(&last.scrape, &args.sinks, &receiver);
     let counts_match = watch_events == args.events
         && occurrences_counted.is_none_or(|c| c == truth.occurrences)
         && otlp_sent == otlp_received;
@@ -335,20 +328,12 @@ fn measure(args: &LoadArgs, exe: &Programs, dir: &Path) -> anyhow::Result<Summar
         counts_match,
         ready_seconds,
         duration_seconds: duration,
-        events_per_second: if duration > 0.0 {
-            watch_events as f64 / duration
-        } else {
-            0.0
-        },
+        events_per_second: per_second(watch_events as f64, duration),
         cpu_seconds,
         sim_cpu_seconds,
         cpu_seconds_per_100k_events: (args.events > 0)
             .then(|| cpu_seconds * 100_000.0 / args.events as f64),
-        cpu_percent_of_core: if duration > 0.0 {
-            100.0 * cpu_seconds / duration
-        } else {
-            0.0
-        },
+        cpu_percent_of_core: 100.0 * per_second(cpu_seconds, duration),
         rss_ready_kib: first.proc.rss_kib,
         rss_end_kib: last.proc.rss_kib,
         rss_peak_kib: last.proc.hwm_kib,
@@ -358,18 +343,7 @@ fn measure(args: &LoadArgs, exe: &Programs, dir: &Path) -> anyhow::Result<Summar
         otlp_arrival_p99_seconds: probe::exact_quantile(&arrivals, 0.99),
         otlp_arrival_samples: arrivals.len(),
         drops: delta("herald_queue_dropped_total", &[]),
-        drops_by_queue: last
-            .scrape
-            .by_label("herald_queue_dropped_total", "queue")
-            .into_iter()
-            .map(|(q, v)| {
-                let before = first
-                    .scrape
-                    .sum("herald_queue_dropped_total", &[("queue", &q)]);
-                (q, (v - before).max(0.0) as u64)
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect(),
+        drops_by_queue: drops_by_queue(&last.scrape, &first.scrape),
         watch_restarts: delta("herald_watch_restarts_total", &[]),
     })
 }
@@ -601,6 +575,63 @@ fn sample(agent: SocketAddr, pid: u32, sim_pid: u32) -> anyhow::Result<Sample> {
     })
 }
 
+/// Wait one sampling period, then sample; an agent that exited ends the run.
+fn next_sample(
+    agent: &mut ChildGuard,
+    addr: SocketAddr,
+    pid: u32,
+    other_pid: u32,
+) -> anyhow::Result<Sample> {
+    std::thread::sleep(SAMPLE_EVERY);
+    if let Some(status) = agent.0.try_wait()? {
+        bail!("the agent exited during the run: {status}");
+    }
+    sample(addr, pid, other_pid)
+}
+
+/// What the agent's sinks delivered by a scrape, for the counts against the truth.
+struct Delivered {
+    /// `herald_event_occurrences_total`; `None` without the metrics sink (nothing counts them).
+    occurrences_counted: Option<u64>,
+    otlp_sent: u64,
+    /// What the harness's receiver decoded.
+    otlp_received: u64,
+}
+
+impl Delivered {
+    fn at(scrape: &Scrape, sinks: &[SinkName], receiver: &otlp::Receiver) -> Delivered {
+        Delivered {
+            occurrences_counted: sinks
+                .contains(&SinkName::Metrics)
+                .then(|| scrape.sum("herald_event_occurrences_total", &[]) as u64),
+            otlp_sent: scrape.sum("herald_sink_sent_total", &[("sink", "otlp")]) as u64,
+            otlp_received: receiver.records(),
+        }
+    }
+}
+
+/// Drops from `start` to `end` by queue (sink name), queues without drops left out.
+fn drops_by_queue(end: &Scrape, start: &Scrape) -> std::collections::BTreeMap<String, u64> {
+    end.by_label("herald_queue_dropped_total", "queue")
+        .into_iter()
+        .map(|(q, v)| {
+            let before = start.sum("herald_queue_dropped_total", &[("queue", &q)]);
+            (q, (v - before).max(0.0) as u64)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// [`drops_by_queue`] as the reports print it after the total: ` otlp: 12 json: 3`.
+fn queue_drops_text(drops: &std::collections::BTreeMap<String, u64>) -> String {
+    drops.iter().map(|(q, n)| format!(" {q}: {n}")).collect()
+}
+
+/// `n` over a window of `seconds`, 0 for an empty window (a run that ended at once).
+fn per_second(n: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 { n / seconds } else { 0.0 }
+}
+
 fn report(s: &Summary) -> String {
     let secs = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.3} ms", v * 1e3));
     let rate = s
@@ -623,11 +654,7 @@ fn report(s: &Summary) -> String {
         live = s.live_objects,
         sinks = sinks.join(","),
         ok = if s.counts_match { "match" } else { "MISMATCH" },
-        drops_by_queue = s
-            .drops_by_queue
-            .iter()
-            .map(|(q, n)| format!(" {q}: {n}"))
-            .collect::<String>(),
+        drops_by_queue = queue_drops_text(&s.drops_by_queue),
         watch = s.watch_events,
         counted = s
             .occurrences_counted
@@ -660,6 +687,29 @@ fn report(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_per_queue_between_two_scrapes_and_rates_of_an_empty_window() {
+        let start = Scrape::parse(
+            "herald_queue_dropped_total{queue=\"otlp\"} 5\nherald_queue_dropped_total{queue=\"json\"} 2\n",
+        );
+        let end = Scrape::parse(
+            "herald_queue_dropped_total{queue=\"otlp\"} 17\nherald_queue_dropped_total{queue=\"json\"} 2\n\
+             herald_queue_dropped_total{queue=\"kafka\"} 3\n",
+        );
+        let drops = drops_by_queue(&end, &start);
+        assert_eq!(
+            drops.into_iter().collect::<Vec<_>>(),
+            [("kafka".to_string(), 3), ("otlp".to_string(), 12)],
+            "a queue without new drops is left out"
+        );
+        assert_eq!(
+            queue_drops_text(&drops_by_queue(&end, &start)),
+            " kafka: 3 otlp: 12"
+        );
+        assert_eq!(per_second(50.0, 2.0), 25.0);
+        assert_eq!(per_second(50.0, 0.0), 0.0);
+    }
 
     #[test]
     fn kubeconfig_server_address() {

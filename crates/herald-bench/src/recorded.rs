@@ -40,23 +40,43 @@ pub enum Scenario {
     Steady,
 }
 
-/// `herald-bench recorded-server` flags (the harness starts it; not meant to be run by hand).
+/// What the recorded server plays besides its scenario: `herald-bench stream`'s flags of the same names,
+/// which it hands on to the server it starts ([`Played::flags`]).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServerArgs {
-    #[arg(long, value_enum)]
-    pub scenario: Scenario,
-    /// Events alive in the list.
+pub struct Played {
+    /// Events alive in the list (list and steady).
     #[arg(long, default_value_t = 0)]
     pub live: u64,
-    /// Watch notifications after the gate opens.
+    /// Watch notifications after the gate opens (watch and steady).
     #[arg(long, default_value_t = 0)]
     pub events: u64,
-    /// Notifications per second in the steady scenario.
+    /// Notifications per second (steady).
     #[arg(long, default_value_t = 10_000.0)]
     pub rate: f64,
     /// Percent of the steady notifications that are count increases of live Events (MODIFIED).
     #[arg(long, default_value_t = 30)]
     pub modified_percent: u64,
+}
+
+impl Played {
+    /// The same, as the server's command-line flags.
+    pub fn flags(&self) -> [String; 4] {
+        [
+            format!("--live={}", self.live),
+            format!("--events={}", self.events),
+            format!("--rate={}", self.rate),
+            format!("--modified-percent={}", self.modified_percent),
+        ]
+    }
+}
+
+/// `herald-bench recorded-server` flags (the harness starts it; not meant to be run by hand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    #[command(flatten)]
+    pub played: Played,
     /// Where to write the kubeconfig once everything is prepared and the server listens.
     #[arg(long)]
     pub write_kubeconfig: PathBuf,
@@ -231,13 +251,13 @@ struct Prepared {
 
 fn prepare(args: &ServerArgs) -> Prepared {
     let mut rv = FIRST_RV;
-    let mut items = Vec::with_capacity(args.live as usize * 1300);
-    let mut item_ends = Vec::with_capacity(args.live as usize);
+    let mut items = Vec::with_capacity(args.played.live as usize * 1300);
+    let mut item_ends = Vec::with_capacity(args.played.live as usize);
     let mut occurrences = 0;
     let mut object_bytes = 0usize;
     let live = match args.scenario {
         Scenario::Watch => 0,
-        _ => args.live,
+        _ => args.played.live,
     };
     for i in 0..live {
         rv += 1;
@@ -250,7 +270,7 @@ fn prepare(args: &ServerArgs) -> Prepared {
     let list_rv = rv;
     let events = match args.scenario {
         Scenario::List => 0,
-        _ => args.events,
+        _ => args.played.events,
     };
     let mut chunks = Vec::with_capacity(events as usize * 1400);
     let mut chunk_ends = Vec::with_capacity(events as usize);
@@ -261,7 +281,8 @@ fn prepare(args: &ServerArgs) -> Prepared {
         // Spread the count increases evenly: line n is MODIFIED when the running share falls behind.
         let modified = args.scenario == Scenario::Steady
             && live > 0
-            && (n + 1) * args.modified_percent / 100 > n * args.modified_percent / 100;
+            && (n + 1) * args.played.modified_percent / 100
+                > n * args.played.modified_percent / 100;
         let line = if modified {
             let target = (n * 7_919) % live;
             counts[target as usize] += 1;
@@ -535,7 +556,7 @@ fn watch(server: &Server, out: &mut TcpStream) -> std::io::Result<()> {
         let go = server.wait_for_go();
         match server.args.scenario {
             Scenario::Steady => {
-                let every = Duration::from_secs_f64(1.0 / server.args.rate.max(1.0));
+                let every = Duration::from_secs_f64(1.0 / server.args.played.rate.max(1.0));
                 let started = Instant::now();
                 let mut from = 0;
                 for (n, &end) in p.chunk_ends.iter().enumerate() {
@@ -608,10 +629,12 @@ mod tests {
     fn truth_counts_every_occurrence_prepared() {
         let args = ServerArgs {
             scenario: Scenario::Steady,
-            live: 100,
-            events: 1000,
-            rate: 1.0,
-            modified_percent: 30,
+            played: Played {
+                live: 100,
+                events: 1000,
+                rate: 1.0,
+                modified_percent: 30,
+            },
             write_kubeconfig: PathBuf::new(),
         };
         let p = prepare(&args);

@@ -19,8 +19,11 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::probe::{self, Histogram};
-use crate::recorded::Scenario;
-use crate::{Programs, SinkName, agent_config, drained, sample, spawn};
+use crate::recorded::{Played, Scenario};
+use crate::{
+    Delivered, Programs, SinkName, agent_config, drained, drops_by_queue, next_sample, per_second,
+    queue_drops_text, sample, spawn,
+};
 use herald_test_support::process::{ChildGuard, free_addr, wait_for};
 
 /// `herald-bench stream` flags.
@@ -30,18 +33,8 @@ pub struct StreamArgs {
     /// --live listed Events.
     #[arg(long, value_enum)]
     pub path: Scenario,
-    /// Events alive in the list (list and steady).
-    #[arg(long, default_value_t = 0)]
-    pub live: u64,
-    /// Watch notifications (watch and steady).
-    #[arg(long, default_value_t = 0)]
-    pub events: u64,
-    /// Notifications per second (steady).
-    #[arg(long, default_value_t = 10_000.0)]
-    pub rate: f64,
-    /// Percent of the steady notifications that are count increases of live Events (MODIFIED).
-    #[arg(long, default_value_t = 30)]
-    pub modified_percent: u64,
+    #[command(flatten)]
+    pub played: Played,
     /// Sinks to turn on, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "metrics,otlp,json")]
     pub sinks: Vec<SinkName>,
@@ -146,10 +139,7 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
             "--scenario={}",
             format!("{:?}", args.path).to_lowercase()
         ))
-        .arg(format!("--live={}", args.live))
-        .arg(format!("--events={}", args.events))
-        .arg(format!("--rate={}", args.rate))
-        .arg(format!("--modified-percent={}", args.modified_percent))
+        .args(args.played.flags())
         .arg("--write-kubeconfig")
         .arg(&kubeconfig);
     let server =
@@ -165,7 +155,7 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
     )?;
     let state = server_state(server_addr).context("cannot read the recorded server's state")?;
 
-    let max_tracked = (args.live + args.events).max(200_000);
+    let max_tracked = (args.played.live + args.played.events).max(200_000);
     let agent_addr = free_addr()?;
     let mut agent = crate::spawn_agent(
         &exe,
@@ -196,7 +186,7 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
         let s = sample(agent_addr, pid, server_pid).ok()?;
         let listed = s.scrape.sum("herald_pipeline_received_total", &[]) as u64;
         let want = if args.path == Scenario::Steady {
-            args.live
+            args.played.live
         } else {
             0
         };
@@ -213,20 +203,16 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
         bail!("the recorded server's gate answered {status}");
     }
     let (measured, progress): (u64, fn(&probe::Scrape) -> u64) = match args.path {
-        Scenario::List => (args.live, |s: &probe::Scrape| {
+        Scenario::List => (args.played.live, |s: &probe::Scrape| {
             s.sum("herald_pipeline_received_total", &[]) as u64
         }),
-        _ => (args.events, probe::Scrape::watch_ops),
+        _ => (args.played.events, probe::Scrape::watch_ops),
     };
     let base = progress(&before.scrape);
     let mut last_progress = (0, Instant::now());
     let mut taken_at = None;
     let done = loop {
-        std::thread::sleep(crate::SAMPLE_EVERY);
-        if let Some(status) = agent.0.try_wait()? {
-            bail!("the agent exited during the run: {status}");
-        }
-        let s = sample(agent_addr, pid, server_pid)?;
+        let s = next_sample(&mut agent, agent_addr, pid, server_pid)?;
         let taken = progress(&s.scrape) - base;
         if taken >= measured {
             taken_at.get_or_insert(s.at);
@@ -259,14 +245,11 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
     drop(server);
 
     let occurrences_expected = state["occurrences_total"].as_u64().unwrap_or(0);
-    let occurrences_counted = args
-        .sinks
-        .contains(&SinkName::Metrics)
-        .then(|| done.scrape.sum("herald_event_occurrences_total", &[]) as u64);
-    let otlp_sent = done
-        .scrape
-        .sum("herald_sink_sent_total", &[("sink", "otlp")]) as u64;
-    let otlp_received = receiver.records();
+    let Delivered {
+        occurrences_counted,
+        otlp_sent,
+        otlp_received,
+    } = Delivered::at(&done.scrape, &args.sinks, &receiver);
     let counts_match = occurrences_counted.is_none_or(|c| c == occurrences_expected)
         && otlp_sent == otlp_received
         && state_end["other_requests"].as_u64() == Some(0);
@@ -281,18 +264,12 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
     let processing = Histogram::delta(&done.scrape, &before.scrape, "herald_processing_seconds");
     let delta =
         |name: &str| (done.scrape.sum(name, &[]) - before.scrape.sum(name, &[])).max(0.0) as u64;
-    let pct = |cpu: f64| {
-        if duration > 0.0 {
-            100.0 * cpu / duration
-        } else {
-            0.0
-        }
-    };
+    let pct = |cpu: f64| 100.0 * per_second(cpu, duration);
     Ok(StreamSummary {
         path: args.path,
-        live: args.live,
-        events: args.events,
-        rate_target: (args.path == Scenario::Steady).then_some(args.rate),
+        live: args.played.live,
+        events: args.played.events,
+        rate_target: (args.path == Scenario::Steady).then_some(args.played.rate),
         sinks: args.sinks.clone(),
         measured_events: measured,
         object_bytes: state["object_bytes"].as_f64().unwrap_or(0.0),
@@ -304,13 +281,9 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
         counts_match,
         duration_seconds: duration,
         taken_seconds,
-        events_per_second: if taken_seconds > 0.0 {
-            measured as f64 / taken_seconds
-        } else {
-            0.0
-        },
+        events_per_second: per_second(measured as f64, taken_seconds),
         server_lines_per_second: (args.path != Scenario::List && stream_seconds > 0.0)
-            .then(|| args.events as f64 / stream_seconds),
+            .then(|| args.played.events as f64 / stream_seconds),
         cpu_seconds,
         cpu_seconds_per_100k_events: cpu_seconds * 100_000.0 / measured.max(1) as f64,
         cpu_percent_of_core: pct(cpu_seconds),
@@ -330,18 +303,7 @@ fn measure(args: &StreamArgs, dir: &Path) -> anyhow::Result<StreamSummary> {
         processing_p50_seconds: processing.quantile(0.5),
         processing_p99_seconds: processing.quantile(0.99),
         drops: delta("herald_queue_dropped_total"),
-        drops_by_queue: done
-            .scrape
-            .by_label("herald_queue_dropped_total", "queue")
-            .into_iter()
-            .map(|(q, v)| {
-                let earlier = before
-                    .scrape
-                    .sum("herald_queue_dropped_total", &[("queue", &q)]);
-                (q, (v - earlier).max(0.0) as u64)
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect(),
+        drops_by_queue: drops_by_queue(&done.scrape, &before.scrape),
         watch_restarts: delta("herald_watch_restarts_total"),
         load_average_start,
         load_average_end: load_average(),
@@ -403,11 +365,7 @@ fn report(s: &StreamSummary) -> String {
         recv = s.otlp_received,
         sent = s.otlp_sent,
         drops = s.drops,
-        by_queue = s
-            .drops_by_queue
-            .iter()
-            .map(|(q, n)| format!(" {q}: {n}"))
-            .collect::<String>(),
+        by_queue = queue_drops_text(&s.drops_by_queue),
         restarts = s.watch_restarts,
         eps = s.events_per_second,
         taken = s.taken_seconds,
