@@ -14,6 +14,10 @@
 //! item would lose data, source → pipeline), [`Ring::try_push`] drops and counts (pipeline → each log sink, so
 //! one slow sink never holds up the others). The pipeline waits for [`Ring::room`] in the metrics sink's ring
 //! before it fans out, because a record dropped there would be an occurrence never counted.
+//!
+//! Two ways for a sink to wait for its next batch: [`Ring::ready`] lingers, then the sink drains what is there
+//! (OTLP, JSON lines); [`Ring::gather`] takes record by record until the batch is full or its deadline
+//! passes (webhook, Kafka: a batch is one request, bounded by count or bytes).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
