@@ -418,6 +418,31 @@ mod tests {
     }
 
     #[test]
+    fn label_like_fields_are_shared_and_cut_as_the_record_needs() {
+        let long = "R".repeat(Interner::MAX_BYTES + 10);
+        let json = |reason: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"a","namespace":"n"}},"involvedObject":{{"kind":"Pod"}},"reason":"{reason}","type":"Warning"}}"#
+            )
+        };
+        let a: Ev = serde_json::from_str(&json("BackOff")).unwrap();
+        let b: Ev = serde_json::from_str(&json("BackOff")).unwrap();
+        let (Field::Value(ra), Field::Value(rb)) = (&a.fields.reason, &b.fields.reason) else {
+            panic!("reason not decoded")
+        };
+        assert_eq!(&**ra, "BackOff");
+        assert!(
+            std::sync::Arc::ptr_eq(ra, rb),
+            "one allocation per distinct value"
+        );
+        let c: Ev = serde_json::from_str(&json(&long)).unwrap();
+        assert_eq!(
+            c.fields.reason,
+            Field::Value(Sym::from(&long[..Interner::MAX_BYTES]))
+        );
+    }
+
+    #[test]
     fn a_list_with_one_bad_object_still_decodes() {
         let list: kube::core::ObjectList<Ev> = serde_json::from_str(
             r#"{"apiVersion":"v1","kind":"EventList","metadata":{"resourceVersion":"9"},"items":[
