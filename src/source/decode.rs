@@ -6,6 +6,11 @@
 //! consumed and skipped, not kept). Whether an object is usable is decided afterwards, in
 //! [`to_record`](super::events), where a bad object is counted and skipped with its namespace/name.
 //! `managedFields`, annotations and labels are never decoded.
+//!
+//! The values that become label-like [`Sym`]s in the record (namespace and kind of the object an Event is
+//! about, apiVersion, reason, type, the reporting component) are interned while decoding, straight from the
+//! text serde_json hands out: a repeated value costs a hash lookup instead of a `String` that normalising
+//! would intern and drop again (allocation was the largest cost in a profile of the list path).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,6 +21,29 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::record::{Interner, Sym};
+
+/// Distinct values the decode-time interner remembers per thread (past it, values are still returned, just
+/// not shared); the same bound the source's own interner has.
+const INTERNED_PER_THREAD: usize = 50_000;
+
+thread_local! {
+    /// Per thread, not per watch: deserialising has no context to carry one in (kube's list and watch types
+    /// call `Deserialize`), and a decode runs on one thread from start to end. Bounded by
+    /// [`INTERNED_PER_THREAD`] and [`Interner::MAX_BYTES`] per value.
+    static INTERNER: std::cell::RefCell<Interner> =
+        std::cell::RefCell::new(Interner::new(INTERNED_PER_THREAD));
+}
+
+/// `s` interned in this thread's decode interner (cut to [`Interner::MAX_BYTES`], as every interned value is).
+pub fn intern(s: &str) -> Sym {
+    INTERNER.with(|i| match i.try_borrow_mut() {
+        Ok(mut interner) => interner.intern(s),
+        // Not reachable (interning does not decode), but never a panic on the Event path.
+        Err(_) => Sym::from(crate::record::cut(s, Interner::MAX_BYTES)),
+    })
+}
 
 /// A field held a JSON value of the wrong type (the caller knows which field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +88,12 @@ pub trait Scalar: Sized {
 impl Scalar for String {
     fn from_str(s: &str) -> Option<Self> {
         Some(s.to_owned())
+    }
+}
+
+impl Scalar for Sym {
+    fn from_str(s: &str) -> Option<Self> {
+        Some(intern(s))
     }
 }
 
@@ -129,7 +163,7 @@ macro_rules! scalar_field {
         }
     )*};
 }
-scalar_field!(String, i64, Timestamp);
+scalar_field!(String, Sym, i64, Timestamp);
 
 /// A nested object whose own fields are all lenient: a map decodes (it cannot fail), anything else is Invalid.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -194,11 +228,11 @@ pub struct LeanMeta {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LeanObjectRef {
-    pub kind: Field<String>,
-    pub namespace: Field<String>,
+    pub kind: Field<Sym>,
+    pub namespace: Field<Sym>,
     pub name: Field<String>,
     pub uid: Field<String>,
-    pub api_version: Field<String>,
+    pub api_version: Field<Sym>,
     pub resource_version: Field<String>,
     pub field_path: Field<String>,
 }
@@ -207,7 +241,7 @@ pub struct LeanObjectRef {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct LeanSource {
-    pub component: Field<String>,
+    pub component: Field<Sym>,
     pub host: Field<String>,
 }
 
@@ -228,11 +262,11 @@ pub struct EventFields {
     #[serde(alias = "regarding")]
     pub involved_object: Nested<LeanObjectRef>,
     pub related: Nested<LeanObjectRef>,
-    pub reason: Field<String>,
+    pub reason: Field<Sym>,
     #[serde(alias = "note")]
     pub message: Field<String>,
     #[serde(rename = "type")]
-    pub type_: Field<String>,
+    pub type_: Field<Sym>,
     pub action: Field<String>,
     #[serde(alias = "deprecatedSource")]
     pub source: Nested<LeanSource>,
@@ -246,7 +280,7 @@ pub struct EventFields {
     pub series: Nested<LeanSeries>,
     /// core/v1 `reportingComponent`, events.k8s.io/v1 `reportingController`.
     #[serde(alias = "reportingController")]
-    pub reporting_component: Field<String>,
+    pub reporting_component: Field<Sym>,
     pub reporting_instance: Field<String>,
 }
 
@@ -381,6 +415,31 @@ mod tests {
         assert!(ev.fields.message.is_invalid());
         assert_eq!(ev.fields.type_, Field::Null);
         assert!(ev.fields.first_timestamp.is_invalid());
+    }
+
+    #[test]
+    fn label_like_fields_are_shared_and_cut_as_the_record_needs() {
+        let long = "R".repeat(Interner::MAX_BYTES + 10);
+        let json = |reason: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"a","namespace":"n"}},"involvedObject":{{"kind":"Pod"}},"reason":"{reason}","type":"Warning"}}"#
+            )
+        };
+        let a: Ev = serde_json::from_str(&json("BackOff")).unwrap();
+        let b: Ev = serde_json::from_str(&json("BackOff")).unwrap();
+        let (Field::Value(ra), Field::Value(rb)) = (&a.fields.reason, &b.fields.reason) else {
+            panic!("reason not decoded")
+        };
+        assert_eq!(&**ra, "BackOff");
+        assert!(
+            std::sync::Arc::ptr_eq(ra, rb),
+            "one allocation per distinct value"
+        );
+        let c: Ev = serde_json::from_str(&json(&long)).unwrap();
+        assert_eq!(
+            c.fields.reason,
+            Field::Value(Sym::from(&long[..Interner::MAX_BYTES]))
+        );
     }
 
     #[test]

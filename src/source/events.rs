@@ -22,7 +22,7 @@ use super::watch::{Step, WatchSettings, Watcher};
 use crate::checkpoint::{Acks, Barrier, EventWatch};
 use crate::config::{EventSourceConfig, EventsApi, Scope};
 use crate::health::Health;
-use crate::record::{Change, EventApi, EventRecord, Interner, ObjectRef, Record};
+use crate::record::{Change, EventApi, EventRecord, Interner, ObjectRef, Record, Sym};
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
@@ -489,34 +489,41 @@ pub fn normalise<A>(
         .filter(|c| *c > 0)
         .or(count_field.filter(|c| *c > 0))
         .map_or(1, |c| u32::try_from(c).unwrap_or(u32::MAX));
-    let reporting = get!(fields.reporting_component, "reportingComponent").unwrap_or_default();
-    let reporting_controller = interner.intern(&reporting);
+    // Interned while decoding (`decode::intern`); only absent values are interned here.
+    let reporting = get!(fields.reporting_component, "reportingComponent")
+        .unwrap_or_else(|| interner.intern(""));
     let component = if reporting.is_empty() {
-        interner.intern(&source_component.unwrap_or_default())
+        source_component.unwrap_or_else(|| interner.intern(""))
     } else {
-        reporting_controller.clone()
+        reporting.clone()
     };
-    let reason = get!(fields.reason, "reason").unwrap_or_default();
-    let type_ = get!(fields.type_, "type").unwrap_or_default();
+    let reason = get!(fields.reason, "reason").unwrap_or_else(|| interner.intern(""));
+    let type_ = get!(fields.type_, "type").unwrap_or_else(|| interner.intern(""));
+    let reporting_instance =
+        get!(fields.reporting_instance, "reportingInstance").unwrap_or_default();
+    let action = get!(fields.action, "action").unwrap_or_default();
+    let message = get!(fields.message, "message").unwrap_or_default();
+    let event_time = get!(fields.event_time, "eventTime");
+    let first_timestamp = get!(fields.first_timestamp, "firstTimestamp");
+    let last_timestamp = get!(fields.last_timestamp, "lastTimestamp");
     Ok(EventRecord {
         api,
         change: Change::Listed,
         namespace: interner.intern(&namespace),
-        name: name.as_str().into(),
+        // Moved, not copied: nothing can fail past this point.
+        name: name.into_boxed_str(),
         uid: metadata.uid.unwrap_or_default().into(),
         resource_version: metadata.resource_version.unwrap_or_default().into(),
         regarding,
         related,
-        reason: interner.intern(&reason),
-        type_: interner.intern(&type_),
+        reason,
+        type_,
         component,
-        reporting_controller,
-        reporting_instance: get!(fields.reporting_instance, "reportingInstance")
-            .unwrap_or_default()
-            .into(),
+        reporting_controller: reporting,
+        reporting_instance: reporting_instance.into(),
         host: host.unwrap_or_default().into(),
-        action: get!(fields.action, "action").unwrap_or_default().into(),
-        message: get!(fields.message, "message").unwrap_or_default(),
+        action: action.into(),
+        message,
         truncated: false,
         count,
         reported_count: count_field.unwrap_or(0),
@@ -524,9 +531,9 @@ pub fn normalise<A>(
         new_object: false,
         series_count: series_count.map(|c| u32::try_from(c.max(0)).unwrap_or(u32::MAX)),
         series_last_observed,
-        event_time: get!(fields.event_time, "eventTime"),
-        first_timestamp: get!(fields.first_timestamp, "firstTimestamp"),
-        last_timestamp: get!(fields.last_timestamp, "lastTimestamp"),
+        event_time,
+        first_timestamp,
+        last_timestamp,
         creation_timestamp: metadata.creation_timestamp.map(|t| t.0),
         observed: Timestamp::now(),
         decoded_at: Instant::now(),
@@ -540,12 +547,16 @@ pub fn normalise<A>(
 
 fn object_ref(r: LeanObjectRef, interner: &mut Interner) -> Result<ObjectRef, &'static str> {
     let s = |f: Field<String>, name: &'static str| f.get().map_err(|_| name);
+    // kind, apiVersion and namespace arrive interned (`decode::intern`).
+    let mut sym = |f: Field<Sym>, name: &'static str| {
+        f.get()
+            .map(|v| v.unwrap_or_else(|| interner.intern("")))
+            .map_err(|_| name)
+    };
     Ok(ObjectRef {
-        kind: interner.intern(&s(r.kind, "involvedObject.kind")?.unwrap_or_default()),
-        api_version: interner
-            .intern(&s(r.api_version, "involvedObject.apiVersion")?.unwrap_or_default()),
-        namespace: interner
-            .intern(&s(r.namespace, "involvedObject.namespace")?.unwrap_or_default()),
+        kind: sym(r.kind, "involvedObject.kind")?,
+        api_version: sym(r.api_version, "involvedObject.apiVersion")?,
+        namespace: sym(r.namespace, "involvedObject.namespace")?,
         name: s(r.name, "involvedObject.name")?.unwrap_or_default().into(),
         uid: s(r.uid, "involvedObject.uid")?.unwrap_or_default().into(),
         field_path: s(r.field_path, "involvedObject.fieldPath")?
