@@ -611,22 +611,9 @@ async fn resource(
                 });
                 return injected_error(&faults);
             }
-            let labels = match Selector::labels(param("labelSelector").unwrap_or_default()) {
-                Ok(s) => s,
+            let filter = match Filter::of(&t, param("labelSelector"), param("fieldSelector")) {
+                Ok(f) => f,
                 Err(e) => return error(400, "BadRequest", &e),
-            };
-            let fields = match Selector::fields(
-                param("fieldSelector").unwrap_or_default(),
-                t.api == Api::V1,
-            ) {
-                Ok(s) => s,
-                Err(e) => return error(400, "BadRequest", &e),
-            };
-            let filter = Filter {
-                api: t.api,
-                namespace: t.namespace.clone(),
-                labels,
-                fields,
             };
             if watch {
                 watch_response(shared.clone(), filter, param, table).await
@@ -636,22 +623,9 @@ async fn resource(
         }
         (Method::DELETE, None) => {
             // deletecollection, as discovery says: every object the selectors match, returned as a list.
-            let labels = match Selector::labels(param("labelSelector").unwrap_or_default()) {
-                Ok(s) => s,
+            let filter = match Filter::of(&t, param("labelSelector"), param("fieldSelector")) {
+                Ok(f) => f,
                 Err(e) => return error(400, "BadRequest", &e),
-            };
-            let fields = match Selector::fields(
-                param("fieldSelector").unwrap_or_default(),
-                t.api == Api::V1,
-            ) {
-                Ok(s) => s,
-                Err(e) => return error(400, "BadRequest", &e),
-            };
-            let filter = Filter {
-                api: t.api,
-                namespace: t.namespace.clone(),
-                labels,
-                fields,
             };
             let (_, all) = store.snapshot(filter.namespace.as_deref());
             let deleted: Vec<Value> = all
@@ -877,6 +851,17 @@ struct Filter {
 }
 
 impl Filter {
+    /// The filter of a list, watch or deletecollection of `t` with these selectors; the error is the
+    /// message of a 400 for a selector that does not parse.
+    fn of(t: &Target, labels: Option<&str>, fields: Option<&str>) -> Result<Filter, String> {
+        Ok(Filter {
+            api: t.api,
+            namespace: t.namespace.clone(),
+            labels: Selector::labels(labels.unwrap_or_default())?,
+            fields: Selector::fields(fields.unwrap_or_default(), t.api == Api::V1)?,
+        })
+    }
+
     /// The object as this request serves it, or None when it does not match.
     fn apply(&self, stored: &Value) -> Option<Value> {
         if let Some(ns) = &self.namespace
