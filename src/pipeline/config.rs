@@ -229,10 +229,11 @@ impl Default for RedactConfig {
                     r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
                     "[REDACTED]",
                 ),
-                // GitHub tokens (classic and fine-grained).
+                // GitHub tokens (classic and fine-grained). No upper length: a bounded repeat compiles to
+                // one copy of the class per allowed length, and a longer token is better hidden whole.
                 rule(
                     "github_token",
-                    r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
+                    r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
                     "[REDACTED]",
                 ),
                 // Bare JSON Web Tokens (header and payload are base64url JSON, so start with eyJ).

@@ -7,6 +7,7 @@
 //! the Event is about or as its related object: the quoted data is the same whichever side names it.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use regex::{Regex, RegexSet};
 
@@ -36,10 +37,37 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Redactor {
     drop_secret_messages: bool,
-    rules: Vec<(Regex, String)>,
+    rules: Vec<Rule>,
     /// All patterns in one automaton: a single scan tells whether any rule matches, so the common message
-    /// (no secret in it) is read once instead of once per rule.
+    /// (no secret in it) is read once instead of once per rule, and says which rules to run when one does.
     any: RegexSet,
+}
+
+/// One rule, its own regex compiled on the first text the set says it matches. Most agents never see a
+/// secret, and eleven compiled regexes with their caches held about 1.4 MB of heap for nothing (BENCHMARKS.md,
+/// "Idle memory"): the set alone is what every message needs.
+#[derive(Debug)]
+struct Rule {
+    pattern: String,
+    replacement: String,
+    compiled: OnceLock<Option<Regex>>,
+}
+
+impl Rule {
+    /// `None` only if a pattern the set accepted fails on its own, which regex's limits (smaller for one
+    /// pattern than for the set) rule out; [`Redactor::redact`] then hides the whole field rather than
+    /// let a secret through.
+    fn regex(&self) -> Option<&Regex> {
+        self.compiled
+            .get_or_init(|| match Regex::new(&self.pattern) {
+                Ok(re) => Some(re),
+                Err(error) => {
+                    tracing::error!(%error, pattern = %self.pattern, "redaction rule failed to compile; the fields it matches are hidden whole");
+                    None
+                }
+            })
+            .as_ref()
+    }
 }
 
 impl Redactor {
@@ -48,23 +76,30 @@ impl Redactor {
             drop_secret_messages,
             rules,
         } = cfg;
-        let rules = rules
-            .iter()
-            .enumerate()
-            .map(|(index, r)| {
-                Regex::new(&r.pattern)
-                    .map(|re| (re, r.replacement.clone()))
-                    .map_err(|source| Error::Pattern {
+        let any = RegexSet::new(rules.iter().map(|r| &r.pattern)).map_err(|set_error| {
+            // Name the rule at fault when one is invalid on its own.
+            rules
+                .iter()
+                .enumerate()
+                .find_map(|(index, r)| {
+                    Regex::new(&r.pattern).err().map(|source| Error::Pattern {
                         index,
                         name: r.name.clone(),
                         source,
                     })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let any = RegexSet::new(rules.iter().map(|(re, _)| re.as_str())).map_err(Error::Set)?;
+                })
+                .unwrap_or(Error::Set(set_error))
+        })?;
         Ok(Redactor {
             drop_secret_messages: *drop_secret_messages,
-            rules,
+            rules: rules
+                .iter()
+                .map(|r| Rule {
+                    pattern: r.pattern.clone(),
+                    replacement: r.replacement.clone(),
+                    compiled: OnceLock::new(),
+                })
+                .collect(),
             any,
         })
     }
@@ -95,21 +130,34 @@ impl Redactor {
         changed
     }
 
-    /// `text` with every rule applied, or `None` when no rule matches.
+    /// `text` with every rule applied in order, or `None` when no rule matches. Each rule runs on the text
+    /// the rules before it left; the set, asked again after each change, skips the rules that do not match
+    /// it, which is what running them would have done.
     fn redact(&self, text: &str) -> Option<String> {
         if text.is_empty() || !self.any.is_match(text) {
             return None;
         }
         let mut out: Option<String> = None;
-        for (re, replacement) in &self.rules {
+        let mut matching = self.any.matches(text);
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !matching.matched(index) {
+                continue;
+            }
             let current = out.as_deref().unwrap_or(text);
-            if let Cow::Owned(new) = re.replace_all(current, replacement.as_str()) {
+            let Some(re) = rule.regex() else {
+                return Some(HIDDEN.to_string());
+            };
+            if let Cow::Owned(new) = re.replace_all(current, rule.replacement.as_str()) {
+                matching = self.any.matches(&new);
                 out = Some(new);
             }
         }
         out
     }
 }
+
+/// What a field becomes when a rule that matches it cannot run.
+const HIDDEN: &str = "[REDACTED]";
 
 #[cfg(test)]
 mod tests {
@@ -237,5 +285,62 @@ mod tests {
         assert!(r.apply(&mut rec));
         assert_eq!(&*rec.reason, "password=[REDACTED]");
         assert_eq!(&*rec.action, "token=[REDACTED]");
+    }
+
+    fn rules(rules: &[(&str, &str)]) -> Redactor {
+        let config = RedactConfig {
+            drop_secret_messages: false,
+            rules: rules
+                .iter()
+                .enumerate()
+                .map(|(i, (pattern, replacement))| crate::config::RedactRule {
+                    name: format!("r{i}"),
+                    pattern: (*pattern).into(),
+                    replacement: (*replacement).into(),
+                })
+                .collect(),
+        };
+        Redactor::new(&config).unwrap()
+    }
+
+    #[test]
+    fn each_rule_runs_on_what_the_rules_before_it_left() {
+        // The second rule matches only the first one's output, the third matches nothing.
+        let r = rules(&[("apple", "banana"), ("banana", "cherry"), ("durian", "x")]);
+        assert_eq!(
+            r.redact("an apple a day").as_deref(),
+            Some("an cherry a day")
+        );
+        assert_eq!(r.redact("no fruit"), None);
+        assert!(
+            r.rules[2].compiled.get().is_none(),
+            "a rule that never matched is never compiled"
+        );
+    }
+
+    #[test]
+    fn a_long_token_is_hidden_whole() {
+        let token = format!("ghp_{}", "a".repeat(400));
+        assert_eq!(
+            redact("Pod", &format!("clone with {token} failed")).0,
+            "clone with [REDACTED] failed"
+        );
+    }
+
+    #[test]
+    fn an_invalid_rule_is_named() {
+        let config = RedactConfig {
+            drop_secret_messages: false,
+            rules: vec![crate::config::RedactRule {
+                name: "broken".into(),
+                pattern: "(unclosed".into(),
+                replacement: String::new(),
+            }],
+        };
+        let error = Redactor::new(&config).unwrap_err().to_string();
+        assert!(
+            error.starts_with("redact.rules[0] (broken): invalid pattern"),
+            "{error}"
+        );
     }
 }
