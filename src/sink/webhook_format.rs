@@ -170,9 +170,7 @@ fn render(env: &minijinja::Environment<'static>, ctx: minijinja::Value) -> Resul
 /// The JSON line object of one record, as a value the template engine reads.
 fn object(r: LogEntry<'_>, id: &Identity) -> Option<Value> {
     let mut out = Vec::with_capacity(512);
-    if !write_object(&mut out, r, id) {
-        return None;
-    }
+    write_object(&mut out, r, id);
     serde_json::from_slice(&out).ok()
 }
 
@@ -182,15 +180,10 @@ pub fn records(batch: &[Shared], id: &Identity) -> Vec<u8> {
     out.extend_from_slice(b"{\"records\":[");
     let mut first = true;
     for r in entries(batch) {
-        let mark = out.len();
-        if !first {
+        if !std::mem::take(&mut first) {
             out.push(b',');
         }
-        if write_object(&mut out, r, id) {
-            first = false;
-        } else {
-            out.truncate(mark);
-        }
+        write_object(&mut out, r, id);
     }
     out.extend_from_slice(b"]}");
     out
