@@ -17,14 +17,15 @@ use crate::record::Severity;
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Capacity of the ring between the sources and the pipeline worker. When full the sources wait (the API
-    /// server buffers), so nothing is lost here.
+    /// server buffers), so nothing is lost here, and a larger ring only holds more records (about 1 KiB
+    /// each) in memory during a burst.
     pub ingest_capacity: usize,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            ingest_capacity: 8192,
+            ingest_capacity: 1024,
         }
     }
 }

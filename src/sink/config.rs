@@ -41,7 +41,8 @@ pub struct MetricsSinkConfig {
     /// Count records in the Prometheus metrics served on `/metrics`.
     pub enabled: bool,
     /// This sink's own ring. Unlike the others it never drops: when full, the pipeline waits for it (a drop
-    /// would be an occurrence never counted), and the watches wait behind the ingest ring.
+    /// would be an occurrence never counted), and the watches wait behind the ingest ring; so a larger ring
+    /// only holds more records (about 1 KiB each) in memory during a burst.
     pub queue_capacity: usize,
 }
 
@@ -49,7 +50,7 @@ impl Default for MetricsSinkConfig {
     fn default() -> Self {
         MetricsSinkConfig {
             enabled: true,
-            queue_capacity: 8192,
+            queue_capacity: 1024,
         }
     }
 }
