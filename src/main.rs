@@ -579,11 +579,18 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task; blocking work (the /metrics rendering, checkpoint writes, stdout) goes to
+    // tokio's blocking pool as before. Why not two workers: a watch delivers one line per HTTP chunk, hyper
+    // hands each chunk from its connection task to the source task, and the source hands each record to
+    // the pipeline task. With two workers nearly every hand-off woke the other worker (an eventfd write,
+    // epoll, a context switch: 1.25 context switches per Event in a 200k watch burst, the largest share of
+    // the agent's CPU there); on one thread a hand-off is a push on the local run queue. In the agent
+    // harness two workers used 62-87 % of a core (medians), and one thread is faster on the list and the
+    // watch burst alike. BENCHMARKS.md, "Wake-ups on the watch path".
+    let built = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
+        .build();
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herald: cannot start the runtime: {e}");

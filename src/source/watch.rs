@@ -407,7 +407,11 @@ where
     ) -> Option<Step<K>> {
         let stall_at = tokio::time::Instant::from_std(last_line + self.settings.stall_after);
         let tick_at = tokio::time::Instant::from_std(self.next_tick);
+        // Biased, the line first: a busy stream has its next line ready, and polling a timer first would
+        // register it in the timer wheel and take it out again for every line. Shutdown and ticks are
+        // also checked at the top of `next`, before every step.
         let item = tokio::select! {
+            biased;
             item = tokio::time::timeout_at(stall_at, stream.next()) => item,
             // Reading a line is cancel-safe: the stream stays as it was, for the next call.
             _ = tokio::time::sleep_until(tick_at), if self.tick.is_some() => {
