@@ -580,7 +580,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     // One thread runs every task; blocking work (the /metrics rendering, checkpoint writes, stdout) goes to
-    // tokio's blocking pool as before. Why not two workers: a watch delivers one line per HTTP chunk, hyper
+    // tokio's blocking pool. Why not two workers: a watch delivers one line per HTTP chunk, hyper
     // hands each chunk from its connection task to the source task, and the source hands each record to
     // the pipeline task. With two workers nearly every hand-off woke the other worker (an eventfd write,
     // epoll, a context switch: 1.25 context switches per Event in a 200k watch burst, the largest share of
