@@ -445,7 +445,7 @@ mod tests {
             100,
         );
         a.restore(watch.objects.iter().copied());
-        a.list_start();
+        a.list_start(0);
         assert_eq!(
             a.observe("0f4b6a52-1c3e-4e8b-9a61-2d7c5e8f9a01", 5).delta,
             2

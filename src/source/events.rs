@@ -278,8 +278,8 @@ async fn run<A: Normalise>(
         }
         let (object, change) = match step {
             Step::Tick => continue,
-            Step::ListStart => {
-                accounting.list_start();
+            Step::ListStart { expected } => {
+                accounting.list_start(expected);
                 continue;
             }
             Step::ListDone => {

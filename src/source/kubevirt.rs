@@ -486,7 +486,7 @@ async fn watch(
         let (object, listed) = match step {
             // The checkpoint above also runs on a quiet stream.
             Step::Tick => continue,
-            Step::ListStart => {
+            Step::ListStart { .. } => {
                 listing = Some(HashSet::new());
                 continue;
             }

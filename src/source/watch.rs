@@ -34,8 +34,12 @@ use crate::telemetry::{self, Telemetry};
 /// What the watch loop hands to its consumer, in the order of kube's watcher.
 #[derive(Debug)]
 pub enum Step<K> {
-    /// A (re)list starts; objects not listed before `ListDone` no longer exist.
-    ListStart,
+    /// A (re)list starts; objects not listed before `ListDone` no longer exist. `expected` is how many
+    /// objects the server says the list holds (the first page's items and its `remainingItemCount`; 0 when
+    /// the server does not say, as with selectors), so a consumer can size its state once.
+    ListStart {
+        expected: usize,
+    },
     Listed(K),
     ListDone,
     Added(K),
@@ -310,7 +314,9 @@ where
                 }
                 if continue_token.is_none() {
                     self.lists += 1;
-                    self.pending.push_back(Step::ListStart);
+                    let remaining = page.metadata.remaining_item_count.unwrap_or(0);
+                    let expected = page.items.len() + usize::try_from(remaining).unwrap_or(0);
+                    self.pending.push_back(Step::ListStart { expected });
                 }
                 self.metrics.listed.increment(page.items.len() as u64);
                 // Each page that arrives is progress: the next failure backs off from the start.
