@@ -742,7 +742,7 @@ where
         (body, bytes::BytesMut::new(), false, 0),
         |(mut body, mut buf, mut ended, mut scanned)| async move {
             loop {
-                if let Some(i) = buf[scanned..].iter().position(|b| *b == b'\n') {
+                if let Some(i) = memchr::memchr(b'\n', &buf[scanned..]) {
                     let i = scanned + i;
                     scanned = 0;
                     let line = buf.split_to(i + 1);
