@@ -22,3 +22,4 @@ pub mod sink;
 pub mod source;
 pub mod tasks;
 pub mod telemetry;
+pub mod wakes;

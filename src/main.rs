@@ -587,8 +587,12 @@ where
     // the agent's CPU there); on one thread a hand-off is a push on the local run queue. In the agent
     // harness two workers used 62-87 % of a core (medians), and one thread is faster on the list and the
     // watch burst alike. BENCHMARKS.md, "Wake-ups on the watch path".
+    //
+    // While a watch trickles, the thread wakes at most once per `wakes::INTERVAL` (see `herald::wakes`).
     let built = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(herald::wakes::park)
+        .on_thread_unpark(herald::wakes::unpark)
         .build();
     let runtime = match built {
         Ok(rt) => rt,

@@ -757,7 +757,12 @@ where
                 }
                 // A long line arrives in many chunks: search only what is new.
                 scanned = buf.len();
-                match body.next().await {
+                let parks = crate::wakes::parks();
+                let next = body.next().await;
+                if crate::wakes::parks() != parks {
+                    crate::wakes::waited_for_line();
+                }
+                match next {
                     Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                     // The end of the stream; a partial last line was cut off with the connection.
                     None => return None,
