@@ -278,7 +278,8 @@ fn sinks(
     if metrics.enabled {
         let queue = SinkQueue::new("metrics", metrics.queue_capacity, true, t)
             .taking_checkpoints()
-            .lossless();
+            .lossless()
+            .without_messages();
         let mut sink = MetricsSink::new(t.clone(), config.metrics.max_series_per_metric);
         if let Some(persist) = persist {
             sink = sink.with_checkpoints(persist);

@@ -54,11 +54,18 @@ pub struct Pipeline {
     filter: Filter,
     dedup: Dedup,
     redactor: Redactor,
+    /// Some sink writes messages, so they are redacted.
+    redact_messages: bool,
     sinks: Vec<SinkQueue>,
     stats: Stats,
     /// The dedup settings in force: a reload keeps the dedup windows unless these change.
     dedup_config: DedupConfig,
     reload: Option<tokio::sync::watch::Receiver<Arc<Config>>>,
+}
+
+fn redactor(config: &Config, messages: bool) -> Result<Redactor, redact::Error> {
+    let r = Redactor::new(&config.redact)?;
+    Ok(if messages { r } else { r.without_messages() })
 }
 
 impl Pipeline {
@@ -84,11 +91,13 @@ impl Pipeline {
                 .map(|s| t.gauge(telemetry::QUEUE_BACKLOG, &[("queue", s.name)]))
                 .collect(),
         };
+        let redact_messages = sinks.iter().any(|s| s.writes_messages);
         Ok(Pipeline {
             classifier: Classifier::new(&config.severity),
             filter: Filter::new(&config.filters),
             dedup: Dedup::new(&config.dedup),
-            redactor: Redactor::new(&config.redact)?,
+            redactor: redactor(config, redact_messages)?,
+            redact_messages,
             sinks,
             stats,
             dedup_config: config.dedup.clone(),
@@ -108,7 +117,7 @@ impl Pipeline {
     pub fn reconfigure(&mut self, config: &Config) {
         self.classifier = Classifier::new(&config.severity);
         self.filter = Filter::new(&config.filters);
-        match Redactor::new(&config.redact) {
+        match redactor(config, self.redact_messages) {
             Ok(r) => self.redactor = r,
             Err(error) => {
                 tracing::error!(%error, "reloaded redaction rules refused; the old ones stay")
@@ -240,5 +249,46 @@ impl Pipeline {
         for sink in &self.sinks {
             sink.ring.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::EventRecord;
+
+    /// What one record with a credential in its message and its reason looks like in a sink's ring.
+    fn through(queue: SinkQueue) -> EventRecord {
+        let t = Telemetry::new(&crate::config::MetricsConfig::default());
+        let ring = queue.ring.clone();
+        let mut p = Pipeline::new(&Config::default(), vec![queue], &t).unwrap();
+        let mut rec = EventRecord::for_test("ns", "Pod", "x", "Failed", "Warning");
+        rec.message = "login password=hunter2 failed".into();
+        rec.reason = crate::record::Sym::from("token: abc123");
+        p.process(
+            Arc::new(Record::Event(rec)),
+            jiff::Timestamp::now(),
+            Instant::now(),
+        );
+        match ring.try_pop().as_deref() {
+            Some(Record::Event(e)) => e.clone(),
+            other => panic!("expected the Event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_are_redacted_when_a_sink_writes_them() {
+        let t = Telemetry::new(&crate::config::MetricsConfig::default());
+        let e = through(SinkQueue::new("json", 8, false, &t));
+        assert_eq!(e.message, "login password=[REDACTED] failed");
+        assert_eq!(&*e.reason, "token: [REDACTED]");
+    }
+
+    #[test]
+    fn metrics_alone_leave_messages_but_not_reasons() {
+        let t = Telemetry::new(&crate::config::MetricsConfig::default());
+        let e = through(SinkQueue::new("metrics", 8, true, &t).without_messages());
+        assert_eq!(e.message, "login password=hunter2 failed", "goes nowhere");
+        assert_eq!(&*e.reason, "token: [REDACTED]", "a metric label");
     }
 }

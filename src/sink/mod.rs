@@ -40,6 +40,9 @@ pub struct SinkQueue {
     /// record would be an occurrence never counted. It does no I/O, so waiting for it costs only the time it
     /// takes to count; a full ingest ring then makes the watches wait, as in a storm.
     pub lossless: bool,
+    /// The sink writes records' messages (every log-like sink); when none does, the pipeline leaves messages
+    /// unredacted, since they go nowhere.
+    pub writes_messages: bool,
     pub dropped: Counter,
 }
 
@@ -69,6 +72,7 @@ impl SinkQueue {
             accepts_duplicates,
             takes_checkpoints: false,
             lossless: false,
+            writes_messages: true,
             dropped: telemetry.counter(telemetry::QUEUE_DROPPED, &[("queue", name)]),
         }
     }
@@ -82,6 +86,12 @@ impl SinkQueue {
     /// The pipeline waits for room in this sink's ring rather than drop (see [`SinkQueue::lossless`]).
     pub fn lossless(mut self) -> SinkQueue {
         self.lossless = true;
+        self
+    }
+
+    /// This sink never writes a record's message (the metrics sink).
+    pub fn without_messages(mut self) -> SinkQueue {
+        self.writes_messages = false;
         self
     }
 
