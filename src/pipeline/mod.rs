@@ -255,7 +255,6 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::EventRecord;
 
     /// What one record with a credential in its message and its reason looks like in a sink's ring.
     fn through(queue: SinkQueue) -> EventRecord {

@@ -315,7 +315,10 @@ where
                 if continue_token.is_none() {
                     self.lists += 1;
                     let remaining = page.metadata.remaining_item_count.unwrap_or(0);
-                    let expected = page.items.len() + usize::try_from(remaining).unwrap_or(0);
+                    let expected = page
+                        .items
+                        .len()
+                        .saturating_add(usize::try_from(remaining).unwrap_or(0));
                     self.pending.push_back(Step::ListStart { expected });
                 }
                 self.metrics.listed.increment(page.items.len() as u64);
