@@ -68,44 +68,54 @@ impl<'a> Object<'a> {
         Object { out, first: true }
     }
 
-    fn key(&mut self, key: &str) {
+    /// herald's keys are literals (`&'static str`) that need no escaping, so they are copied as they are.
+    fn key(&mut self, key: &'static str) {
+        debug_assert_eq!(next_escape(key.as_bytes()), None, "{key}");
         if !std::mem::take(&mut self.first) {
             self.out.push(b',');
         }
-        string(self.out, key);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
-    fn str(&mut self, key: &str, value: &str) {
+    fn str(&mut self, key: &'static str, value: &str) {
         self.key(key);
         string(self.out, value);
     }
 
-    fn int(&mut self, key: &str, value: i64) {
+    fn int(&mut self, key: &'static str, value: i64) {
         self.key(key);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    fn bool(&mut self, key: &str, value: bool) {
+    fn bool(&mut self, key: &'static str, value: bool) {
         self.key(key);
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     /// RFC 3339 in UTC, as the timestamp's `Display` (and so its serde form) writes it; `null` for `None`.
-    fn timestamp(&mut self, key: &str, value: Option<Timestamp>) {
+    fn timestamp(&mut self, key: &'static str, value: Option<Timestamp>) {
         self.key(key);
-        match value {
-            Some(t) => {
+        let Some(t) = value else {
+            self.out.extend_from_slice(b"null");
+            return;
+        };
+        self.out.push(b'"');
+        match shape::DateTime::utc(t, b'T') {
+            Some(d) => {
+                self.out.extend_from_slice(d.as_bytes());
+                self.out.push(b'Z');
+            }
+            None => {
                 use std::io::Write;
-                self.out.push(b'"');
                 // Writing into a Vec cannot fail.
                 let _ = write!(self.out, "{t}");
-                self.out.push(b'"');
             }
-            None => self.out.extend_from_slice(b"null"),
         }
+        self.out.push(b'"');
     }
 
     fn close(self) {
@@ -387,6 +397,16 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn timestamps_are_what_jiff_writes(
+            seconds in Timestamp::MIN.as_second()..Timestamp::MAX.as_second(),
+            nanos in proptest::prop_oneof![proptest::strategy::Just(0i32), 0i32..1_000_000_000, proptest::strategy::Strategy::prop_map(0i32..1000, |m| m * 1_000_000)],
+        ) {
+            let t = Timestamp::new(seconds, nanos).unwrap();
+            let mut ours = Vec::new();
+            Object::open(&mut ours).timestamp("t", Some(t));
+            proptest::prop_assert_eq!(String::from_utf8(ours).unwrap(), format!("{{\"t\":\"{t}\""));
+        }
+
         fn strings_are_escaped_as_serde_json_escapes(s in "\\PC*|[\\x00-\\x7f]{0,40}") {
             let mut ours = Vec::new();
             string(&mut ours, &s);
