@@ -407,6 +407,7 @@ mod tests {
             proptest::prop_assert_eq!(String::from_utf8(ours).unwrap(), format!("{{\"t\":\"{t}\""));
         }
 
+        #[test]
         fn strings_are_escaped_as_serde_json_escapes(s in "\\PC*|[\\x00-\\x7f]{0,40}") {
             let mut ours = Vec::new();
             string(&mut ours, &s);
