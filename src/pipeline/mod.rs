@@ -54,8 +54,6 @@ pub struct Pipeline {
     filter: Filter,
     dedup: Dedup,
     redactor: Redactor,
-    /// Some sink writes messages, so they are redacted.
-    redact_messages: bool,
     sinks: Vec<SinkQueue>,
     stats: Stats,
     /// The dedup settings in force: a reload keeps the dedup windows unless these change.
@@ -63,9 +61,14 @@ pub struct Pipeline {
     reload: Option<tokio::sync::watch::Receiver<Arc<Config>>>,
 }
 
-fn redactor(config: &Config, messages: bool) -> Result<Redactor, redact::Error> {
+/// The redaction rules for these sinks: messages are left alone when no sink writes them.
+fn redactor(config: &Config, sinks: &[SinkQueue]) -> Result<Redactor, redact::Error> {
     let r = Redactor::new(&config.redact)?;
-    Ok(if messages { r } else { r.without_messages() })
+    Ok(if sinks.iter().any(|s| s.writes_messages) {
+        r
+    } else {
+        r.without_messages()
+    })
 }
 
 impl Pipeline {
@@ -91,13 +94,11 @@ impl Pipeline {
                 .map(|s| t.gauge(telemetry::QUEUE_BACKLOG, &[("queue", s.name)]))
                 .collect(),
         };
-        let redact_messages = sinks.iter().any(|s| s.writes_messages);
         Ok(Pipeline {
             classifier: Classifier::new(&config.severity),
             filter: Filter::new(&config.filters),
             dedup: Dedup::new(&config.dedup),
-            redactor: redactor(config, redact_messages)?,
-            redact_messages,
+            redactor: redactor(config, &sinks)?,
             sinks,
             stats,
             dedup_config: config.dedup.clone(),
@@ -117,7 +118,7 @@ impl Pipeline {
     pub fn reconfigure(&mut self, config: &Config) {
         self.classifier = Classifier::new(&config.severity);
         self.filter = Filter::new(&config.filters);
-        match redactor(config, self.redact_messages) {
+        match redactor(config, &self.sinks) {
             Ok(r) => self.redactor = r,
             Err(error) => {
                 tracing::error!(%error, "reloaded redaction rules refused; the old ones stay")
