@@ -3,9 +3,9 @@
 //!
 //! Every op decodes one Event object (a JSON string, as one item of a list or one watch line's object):
 //! - `typed`: `serde_json::from_str` into k8s-openapi's `Event`, what kube's `Api<Event>` list and watch do;
-//! - `lean`: into herald's [`LeanEvent`] (only the fields herald reads, every field lenient);
-//! - `lean_normalise`: `lean` then [`normalise`] into an [`EventRecord`] (interning included), what the agent
-//!   does per object.
+//! - `lean`: into herald's [`EventFields`] (only the fields herald reads, every field lenient);
+//! - `lean_normalise`: into a [`LeanEvent`], which is `lean` then normalising into an [`EventRecord`]
+//!   (interning included), what the agent does per object.
 //!
 //! Groups:
 //! - `typed_vs_lean_core_v1`: the 13 core/v1 Events of the shared fixtures, cycled (the same objects as
@@ -23,9 +23,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use herald::record::{EventApi, Interner};
-use herald::source::decode::{CoreV1, EventsV1, LeanEvent};
-use herald::source::events::normalise;
+use herald::record::EventRecord;
+use herald::source::decode::{CoreV1, EventFields, EventsApiMarker, EventsV1, LeanEvent};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::api::events::v1::Event as EventsV1Event;
 use serde::de::DeserializeOwned;
@@ -72,31 +71,34 @@ fn typed<T: DeserializeOwned>(json: &str) -> T {
     serde_json::from_str(json).expect("a typed Event")
 }
 
-fn lean<A>(json: &str) -> LeanEvent<A> {
+/// The lean decode alone: the fields herald reads, not yet a record.
+fn lean(json: &str) -> EventFields {
     serde_json::from_str(json).expect("a lean Event")
 }
 
+/// The lean decode and normalising, as the source decodes an object: its record.
+fn lean_normalise<A: EventsApiMarker>(json: &str) -> Box<EventRecord> {
+    let event: LeanEvent<A> = serde_json::from_str(json).expect("a lean Event");
+    event.into_record().expect("a valid Event")
+}
+
 /// The three variants for one API, over `objects`.
-fn compare<Typed: DeserializeOwned, A>(
+fn compare<Typed: DeserializeOwned, A: EventsApiMarker>(
     c: &mut Criterion,
     group: &str,
-    api: EventApi,
     objects: &[String],
 ) {
     // Fail before measuring if any object does not decode either way or does not normalise.
-    let mut interner = Interner::new(50_000);
     for o in objects {
         let _: Typed = typed(o);
-        normalise(lean::<A>(o), api, &mut interner).expect("a valid Event");
+        lean_normalise::<A>(o);
     }
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     g.bench_function("typed", |b| b.iter(cycle(objects, typed::<Typed>)));
-    g.bench_function("lean", |b| b.iter(cycle(objects, lean::<A>)));
+    g.bench_function("lean", |b| b.iter(cycle(objects, lean)));
     g.bench_function("lean_normalise", |b| {
-        b.iter(cycle(objects, |o| {
-            normalise(lean::<A>(o), api, &mut interner).expect("a valid Event")
-        }))
+        b.iter(cycle(objects, lean_normalise::<A>))
     });
     g.finish();
 }
@@ -109,7 +111,7 @@ fn core_v1(c: &mut Criterion) {
         objects.len(),
         bytes / objects.len()
     );
-    compare::<CoreEvent, CoreV1>(c, "typed_vs_lean_core_v1", EventApi::CoreV1, &objects);
+    compare::<CoreEvent, CoreV1>(c, "typed_vs_lean_core_v1", &objects);
 }
 
 fn events_v1(c: &mut Criterion) {
@@ -118,7 +120,7 @@ fn events_v1(c: &mut Criterion) {
         return;
     };
     eprintln!("events.k8s.io/v1: 1 object, {} bytes", object.len());
-    compare::<EventsV1Event, EventsV1>(c, "typed_vs_lean_events_v1", EventApi::EventsV1, &[object]);
+    compare::<EventsV1Event, EventsV1>(c, "typed_vs_lean_events_v1", &[object]);
 }
 
 fn managed_fields(c: &mut Criterion) {
@@ -131,7 +133,6 @@ fn managed_fields(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("managed_fields");
     g.throughput(Throughput::Elements(1));
-    let mut interner = Interner::new(50_000);
     for (suffix, object) in [("without", &plain), ("with", &managed)] {
         let typed_event: CoreEvent = typed(object);
         assert_eq!(
@@ -142,17 +143,10 @@ fn managed_fields(c: &mut Criterion) {
             b.iter(|| typed::<CoreEvent>(black_box(object)))
         });
         g.bench_function(format!("lean_{suffix}"), |b| {
-            b.iter(|| lean::<CoreV1>(black_box(object)))
+            b.iter(|| lean(black_box(object)))
         });
         g.bench_function(format!("lean_normalise_{suffix}"), |b| {
-            b.iter(|| {
-                normalise(
-                    lean::<CoreV1>(black_box(object)),
-                    EventApi::CoreV1,
-                    &mut interner,
-                )
-                .expect("a valid Event")
-            })
+            b.iter(|| lean_normalise::<CoreV1>(black_box(object)))
         });
     }
     g.finish();

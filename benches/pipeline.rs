@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use herald::config::Config;
 use herald::pipeline::Pipeline;
-use herald::record::{EventApi, EventRecord, Interner, LogEntry, Record};
+use herald::record::{EventRecord, LogEntry, Record};
 use herald::sink::{Shared, SinkQueue};
 use herald::source::decode::{CoreV1, LeanEvent};
-use herald::source::events::normalise;
 use herald::telemetry::Telemetry;
 use kube::core::WatchEvent;
 
@@ -35,27 +34,24 @@ use common::inputs;
 /// nothing is dropped and only the decision path is measured).
 const CHUNK: usize = 2048;
 
-fn to_record(json: &str, interner: &mut Interner) -> EventRecord {
+fn to_record(json: &str) -> EventRecord {
     let event: LeanEvent<CoreV1> = serde_json::from_str(json).expect("a core/v1 Event");
-    normalise(event, EventApi::CoreV1, interner).expect("a valid Event")
+    *event.into_record().expect("a valid Event")
 }
 
 fn decode(c: &mut Criterion) {
     let inputs = inputs();
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(1));
-    let mut interner = Interner::new(50_000);
     g.bench_function("object", |b| {
-        b.iter(|| black_box(to_record(black_box(&inputs.object), &mut interner)))
+        b.iter(|| black_box(to_record(black_box(&inputs.object))))
     });
     g.bench_function("watch_line", |b| {
         b.iter(|| {
             let line: WatchEvent<LeanEvent<CoreV1>> =
                 serde_json::from_str(black_box(&inputs.watch_line)).expect("a watch line");
             match line {
-                WatchEvent::Added(event) => black_box(
-                    normalise(event, EventApi::CoreV1, &mut interner).expect("a valid Event"),
-                ),
+                WatchEvent::Added(event) => black_box(event.into_record().expect("a valid Event")),
                 _ => panic!("expected an ADDED line"),
             }
         })
@@ -66,12 +62,7 @@ fn decode(c: &mut Criterion) {
 /// The fixture Events as records, in the order the pipeline will see them (cycled).
 fn base_records() -> Vec<EventRecord> {
     let inputs = inputs();
-    let mut interner = Interner::new(50_000);
-    inputs
-        .objects
-        .iter()
-        .map(|o| to_record(o, &mut interner))
-        .collect()
+    inputs.objects.iter().map(|o| to_record(o)).collect()
 }
 
 /// Time `Pipeline::process` over `iters` records; building the Arcs and draining the sinks is not timed.

@@ -3,12 +3,12 @@
 //! kube's list and watch decode a whole page or line at once, so a single object with a wrong-typed field
 //! would fail the page and stall the initial list forever. Every field here is therefore a [`Field`], which
 //! accepts any JSON value: the expected type becomes `Value`, anything else becomes `Invalid` (the value is
-//! consumed and skipped, not kept). Whether an object is usable is decided afterwards, in
-//! [`to_record`](super::events), where a bad object is counted and skipped with its namespace/name.
-//! `managedFields`, annotations and labels are never decoded.
+//! consumed and skipped, not kept). Whether an object is usable is decided right after its fields, by
+//! [`normalise`], which builds the record or names the bad field; the source counts and skips a bad object
+//! with its namespace/name. `managedFields`, annotations and labels are never decoded.
 //!
-//! The values that become label-like [`Sym`]s in the record (namespace and kind of the object an Event is
-//! about, apiVersion, reason, type, the reporting component) are interned while decoding, straight from the
+//! The values that become label-like [`Sym`]s in the record (the Event's namespace, namespace and kind of the
+//! object it is about, apiVersion, reason, type, the reporting component) are interned while decoding, straight from the
 //! text serde_json hands out: a repeated value costs a hash lookup instead of a `String` that normalising
 //! would intern and drop again (allocation was the largest cost in a profile of the list path).
 
@@ -17,12 +17,14 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use jiff::Timestamp;
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use kube::core::{ApiResource, DynamicObject};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::record::{Interner, Sym};
+use super::events::{Invalid, normalise};
+use super::watch::Versioned;
+use crate::record::{EventApi, EventRecord, Interner, Sym};
 
 /// Distinct values the decode-time interner remembers per thread (past it, values are still returned, just
 /// not shared); the same bound the source's own interner has.
@@ -218,7 +220,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
 #[serde(default, rename_all = "camelCase")]
 pub struct LeanMeta {
     pub name: Field<String>,
-    pub namespace: Field<String>,
+    pub namespace: Field<Sym>,
     pub uid: Field<String>,
     pub resource_version: Field<String>,
     pub creation_timestamp: Field<Timestamp>,
@@ -257,7 +259,6 @@ pub struct LeanSeries {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EventFields {
-    /// Taken out into [`LeanEvent::metadata`] after decoding.
     pub metadata: Nested<LeanMeta>,
     #[serde(alias = "regarding")]
     pub involved_object: Nested<LeanObjectRef>,
@@ -284,58 +285,52 @@ pub struct EventFields {
     pub reporting_instance: Field<String>,
 }
 
-/// An Event as herald decodes it. `A` marks the API (and URL) it was read from.
+/// An Event as herald decodes it: normalised into its record while it is decoded (or found unusable), so
+/// that a list page or watch line carries the record on, not the decoded fields (several times its size,
+/// moved from the page to the watch's queue to the source). `A` marks the API (and URL) it was read from.
 #[derive(Debug, Clone)]
 pub struct LeanEvent<A> {
-    /// Only name, namespace, uid, resourceVersion and creationTimestamp are filled (kube needs the
-    /// resourceVersion to resume watches).
-    pub metadata: ObjectMeta,
-    /// True when `metadata` itself had a wrong type somewhere.
-    pub metadata_invalid: bool,
-    pub fields: EventFields,
+    decoded: Result<Box<EventRecord>, Box<Invalid>>,
     api: PhantomData<A>,
 }
 
-impl<'de, A> Deserialize<'de> for LeanEvent<A> {
+impl<A> LeanEvent<A> {
+    /// The record, or which field makes the object unusable.
+    pub fn into_record(self) -> Result<Box<EventRecord>, Box<Invalid>> {
+        self.decoded
+    }
+
+    /// The identity occurrences are tracked by: the UID (borrowed, no copy per Event), or namespace/name when
+    /// a malformed object has none.
+    pub fn key(&self) -> Cow<'_, str> {
+        let (namespace, name, uid) = match &self.decoded {
+            Ok(r) => (&*r.namespace, &*r.name, &*r.uid),
+            Err(i) => (&*i.namespace, &*i.name, &*i.uid),
+        };
+        if uid.is_empty() {
+            Cow::Owned(format!("{namespace}/{name}"))
+        } else {
+            Cow::Borrowed(uid)
+        }
+    }
+}
+
+impl<A> Versioned for LeanEvent<A> {
+    fn resource_version(&self) -> Option<&str> {
+        let version = match &self.decoded {
+            Ok(r) => &*r.resource_version,
+            Err(i) => &*i.resource_version,
+        };
+        Some(version).filter(|v| !v.is_empty())
+    }
+}
+
+impl<'de, A: EventsApiMarker> Deserialize<'de> for LeanEvent<A> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // No `#[serde(flatten)]`: it would buffer every unknown key (managedFields included) before decoding.
-        let mut fields = EventFields::deserialize(d)?;
-        let (meta, mut invalid) = match std::mem::take(&mut fields.metadata).0 {
-            Field::Value(m) => (m, false),
-            Field::Invalid => (LeanMeta::default(), true),
-            Field::Missing | Field::Null => (LeanMeta::default(), false),
-        };
-        let mut take = |f: Field<String>| match f {
-            Field::Value(v) => Some(v),
-            Field::Invalid => {
-                invalid = true;
-                None
-            }
-            Field::Missing | Field::Null => None,
-        };
-        let name = take(meta.name);
-        let namespace = take(meta.namespace);
-        let uid = take(meta.uid);
-        let resource_version = take(meta.resource_version);
-        let creation_timestamp = match meta.creation_timestamp {
-            Field::Value(t) => Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)),
-            Field::Invalid => {
-                invalid = true;
-                None
-            }
-            _ => None,
-        };
+        let fields = EventFields::deserialize(d)?;
         Ok(LeanEvent {
-            metadata: ObjectMeta {
-                name,
-                namespace,
-                uid,
-                resource_version,
-                creation_timestamp,
-                ..ObjectMeta::default()
-            },
-            metadata_invalid: invalid,
-            fields,
+            decoded: normalise(fields, A::API).map(Box::new),
             api: PhantomData,
         })
     }
@@ -348,73 +343,85 @@ pub struct CoreV1;
 #[derive(Debug, Clone, Copy)]
 pub struct EventsV1;
 
-/// The group/version/plural of an Events API, for kube's URL building.
+/// The group and version of an Events API.
 pub trait EventsApiMarker: Clone + fmt::Debug + Send + Sync + 'static {
     const GROUP: &'static str;
     const VERSION: &'static str;
     /// Metric label for this resource (`events`, `events.events.k8s.io`).
     const RESOURCE: &'static str;
+    /// The record's [`EventApi`].
+    const API: EventApi;
 }
 
 impl EventsApiMarker for CoreV1 {
     const GROUP: &'static str = "";
     const VERSION: &'static str = "v1";
     const RESOURCE: &'static str = "events";
+    const API: EventApi = EventApi::CoreV1;
 }
 
 impl EventsApiMarker for EventsV1 {
     const GROUP: &'static str = "events.k8s.io";
     const VERSION: &'static str = "v1";
     const RESOURCE: &'static str = "events.events.k8s.io";
+    const API: EventApi = EventApi::EventsV1;
 }
 
-impl<A: EventsApiMarker> kube::Resource for LeanEvent<A> {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("Event")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed(A::GROUP)
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed(A::VERSION)
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("events")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+/// The URL of the Events of API `A` in `namespace` (all namespaces when `None`), as kube builds it.
+pub fn events_url<A: EventsApiMarker>(namespace: Option<&str>) -> String {
+    let resource = ApiResource {
+        group: A::GROUP.to_string(),
+        version: A::VERSION.to_string(),
+        api_version: A::API.api_version().to_string(),
+        kind: "Event".to_string(),
+        plural: "events".to_string(),
+    };
+    DynamicObject::url_path(&resource, namespace)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    type Ev = LeanEvent<CoreV1>;
-
     #[test]
     fn wrong_types_become_invalid_not_errors() {
-        let ev: Ev = serde_json::from_str(
+        let f: EventFields = serde_json::from_str(
             r#"{"metadata":{"name":"a","namespace":"n","resourceVersion":"5","uid":7},
                 "involvedObject":"Pod","reason":["x"],"count":"three","message":{"a":1},
                 "type":null,"managedFields":[{"x":1}],"firstTimestamp":"yesterday"}"#,
         )
         .unwrap();
-        assert_eq!(ev.metadata.name.as_deref(), Some("a"));
-        assert_eq!(ev.metadata.resource_version.as_deref(), Some("5"));
-        assert!(ev.metadata_invalid);
-        assert!(ev.fields.involved_object.0.is_invalid());
-        assert!(ev.fields.reason.is_invalid());
-        assert!(ev.fields.count.is_invalid());
-        assert!(ev.fields.message.is_invalid());
-        assert_eq!(ev.fields.type_, Field::Null);
-        assert!(ev.fields.first_timestamp.is_invalid());
+        let Field::Value(meta) = f.metadata.0 else {
+            panic!("metadata not decoded")
+        };
+        assert_eq!(meta.name, Field::Value("a".to_string()));
+        assert_eq!(meta.resource_version, Field::Value("5".to_string()));
+        assert!(meta.uid.is_invalid());
+        assert!(f.involved_object.0.is_invalid());
+        assert!(f.reason.is_invalid());
+        assert!(f.count.is_invalid());
+        assert!(f.message.is_invalid());
+        assert_eq!(f.type_, Field::Null);
+        assert!(f.first_timestamp.is_invalid());
+    }
+
+    #[test]
+    fn an_unusable_object_keeps_its_identity() {
+        let ev: LeanEvent<CoreV1> = serde_json::from_str(
+            r#"{"metadata":{"name":"a","namespace":"n","resourceVersion":"5","uid":"u-1"},"count":"three"}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.key(), "u-1");
+        assert_eq!(ev.resource_version(), Some("5"));
+        let invalid = ev.into_record().unwrap_err();
+        assert_eq!(
+            (invalid.reason, invalid.field),
+            ("missing_field", "involvedObject")
+        );
+        let ev: LeanEvent<CoreV1> =
+            serde_json::from_str(r#"{"metadata":{"name":"a","namespace":"n","uid":5}}"#).unwrap();
+        assert_eq!(ev.key(), "n/a", "no usable UID: namespace/name");
+        assert_eq!(ev.resource_version(), None);
     }
 
     #[test]
@@ -425,9 +432,9 @@ mod tests {
                 r#"{{"metadata":{{"name":"a","namespace":"n"}},"involvedObject":{{"kind":"Pod"}},"reason":"{reason}","type":"Warning"}}"#
             )
         };
-        let a: Ev = serde_json::from_str(&json("BackOff")).unwrap();
-        let b: Ev = serde_json::from_str(&json("BackOff")).unwrap();
-        let (Field::Value(ra), Field::Value(rb)) = (&a.fields.reason, &b.fields.reason) else {
+        let a: EventFields = serde_json::from_str(&json("BackOff")).unwrap();
+        let b: EventFields = serde_json::from_str(&json("BackOff")).unwrap();
+        let (Field::Value(ra), Field::Value(rb)) = (&a.reason, &b.reason) else {
             panic!("reason not decoded")
         };
         assert_eq!(&**ra, "BackOff");
@@ -435,36 +442,36 @@ mod tests {
             std::sync::Arc::ptr_eq(ra, rb),
             "one allocation per distinct value"
         );
-        let c: Ev = serde_json::from_str(&json(&long)).unwrap();
+        let c: EventFields = serde_json::from_str(&json(&long)).unwrap();
         assert_eq!(
-            c.fields.reason,
+            c.reason,
             Field::Value(Sym::from(&long[..Interner::MAX_BYTES]))
         );
     }
 
     #[test]
     fn a_list_with_one_bad_object_still_decodes() {
-        let list: kube::core::ObjectList<Ev> = serde_json::from_str(
+        let list: kube::core::ObjectList<LeanEvent<CoreV1>> = serde_json::from_str(
             r#"{"apiVersion":"v1","kind":"EventList","metadata":{"resourceVersion":"9"},"items":[
-                {"metadata":{"name":"good","namespace":"n"},"reason":"Started","count":2},
+                {"metadata":{"name":"good","namespace":"n"},"involvedObject":{"kind":"Pod"},"reason":"Started","count":2},
                 {"metadata":{"name":"bad","namespace":"n"},"involvedObject":[1,2],"count":{"x":[]}}]}"#,
         )
         .unwrap();
-        assert_eq!(list.items.len(), 2);
-        assert_eq!(list.items[0].fields.count, Field::Value(2));
-        assert!(list.items[1].fields.count.is_invalid());
+        let mut items = list.items.into_iter().map(LeanEvent::into_record);
+        assert_eq!(items.next().unwrap().unwrap().count, 2);
+        let bad = items.next().unwrap().unwrap_err();
+        assert_eq!((bad.field, &*bad.name), ("involvedObject", "bad"));
     }
 
     #[test]
     fn events_v1_names_decode_into_the_same_fields() {
-        let ev: LeanEvent<EventsV1> = serde_json::from_str(
+        let f: EventFields = serde_json::from_str(
             r#"{"metadata":{"name":"a","namespace":"n"},"regarding":{"kind":"Pod","name":"p"},
                 "note":"hello","reportingController":"kubelet","deprecatedCount":4,
                 "deprecatedSource":{"component":"kubelet","host":"node-1"},
                 "eventTime":"2021-12-28T09:31:27.123456Z","series":{"count":7,"lastObservedTime":"2021-12-28T09:40:00.000001Z"}}"#,
         )
         .unwrap();
-        let f = ev.fields;
         let regarding = match f.involved_object.0 {
             Field::Value(r) => r,
             other => panic!("{other:?}"),

@@ -1,28 +1,29 @@
 //! The Event source: watches core/v1 or events.k8s.io/v1 Events and puts one record per new occurrence (or
 //! batch of occurrences) on the ingest ring.
 //!
-//! Normalising happens here, once: both APIs become the same [`EventRecord`], repeated strings are interned,
-//! counts become occurrence deltas ([`Accounting`]). Objects that carry no new occurrence (a baseline listing,
+//! Normalising happens once, while each object is decoded ([`normalise`], called by [`LeanEvent`]'s
+//! `Deserialize`): both APIs become the same [`EventRecord`] and repeated strings are interned. Here, counts
+//! become occurrence deltas ([`Accounting`]). Objects that carry no new occurrence (a baseline listing,
 //! a delete, an update that did not raise the count) never enter the pipeline. A malformed object is counted
 //! in `herald_invalid_objects_total`, logged once per kind of problem with its namespace/name, and skipped.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::Client;
-use kube::api::Api;
 use metrics::{Counter, Gauge};
 use tokio_util::sync::CancellationToken;
 
 use super::accounting::Accounting;
-use super::decode::{self, EventsApiMarker, Field, LeanEvent, LeanObjectRef};
+use super::decode::{
+    self, EventFields, EventsApiMarker, Field, LeanEvent, LeanMeta, LeanObjectRef,
+};
 use super::watch::{Step, WatchSettings, Watcher};
 use crate::checkpoint::{Acks, Barrier, EventWatch};
 use crate::config::{EventSourceConfig, EventsApi, Scope};
 use crate::health::Health;
-use crate::record::{Change, EventApi, EventRecord, Interner, ObjectRef, Record, Sym};
+use crate::record::{Change, EventApi, EventRecord, ObjectRef, Record, Sym};
 use crate::ring::Ring;
 use crate::telemetry::{self, Telemetry};
 
@@ -35,6 +36,9 @@ pub struct Invalid {
     pub field: &'static str,
     pub namespace: String,
     pub name: String,
+    /// The object's identity, kept so that an unusable object is still tracked and forgotten like any other.
+    pub uid: String,
+    pub resource_version: String,
 }
 
 /// What every Event watch needs from the agent.
@@ -156,17 +160,6 @@ pub fn spawn(
         .collect()
 }
 
-/// Which [`EventApi`] a marker stands for.
-trait Normalise: EventsApiMarker {
-    const API: EventApi;
-}
-impl Normalise for decode::CoreV1 {
-    const API: EventApi = EventApi::CoreV1;
-}
-impl Normalise for decode::EventsV1 {
-    const API: EventApi = EventApi::EventsV1;
-}
-
 struct SourceMetrics {
     tracked: Gauge,
     evictions: Counter,
@@ -184,7 +177,7 @@ struct WatchCheckpoint {
     acks: Arc<Acks>,
 }
 
-async fn run<A: Normalise>(
+async fn run<A: EventsApiMarker>(
     namespace: Option<String>,
     settings: WatchSettings,
     cfg: EventSourceConfig,
@@ -192,12 +185,9 @@ async fn run<A: Normalise>(
     health: Arc<crate::health::SourceHealth>,
     checkpoint: WatchCheckpoint,
 ) {
-    let api: Api<LeanEvent<A>> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    let mut watcher = Watcher::new(
-        api,
+    let mut watcher = Watcher::<LeanEvent<A>>::new(
+        ctx.client.clone(),
+        decode::events_url::<A>(namespace.as_deref()),
         settings,
         A::RESOURCE,
         &ctx.telemetry,
@@ -220,7 +210,6 @@ async fn run<A: Normalise>(
         truncated: t.counter(telemetry::MESSAGES_TRUNCATED, &[("resource", resource)]),
     };
     let mut accounting = Accounting::new(cfg.startup, cfg.max_tracked_objects);
-    let mut interner = Interner::new(50_000);
     let mut reported_evictions = 0;
     let mut last_event_time = None;
     if let Some(saved) = &checkpoint.restored {
@@ -291,7 +280,7 @@ async fn run<A: Normalise>(
                 continue;
             }
             Step::Deleted(object) => {
-                accounting.forget(&object_key(&object));
+                accounting.forget(&object.key());
                 metrics.tracked.set(accounting.len() as f64);
                 continue;
             }
@@ -299,8 +288,8 @@ async fn run<A: Normalise>(
             Step::Added(object) => (object, Change::Added),
             Step::Modified(object) => (object, Change::Modified),
         };
-        let key = accounting.key_of(&object_key(&object));
-        let mut record = match normalise(object, A::API, &mut interner) {
+        let key = accounting.key_of(&object.key());
+        let mut record = match object.into_record() {
             Ok(mut record) => {
                 if truncate_message(&mut record.message, cfg.max_message_bytes) {
                     record.truncated = true;
@@ -335,7 +324,7 @@ async fn run<A: Normalise>(
         last_event_time = last_event_time.max(record.timestamp());
         if ctx
             .ingest
-            .push(Arc::new(Record::Event(record)))
+            .push(Arc::new(Record::Event(*record)))
             .await
             .is_err()
         {
@@ -344,20 +333,6 @@ async fn run<A: Normalise>(
         if change != Change::Listed {
             metrics.tracked.set(accounting.len() as f64);
         }
-    }
-}
-
-/// The identity occurrences are tracked by: the UID (borrowed, no copy per Event), or namespace/name when a
-/// malformed object has none.
-fn object_key<A>(object: &LeanEvent<A>) -> Cow<'_, str> {
-    let m = &object.metadata;
-    match m.uid.as_deref() {
-        Some(uid) if !uid.is_empty() => Cow::Borrowed(uid),
-        _ => Cow::Owned(format!(
-            "{}/{}",
-            m.namespace.as_deref().unwrap_or_default(),
-            m.name.as_deref().unwrap_or_default()
-        )),
     }
 }
 
@@ -406,27 +381,48 @@ fn log_truncated_once(resource: &'static str, record: &EventRecord, max: usize) 
     });
 }
 
-/// Build the record from a decoded object, or say which field makes it unusable.
-pub fn normalise<A>(
-    object: LeanEvent<A>,
-    api: EventApi,
-    interner: &mut Interner,
-) -> Result<EventRecord, Invalid> {
-    let LeanEvent {
-        metadata,
-        metadata_invalid,
-        fields,
-        ..
-    } = object;
-    let namespace = metadata.namespace.unwrap_or_default();
-    let name = metadata.name.unwrap_or_default();
-    let fail = |reason: &'static str, field: &'static str| Invalid {
-        reason,
-        field,
-        namespace: namespace.clone(),
-        name: name.clone(),
+/// Build the record from an object's decoded fields, or say which field makes it unusable. Runs while the
+/// object is decoded ([`LeanEvent`]'s `Deserialize`), so what travels from the page or line to the source is
+/// the record, not the fields it came from.
+pub fn normalise(fields: EventFields, api: EventApi) -> Result<EventRecord, Box<Invalid>> {
+    let (metadata, metadata_invalid) = match fields.metadata.0 {
+        Field::Value(m) => (m, false),
+        Field::Invalid => (LeanMeta::default(), true),
+        Field::Missing | Field::Null => (LeanMeta::default(), false),
     };
-    if metadata_invalid {
+    // What identifies the object even when it is unusable: the source forgets or tracks it by these, and a
+    // watch resumes from its resourceVersion.
+    let text = |f: Field<String>| match f {
+        Field::Value(v) => (v, false),
+        Field::Invalid => (String::new(), true),
+        Field::Missing | Field::Null => (String::new(), false),
+    };
+    let (name, bad_name) = text(metadata.name);
+    let (uid, bad_uid) = text(metadata.uid);
+    let (resource_version, bad_version) = text(metadata.resource_version);
+    let (namespace, bad_namespace) = match metadata.namespace {
+        Field::Value(v) => (v, false),
+        Field::Invalid => (decode::intern(""), true),
+        Field::Missing | Field::Null => (decode::intern(""), false),
+    };
+    let creation_timestamp = metadata.creation_timestamp;
+    let fail = |reason: &'static str, field: &'static str| {
+        Box::new(Invalid {
+            reason,
+            field,
+            namespace: namespace.to_string(),
+            name: name.clone(),
+            uid: uid.clone(),
+            resource_version: resource_version.clone(),
+        })
+    };
+    if metadata_invalid
+        || bad_name
+        || bad_uid
+        || bad_version
+        || bad_namespace
+        || creation_timestamp.is_invalid()
+    {
         return Err(fail("wrong_type", "metadata"));
     }
     if name.is_empty() {
@@ -445,7 +441,7 @@ pub fn normalise<A>(
         EventApi::EventsV1 => "regarding",
     };
     let regarding = match fields.involved_object.0 {
-        Field::Value(r) => object_ref(r, interner).map_err(|f| fail("wrong_type", f))?,
+        Field::Value(r) => object_ref(r).map_err(|f| fail("wrong_type", f))?,
         Field::Invalid => return Err(fail("wrong_type", involved_name)),
         // events.k8s.io/v1 makes `regarding` optional; core/v1 requires involvedObject.
         Field::Missing | Field::Null if api == EventApi::CoreV1 => {
@@ -454,7 +450,7 @@ pub fn normalise<A>(
         Field::Missing | Field::Null => ObjectRef::default(),
     };
     let related = match fields.related.0 {
-        Field::Value(r) => Some(object_ref(r, interner).map_err(|f| fail("wrong_type", f))?),
+        Field::Value(r) => Some(object_ref(r).map_err(|f| fail("wrong_type", f))?),
         Field::Invalid => return Err(fail("wrong_type", "related")),
         Field::Missing | Field::Null => None,
     };
@@ -491,14 +487,14 @@ pub fn normalise<A>(
         .map_or(1, |c| u32::try_from(c).unwrap_or(u32::MAX));
     // Interned while decoding (`decode::intern`); only absent values are interned here.
     let reporting = get!(fields.reporting_component, "reportingComponent")
-        .unwrap_or_else(|| interner.intern(""));
+        .unwrap_or_else(|| decode::intern(""));
     let component = if reporting.is_empty() {
-        source_component.unwrap_or_else(|| interner.intern(""))
+        source_component.unwrap_or_else(|| decode::intern(""))
     } else {
         reporting.clone()
     };
-    let reason = get!(fields.reason, "reason").unwrap_or_else(|| interner.intern(""));
-    let type_ = get!(fields.type_, "type").unwrap_or_else(|| interner.intern(""));
+    let reason = get!(fields.reason, "reason").unwrap_or_else(|| decode::intern(""));
+    let type_ = get!(fields.type_, "type").unwrap_or_else(|| decode::intern(""));
     let reporting_instance =
         get!(fields.reporting_instance, "reportingInstance").unwrap_or_default();
     let action = get!(fields.action, "action").unwrap_or_default();
@@ -509,11 +505,11 @@ pub fn normalise<A>(
     Ok(EventRecord {
         api,
         change: Change::Listed,
-        namespace: interner.intern(&namespace),
+        namespace,
         // Moved, not copied: nothing can fail past this point.
         name: name.into_boxed_str(),
-        uid: metadata.uid.unwrap_or_default().into(),
-        resource_version: metadata.resource_version.unwrap_or_default().into(),
+        uid: uid.into_boxed_str(),
+        resource_version: resource_version.into_boxed_str(),
         regarding,
         related,
         reason,
@@ -534,7 +530,7 @@ pub fn normalise<A>(
         event_time,
         first_timestamp,
         last_timestamp,
-        creation_timestamp: metadata.creation_timestamp.map(|t| t.0),
+        creation_timestamp: creation_timestamp.get().unwrap_or_default(),
         observed: Timestamp::now(),
         decoded_at: Instant::now(),
         severity: crate::record::Severity::Info,
@@ -545,12 +541,12 @@ pub fn normalise<A>(
     })
 }
 
-fn object_ref(r: LeanObjectRef, interner: &mut Interner) -> Result<ObjectRef, &'static str> {
+fn object_ref(r: LeanObjectRef) -> Result<ObjectRef, &'static str> {
     let s = |f: Field<String>, name: &'static str| f.get().map_err(|_| name);
     // kind, apiVersion and namespace arrive interned (`decode::intern`).
-    let mut sym = |f: Field<Sym>, name: &'static str| {
+    let sym = |f: Field<Sym>, name: &'static str| {
         f.get()
-            .map(|v| v.unwrap_or_else(|| interner.intern("")))
+            .map(|v| v.unwrap_or_else(|| decode::intern("")))
             .map_err(|_| name)
     };
     Ok(ObjectRef {
@@ -572,9 +568,9 @@ fn object_ref(r: LeanObjectRef, interner: &mut Interner) -> Result<ObjectRef, &'
 mod tests {
     use super::*;
 
-    fn core(json: &str) -> Result<EventRecord, Invalid> {
+    fn core(json: &str) -> Result<EventRecord, Box<Invalid>> {
         let ev: LeanEvent<decode::CoreV1> = serde_json::from_str(json).unwrap();
-        normalise(ev, EventApi::CoreV1, &mut Interner::new(100))
+        ev.into_record().map(|r| *r)
     }
 
     #[test]
@@ -666,7 +662,7 @@ mod tests {
                 "deprecatedCount":3,"deprecatedSource":{"component":"x","host":"h"}}"#,
         )
         .unwrap();
-        let r = normalise(ev, EventApi::EventsV1, &mut Interner::new(10)).unwrap();
+        let r = ev.into_record().unwrap();
         assert_eq!(&*r.regarding.kind, "Node");
         assert_eq!(r.message, "m");
         assert_eq!(&*r.component, "node-controller");

@@ -416,7 +416,8 @@ async fn watch(
     let checkpoint_path = scope.checkpoint_path(resource);
     let resumed = checkpoint_path.as_deref().and_then(load_checkpoint);
     let mut watcher = Watcher::new(
-        api,
+        api.clone().into_client(),
+        api.resource_url().to_string(),
         settings,
         label(resource),
         &ctx.telemetry,

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use kube::Resource;
-use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use metrics::{Counter, Gauge};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -171,9 +170,22 @@ impl WatchMetrics {
 /// Why a watch was opened again: `herald_watch_restarts_total{reason}`.
 const RESTART_REASONS: [&str; 5] = ["timeout", "closed", "error", "expired", "stalled"];
 
-/// One list+watch over an `Api<K>`.
-pub struct Watcher<K: Resource + Clone + DeserializeOwned + Debug + Send + 'static> {
-    api: Api<K>,
+/// What the watch reads of the objects it hands out.
+pub trait Versioned {
+    /// `metadata.resourceVersion`: where a watch resumes after this object.
+    fn resource_version(&self) -> Option<&str>;
+}
+
+impl Versioned for kube::core::DynamicObject {
+    fn resource_version(&self) -> Option<&str> {
+        self.metadata.resource_version.as_deref()
+    }
+}
+
+/// One list+watch of the collection at a URL.
+pub struct Watcher<K: Versioned + Clone + DeserializeOwned + Debug + Send + 'static> {
+    /// The collection's path, as kube's `Api::resource_url` gives it.
+    url: String,
     client: kube::Client,
     settings: WatchSettings,
     state: State<K>,
@@ -190,10 +202,11 @@ pub struct Watcher<K: Resource + Clone + DeserializeOwned + Debug + Send + 'stat
 
 impl<K> Watcher<K>
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Versioned + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     pub fn new(
-        api: Api<K>,
+        client: kube::Client,
+        url: String,
         settings: WatchSettings,
         resource: &'static str,
         telemetry: &Arc<Telemetry>,
@@ -201,8 +214,8 @@ where
         shutdown: CancellationToken,
     ) -> Watcher<K> {
         Watcher {
-            client: api.clone().into_client(),
-            api,
+            client,
+            url,
             settings,
             state: State::List {
                 continue_token: None,
@@ -301,9 +314,8 @@ where
         if let Some(token) = &continue_token {
             params = params.continue_token(token);
         }
-        let url = self.api.resource_url();
         let result = tokio::select! {
-            r = list_page_lossy::<K>(&self.client, url, &params) => r,
+            r = list_page_lossy::<K>(&self.client, &self.url, &params) => r,
             _ = self.shutdown.cancelled() => return,
         };
         match result {
@@ -369,9 +381,8 @@ where
         if let Some(selector) = &self.settings.field_selector {
             params = params.fields(selector);
         }
-        let url = self.api.resource_url();
         let result = tokio::select! {
-            r = open_lines(&self.client, url, &params, &resource_version) => r,
+            r = open_lines(&self.client, &self.url, &params, &resource_version) => r,
             _ = self.shutdown.cancelled() => {
                 self.state = State::Open { resource_version };
                 return;
@@ -449,29 +460,17 @@ where
         let step = match item {
             Some(Ok(Line::Event(WatchEvent::Added(obj)))) => {
                 self.metrics.added.increment(1);
-                resource_version = obj
-                    .meta()
-                    .resource_version
-                    .clone()
-                    .unwrap_or(resource_version);
+                advance(&mut resource_version, &obj);
                 Some(Step::Added(obj))
             }
             Some(Ok(Line::Event(WatchEvent::Modified(obj)))) => {
                 self.metrics.modified.increment(1);
-                resource_version = obj
-                    .meta()
-                    .resource_version
-                    .clone()
-                    .unwrap_or(resource_version);
+                advance(&mut resource_version, &obj);
                 Some(Step::Modified(obj))
             }
             Some(Ok(Line::Event(WatchEvent::Deleted(obj)))) => {
                 self.metrics.deleted.increment(1);
-                resource_version = obj
-                    .meta()
-                    .resource_version
-                    .clone()
-                    .unwrap_or(resource_version);
+                advance(&mut resource_version, &obj);
                 Some(Step::Deleted(obj))
             }
             Some(Ok(Line::Event(WatchEvent::Bookmark(bookmark)))) => {
@@ -595,6 +594,14 @@ fn warn_once_undecodable(resource: &'static str, error: &serde_json::Error) {
     if !seen.contains(&(resource, problem)) {
         seen.push((resource, problem));
         tracing::warn!(resource, problem, %error, "skipping an undecodable watch line (counted in herald_invalid_objects_total{{reason=\"undecodable\"}}; logged once per kind of problem)");
+    }
+}
+
+/// Move the watch's position to `object`'s resourceVersion, in place: no allocation per line.
+fn advance(resource_version: &mut String, object: &impl Versioned) {
+    if let Some(version) = object.resource_version() {
+        resource_version.clear();
+        resource_version.push_str(version);
     }
 }
 

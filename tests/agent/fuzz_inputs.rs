@@ -21,9 +21,8 @@ use std::sync::OnceLock;
 
 use common::{fixture_objects, fixtures};
 use herald::config::{Config, DEFAULT_CONFIG_YAML};
-use herald::record::{EventApi, Interner};
-use herald::source::decode::{CoreV1, EventsV1, LeanEvent};
-use herald::source::events::normalise;
+use herald::record::EventApi;
+use herald::source::decode::{CoreV1, EventsApiMarker, EventsV1, LeanEvent};
 use herald::source::vm_lifecycle::{self, VmResource};
 use herald::source::watch::{Line, decode_line};
 use kube::api::{DynamicObject, WatchEvent};
@@ -425,7 +424,7 @@ fn check_event(bytes: &[u8], still_json: Option<&Value>) {
     check_event_api::<EventsV1>(bytes, EventApi::EventsV1, still_json);
 }
 
-fn check_event_api<A>(bytes: &[u8], api: EventApi, still_json: Option<&Value>) {
+fn check_event_api<A: EventsApiMarker>(bytes: &[u8], api: EventApi, still_json: Option<&Value>) {
     match serde_json::from_slice::<LeanEvent<A>>(bytes) {
         Ok(ev) => check_normalised(ev, api),
         Err(e) => {
@@ -442,9 +441,9 @@ fn check_event_api<A>(bytes: &[u8], api: EventApi, still_json: Option<&Value>) {
 }
 
 fn check_normalised<A>(ev: LeanEvent<A>, api: EventApi) {
-    let mut interner = Interner::new(64);
-    match normalise(ev, api, &mut interner) {
+    match ev.into_record() {
         Ok(r) => {
+            assert_eq!(r.api, api);
             assert!(!r.name.is_empty() && !r.namespace.is_empty());
             assert!(r.count >= 1);
         }

@@ -12,22 +12,20 @@ use common::fixtures::project_fixture;
 use common::{fixture_objects, fixtures};
 
 use herald::config::StartupPolicy;
-use herald::record::{EventApi, EventRecord, Interner};
+use herald::record::{EventApi, EventRecord};
 use herald::source::accounting::Accounting;
 use herald::source::decode::{CoreV1, EventsV1, LeanEvent};
-use herald::source::events::normalise;
 
 fn record(value: serde_json::Value) -> EventRecord {
-    let mut interner = Interner::new(100);
     let api_version = value["apiVersion"].as_str().unwrap_or("v1").to_string();
     let result = if api_version == "events.k8s.io/v1" {
         let ev: LeanEvent<EventsV1> = serde_json::from_value(value).unwrap();
-        normalise(ev, EventApi::EventsV1, &mut interner)
+        ev.into_record()
     } else {
         let ev: LeanEvent<CoreV1> = serde_json::from_value(value).unwrap();
-        normalise(ev, EventApi::CoreV1, &mut interner)
+        ev.into_record()
     };
-    result.unwrap_or_else(|e| panic!("fixture object rejected: {e}"))
+    *result.unwrap_or_else(|e| panic!("fixture object rejected: {e}"))
 }
 
 fn load_project(file: &str) -> Vec<EventRecord> {

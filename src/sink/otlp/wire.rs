@@ -224,12 +224,9 @@ mod tests {
     /// Every Event of the project's fixtures, decoded and normalised as the source does, one batch.
     #[test]
     fn same_message_on_every_fixture() {
-        use crate::record::{EventApi, Interner};
         use crate::source::decode::{CoreV1, EventsV1, LeanEvent};
-        use crate::source::events::normalise;
 
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
-        let mut interner = Interner::new(1000);
         let mut records = Vec::new();
         let mut files = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -249,12 +246,12 @@ mod tests {
             for object in objects {
                 let r = if api_version == "events.k8s.io/v1" {
                     let ev: LeanEvent<EventsV1> = serde_json::from_value(object).unwrap();
-                    normalise(ev, EventApi::EventsV1, &mut interner)
+                    ev.into_record()
                 } else {
                     let ev: LeanEvent<CoreV1> = serde_json::from_value(object).unwrap();
-                    normalise(ev, EventApi::CoreV1, &mut interner)
+                    ev.into_record()
                 };
-                records.push(r.unwrap_or_else(|e| panic!("{}: {e:?}", path.display())));
+                records.push(*r.unwrap_or_else(|e| panic!("{}: {e:?}", path.display())));
             }
         }
         assert!(
