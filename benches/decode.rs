@@ -20,10 +20,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use herald::record::EventRecord;
+use herald::record::Record;
 use herald::source::decode::{CoreV1, EventFields, EventsApiMarker, EventsV1, LeanEvent};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::api::events::v1::Event as EventsV1Event;
@@ -77,7 +78,7 @@ fn lean(json: &str) -> EventFields {
 }
 
 /// The lean decode and normalising, as the source decodes an object: its record.
-fn lean_normalise<A: EventsApiMarker>(json: &str) -> Box<EventRecord> {
+fn lean_normalise<A: EventsApiMarker>(json: &str) -> Arc<Record> {
     let event: LeanEvent<A> = serde_json::from_str(json).expect("a lean Event");
     event.into_record().expect("a valid Event")
 }

@@ -34,9 +34,10 @@ use common::inputs;
 /// nothing is dropped and only the decision path is measured).
 const CHUNK: usize = 2048;
 
-fn to_record(json: &str) -> EventRecord {
+/// One Event object decoded and normalised, as the source does it.
+fn to_record(json: &str) -> Arc<Record> {
     let event: LeanEvent<CoreV1> = serde_json::from_str(json).expect("a core/v1 Event");
-    *event.into_record().expect("a valid Event")
+    event.into_record().expect("a valid Event")
 }
 
 fn decode(c: &mut Criterion) {
@@ -62,7 +63,11 @@ fn decode(c: &mut Criterion) {
 /// The fixture Events as records, in the order the pipeline will see them (cycled).
 fn base_records() -> Vec<EventRecord> {
     let inputs = inputs();
-    inputs.objects.iter().map(|o| to_record(o)).collect()
+    inputs
+        .objects
+        .iter()
+        .map(|o| to_record(o).log_entry().expect("an Event").event.clone())
+        .collect()
 }
 
 /// Time `Pipeline::process` over `iters` records; building the Arcs and draining the sinks is not timed.

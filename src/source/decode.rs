@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::Resource;
@@ -24,7 +25,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::events::{Invalid, normalise};
 use super::watch::Versioned;
-use crate::record::{EventApi, EventRecord, Interner, Sym};
+use crate::record::{EventApi, Interner, Record, Sym};
 
 /// Distinct values the decode-time interner remembers per thread (past it, values are still returned, just
 /// not shared); the same bound the source's own interner has.
@@ -286,42 +287,46 @@ pub struct EventFields {
 }
 
 /// An Event as herald decodes it: normalised into its record while it is decoded (or found unusable), so
-/// that a list page or watch line carries the record on, not the decoded fields (several times its size,
-/// moved from the page to the watch's queue to the source). `A` marks the API (and URL) it was read from.
+/// that a list page or watch line carries a pointer on, not the decoded fields (several times a record's
+/// size, moved from the page to the watch's queue to the source). The record is allocated once, already as
+/// the [`Record`] the rings carry. `A` marks the API (and URL) it was read from.
 #[derive(Debug, Clone)]
 pub struct LeanEvent<A> {
-    decoded: Result<Box<EventRecord>, Box<Invalid>>,
+    /// Always a [`Record::Event`].
+    decoded: Result<Arc<Record>, Box<Invalid>>,
     api: PhantomData<A>,
 }
 
 impl<A> LeanEvent<A> {
-    /// The record, or which field makes the object unusable.
-    pub fn into_record(self) -> Result<Box<EventRecord>, Box<Invalid>> {
+    /// The record, a [`Record::Event`] held by nothing else yet, or which field makes the object unusable.
+    pub fn into_record(self) -> Result<Arc<Record>, Box<Invalid>> {
         self.decoded
+    }
+
+    /// namespace, name, UID and resourceVersion, of the record or of the unusable object.
+    fn identity(&self) -> [&str; 4] {
+        match &self.decoded {
+            Ok(record) => record.log_entry().map_or([""; 4], |e| {
+                let r = e.event;
+                [&r.namespace, &r.name, &r.uid, &r.resource_version]
+            }),
+            Err(i) => [&i.namespace, &i.name, &i.uid, &i.resource_version],
+        }
     }
 
     /// The identity occurrences are tracked by: the UID (borrowed, no copy per Event), or namespace/name when
     /// a malformed object has none.
     pub fn key(&self) -> Cow<'_, str> {
-        let (namespace, name, uid) = match &self.decoded {
-            Ok(r) => (&*r.namespace, &*r.name, &*r.uid),
-            Err(i) => (&*i.namespace, &*i.name, &*i.uid),
-        };
-        if uid.is_empty() {
-            Cow::Owned(format!("{namespace}/{name}"))
-        } else {
-            Cow::Borrowed(uid)
+        match self.identity() {
+            [namespace, name, "", _] => Cow::Owned(format!("{namespace}/{name}")),
+            [_, _, uid, _] => Cow::Borrowed(uid),
         }
     }
 }
 
 impl<A> Versioned for LeanEvent<A> {
     fn resource_version(&self) -> Option<&str> {
-        let version = match &self.decoded {
-            Ok(r) => &*r.resource_version,
-            Err(i) => &*i.resource_version,
-        };
-        Some(version).filter(|v| !v.is_empty())
+        Some(self.identity()[3]).filter(|v| !v.is_empty())
     }
 }
 
@@ -330,7 +335,7 @@ impl<'de, A: EventsApiMarker> Deserialize<'de> for LeanEvent<A> {
         // No `#[serde(flatten)]`: it would buffer every unknown key (managedFields included) before decoding.
         let fields = EventFields::deserialize(d)?;
         Ok(LeanEvent {
-            decoded: normalise(fields, A::API).map(Box::new),
+            decoded: normalise(fields, A::API).map(|r| Arc::new(Record::Event(r))),
             api: PhantomData,
         })
     }
@@ -458,7 +463,8 @@ mod tests {
         )
         .unwrap();
         let mut items = list.items.into_iter().map(LeanEvent::into_record);
-        assert_eq!(items.next().unwrap().unwrap().count, 2);
+        let good = items.next().unwrap().unwrap();
+        assert_eq!(good.log_entry().unwrap().event.count, 2);
         let bad = items.next().unwrap().unwrap_err();
         assert_eq!((bad.field, &*bad.name), ("involvedObject", "bad"));
     }

@@ -289,15 +289,8 @@ async fn run<A: EventsApiMarker>(
             Step::Modified(object) => (object, Change::Modified),
         };
         let key = accounting.key_of(&object.key());
-        let mut record = match object.into_record() {
-            Ok(mut record) => {
-                if truncate_message(&mut record.message, cfg.max_message_bytes) {
-                    record.truncated = true;
-                    metrics.truncated.increment(1);
-                    log_truncated_once(resource, &record, cfg.max_message_bytes);
-                }
-                record
-            }
+        let mut shared = match object.into_record() {
+            Ok(shared) => shared,
             Err(invalid) => {
                 match invalid.reason {
                     "missing_field" => metrics.missing_field.increment(1),
@@ -307,6 +300,15 @@ async fn run<A: EventsApiMarker>(
                 continue;
             }
         };
+        // Held by nothing else yet: make_mut never clones here. Decoding builds Events only.
+        let Record::Event(record) = Arc::make_mut(&mut shared) else {
+            continue;
+        };
+        if truncate_message(&mut record.message, cfg.max_message_bytes) {
+            record.truncated = true;
+            metrics.truncated.increment(1);
+            log_truncated_once(resource, record, cfg.max_message_bytes);
+        }
         let observation = accounting.observe_hash(key, record.count);
         if accounting.evictions() != reported_evictions {
             metrics
@@ -322,12 +324,7 @@ async fn run<A: EventsApiMarker>(
         record.change = change;
         record.watch = checkpoint.index;
         last_event_time = last_event_time.max(record.timestamp());
-        if ctx
-            .ingest
-            .push(Arc::new(Record::Event(*record)))
-            .await
-            .is_err()
-        {
+        if ctx.ingest.push(shared).await.is_err() {
             break;
         }
         if change != Change::Listed {
@@ -570,7 +567,8 @@ mod tests {
 
     fn core(json: &str) -> Result<EventRecord, Box<Invalid>> {
         let ev: LeanEvent<decode::CoreV1> = serde_json::from_str(json).unwrap();
-        ev.into_record().map(|r| *r)
+        ev.into_record()
+            .map(|r| r.log_entry().unwrap().event.clone())
     }
 
     #[test]
@@ -663,6 +661,7 @@ mod tests {
         )
         .unwrap();
         let r = ev.into_record().unwrap();
+        let r = r.log_entry().unwrap().event;
         assert_eq!(&*r.regarding.kind, "Node");
         assert_eq!(r.message, "m");
         assert_eq!(&*r.component, "node-controller");

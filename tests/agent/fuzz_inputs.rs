@@ -442,7 +442,8 @@ fn check_event_api<A: EventsApiMarker>(bytes: &[u8], api: EventApi, still_json: 
 
 fn check_normalised<A>(ev: LeanEvent<A>, api: EventApi) {
     match ev.into_record() {
-        Ok(r) => {
+        Ok(record) => {
+            let r = record.log_entry().expect("an Event record").event;
             assert_eq!(r.api, api);
             assert!(!r.name.is_empty() && !r.namespace.is_empty());
             assert!(r.count >= 1);

@@ -25,7 +25,8 @@ fn record(value: serde_json::Value) -> EventRecord {
         let ev: LeanEvent<CoreV1> = serde_json::from_value(value).unwrap();
         ev.into_record()
     };
-    *result.unwrap_or_else(|e| panic!("fixture object rejected: {e}"))
+    let record = result.unwrap_or_else(|e| panic!("fixture object rejected: {e}"));
+    record.log_entry().expect("an Event record").event.clone()
 }
 
 fn load_project(file: &str) -> Vec<EventRecord> {

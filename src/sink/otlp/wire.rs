@@ -251,7 +251,8 @@ mod tests {
                     let ev: LeanEvent<CoreV1> = serde_json::from_value(object).unwrap();
                     ev.into_record()
                 };
-                records.push(*r.unwrap_or_else(|e| panic!("{}: {e:?}", path.display())));
+                let r = r.unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                records.push(r.log_entry().unwrap().event.clone());
             }
         }
         assert!(
