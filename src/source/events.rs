@@ -527,7 +527,7 @@ pub fn normalise(fields: EventFields, api: EventApi) -> Result<EventRecord, Box<
         event_time,
         first_timestamp,
         last_timestamp,
-        creation_timestamp: creation_timestamp.get().unwrap_or_default(),
+        creation_timestamp: creation_timestamp.get().ok().flatten(),
         observed: Timestamp::now(),
         decoded_at: Instant::now(),
         severity: crate::record::Severity::Info,
