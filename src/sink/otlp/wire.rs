@@ -3,8 +3,8 @@
 //! Why not build the `opentelemetry-proto` message and let prost encode it ([`super::encode::export_request`]):
 //! each record has about 25 attributes, and the message owns every key and value as a `String`, so building it
 //! costs about 50 allocations per record and was the largest cost on herald's hot path (BENCHMARKS.md). Here
-//! keys and values are copied once, from the record into the output, nested messages are written in place
-//! (their lengths filled in after their bodies), and the only allocation per batch is the output. The bytes decode to exactly the message `export_request` builds (a unit
+//! keys and values are copied once, from the record into the output, and the only allocations are the output
+//! and two scratch buffers per batch. The bytes decode to exactly the message `export_request` builds (a unit
 //! test checks it on every Event of the project's fixtures in `tests/fixtures/events/`, and on edge records),
 //! which stays the readable reference of the shape.
 
@@ -38,39 +38,6 @@ fn message(out: &mut Vec<u8>, field: u8, body: &[u8]) {
     tag(out, field, LEN);
     varint(out, body.len() as u64);
     out.extend_from_slice(body);
-}
-
-/// A length-delimited field written in place: its tag, room for the length, then (by the caller) the body;
-/// [`Nested::end`] writes the length. The room is a guess of the length's varint size; a wrong guess moves
-/// the body once, so a good guess keeps every byte of a record written exactly once.
-struct Nested {
-    at: usize,
-    room: usize,
-}
-
-impl Nested {
-    fn begin(out: &mut Vec<u8>, field: u8, room: usize) -> Nested {
-        tag(out, field, LEN);
-        let at = out.len();
-        out.resize(at + room, 0);
-        Nested { at, room }
-    }
-
-    fn end(self, out: &mut Vec<u8>) {
-        let Nested { at, room } = self;
-        let len = (out.len() - at - room) as u64;
-        let size = varint_len(len);
-        if size > room {
-            out.splice(at..at, std::iter::repeat_n(0, size - room));
-        } else if size < room {
-            out.drain(at..at + room - size);
-        }
-        let mut v = len;
-        for byte in &mut out[at..at + size] {
-            *byte = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
-            v >>= 7;
-        }
-    }
 }
 
 /// A proto3 string field: left out when empty, as prost does.
@@ -145,9 +112,11 @@ fn log_record(out: &mut Vec<u8>, entry: LogEntry<'_>) {
     fixed64(out, 11, nanos(r.observed));
 }
 
-/// Scratch kept between batches, so steady-state encoding does not allocate.
+/// Scratch buffers kept between batches, so steady-state encoding does not allocate.
 #[derive(Default)]
 pub struct Encoder {
+    record: Vec<u8>,
+    resource: Vec<u8>,
     members: Vec<Vec<usize>>,
 }
 
@@ -177,26 +146,27 @@ impl Encoder {
         string(&mut scope, 2, shape::SERVICE_VERSION);
 
         let mut out = Vec::with_capacity(records.len() * 1024);
+        let mut scope_logs = Vec::new();
         for members in &self.members[..used] {
             let first = records[members[0]];
-            // ResourceLogs; a batch of 512 records is under 2 MiB, a three-byte length.
-            let resource_logs = Nested::begin(&mut out, 1, 3);
-            let resource = Nested::begin(&mut out, 1, 2);
+            // Resource
+            self.record.clear();
             for (k, v) in shape::object_attributes(first.event) {
-                key_value(&mut out, 1, k, &Value::Str(v));
+                key_value(&mut self.record, 1, k, &Value::Str(v));
             }
-            out.extend_from_slice(&agent);
-            resource.end(&mut out);
-            // ScopeLogs: the scope, then the records (each under 16 KiB unless its message is longer).
-            let scope_logs = Nested::begin(&mut out, 2, 3);
-            message(&mut out, 1, &scope);
+            self.record.extend_from_slice(&agent);
+            self.resource.clear();
+            message(&mut self.resource, 1, &self.record);
+            // ScopeLogs: the scope, then the records.
+            scope_logs.clear();
+            message(&mut scope_logs, 1, &scope);
             for &i in members {
-                let record = Nested::begin(&mut out, 2, 2);
-                log_record(&mut out, records[i]);
-                record.end(&mut out);
+                self.record.clear();
+                log_record(&mut self.record, records[i]);
+                message(&mut scope_logs, 2, &self.record);
             }
-            scope_logs.end(&mut out);
-            resource_logs.end(&mut out);
+            message(&mut self.resource, 2, &scope_logs);
+            message(&mut out, 1, &self.resource);
         }
         out
     }
@@ -225,18 +195,6 @@ mod tests {
         let decoded = ExportLogsServiceRequest::decode(&bytes[..]).unwrap();
         let reference = super::super::encode::export_request(refs.iter().copied(), id);
         assert_eq!(decoded, reference);
-    }
-
-    #[test]
-    fn nested_lengths_of_every_size_land_where_they_belong() {
-        // Records, scopes and resources whose lengths need fewer, as many and more bytes than the room kept.
-        for size in [0, 100, 16_000, 16_400, 3 << 20] {
-            let mut r = EventRecord::for_test("default", "Pod", "a", "Pulled", "Normal");
-            r.message = "m".repeat(size);
-            let other = EventRecord::for_test("kube-system", "Node", "n", "Ready", "Normal");
-            check(std::slice::from_ref(&r), &Identity::default());
-            check(&[r.clone(), other, r], &Identity::default());
-        }
     }
 
     #[test]
