@@ -7,10 +7,11 @@
 //! [`normalise`], which builds the record or names the bad field; the source counts and skips a bad object
 //! with its namespace/name. `managedFields`, annotations and labels are never decoded.
 //!
-//! The values that become label-like [`Sym`]s in the record (the Event's namespace, namespace and kind of the
-//! object it is about, apiVersion, reason, type, the reporting component) are interned while decoding, straight from the
-//! text serde_json hands out: a repeated value costs a hash lookup instead of a `String` that normalising
-//! would intern and drop again (allocation was the largest cost in a profile of the list path).
+//! The values that become label-like [`Sym`]s in the record (the Event's namespace, namespace and kind of
+//! the object it is about, apiVersion, reason, type, the reporting component) are interned while decoding,
+//! straight from the text serde_json hands out: a repeated value costs a hash lookup instead of a `String`
+//! that normalising would intern and drop again (allocation was the largest cost in a profile of the list
+//! path).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -348,7 +349,7 @@ pub struct CoreV1;
 #[derive(Debug, Clone, Copy)]
 pub struct EventsV1;
 
-/// The group and version of an Events API.
+/// What tells the two Events APIs apart: group and version (the URL), metric label and record kind.
 pub trait EventsApiMarker: Clone + fmt::Debug + Send + Sync + 'static {
     const GROUP: &'static str;
     const VERSION: &'static str;
