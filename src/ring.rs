@@ -107,6 +107,18 @@ impl<T> Ring<T> {
 
     /// Push, waiting while the ring is full. Fails only when the ring is closed.
     pub async fn push(&self, mut item: T) -> Result<(), Closed> {
+        // The common case first: a ring with room takes the item without registering a waiter (enabling a
+        // `Notified` takes the `Notify`'s lock and dropping it takes it again: 2-3 % of a list's profile).
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Closed(self.name));
+        }
+        match self.storage().push(item) {
+            Ok(()) => {
+                self.not_empty.notify_one();
+                return Ok(());
+            }
+            Err(back) => item = back,
+        }
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return Err(Closed(self.name));
