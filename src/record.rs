@@ -4,8 +4,6 @@
 //!
 //! Strings that repeat across thousands of Events (namespace, kind, reason, type, component) are interned
 //! ([`Interner`]) so a record holds a pointer, not a copy, and metric handles can be cached by pointer-cheap keys.
-//! The strings of one Event (names, UIDs, resourceVersions, ...) are [`Text`]s, slices of one buffer the
-//! decode fills, so a record costs one allocation for all of them.
 //! Nothing here does I/O; the record is built once by the source and then only read (and redacted) downstream.
 
 use std::sync::Arc;
@@ -14,121 +12,6 @@ use jiff::Timestamp;
 
 /// An interned string: cloning is a reference-count increment.
 pub type Sym = Arc<str>;
-
-/// One of a record's own strings (its name, UID, resourceVersion, the names of the objects it is about):
-/// a slice of a text buffer the record's strings share, read as a `str`.
-///
-/// Decoding an Event copies its strings into one buffer, so a record costs one allocation for all of them
-/// instead of one each: the allocator was the largest cost after the JSON scan in profiles of the Event
-/// path, and each small allocation also costs its own header and rounding. A `Text` made from a string on
-/// its own (a KubeVirt transition's report, a test) has a buffer of its own. Immutable: a field is changed
-/// by replacing it. An empty `Text` holds no buffer.
-#[derive(Clone, Default)]
-pub struct Text {
-    buf: Option<Arc<str>>,
-    start: u32,
-    end: u32,
-}
-
-impl Text {
-    /// `buf[start..end]`, sharing `buf`. Empty or out of range (not a slice of `buf` on character boundaries)
-    /// gives the empty text.
-    pub fn slice(buf: &Arc<str>, start: u32, end: u32) -> Text {
-        if start >= end || buf.get(start as usize..end as usize).is_none() {
-            return Text::default();
-        }
-        Text {
-            buf: Some(buf.clone()),
-            start,
-            end,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        self.buf
-            .as_deref()
-            .and_then(|b| b.get(self.start as usize..self.end as usize))
-            .unwrap_or("")
-    }
-}
-
-impl std::ops::Deref for Text {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for Text {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::borrow::Borrow<str> for Text {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl From<&str> for Text {
-    fn from(s: &str) -> Text {
-        match u32::try_from(s.len()) {
-            Ok(end) if end > 0 => Text {
-                buf: Some(Arc::from(s)),
-                start: 0,
-                end,
-            },
-            // Longer than 4 GiB: never an API object's string; kept to the first 4 GiB rather than a panic.
-            Err(_) => Text::from(cut(s, u32::MAX as usize)),
-            Ok(_) => Text::default(),
-        }
-    }
-}
-
-impl From<String> for Text {
-    fn from(s: String) -> Text {
-        Text::from(s.as_str())
-    }
-}
-
-impl PartialEq for Text {
-    fn eq(&self, other: &Text) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Text {}
-
-impl PartialEq<str> for Text {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Text {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl std::hash::Hash for Text {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl std::fmt::Debug for Text {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl std::fmt::Display for Text {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Which Events API a record was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -236,10 +119,10 @@ pub struct ObjectRef {
     pub kind: Sym,
     pub api_version: Sym,
     pub namespace: Sym,
-    pub name: Text,
-    pub uid: Text,
-    pub field_path: Text,
-    pub resource_version: Text,
+    pub name: Box<str>,
+    pub uid: Box<str>,
+    pub field_path: Box<str>,
+    pub resource_version: Box<str>,
 }
 
 /// One Kubernetes Event, as herald keeps it.
@@ -248,10 +131,10 @@ pub struct EventRecord {
     pub api: EventApi,
     pub change: Change,
     /// The Event object's own identity.
-    pub name: Text,
+    pub name: Box<str>,
     pub namespace: Sym,
-    pub uid: Text,
-    pub resource_version: Text,
+    pub uid: Box<str>,
+    pub resource_version: Box<str>,
     /// The object the Event is about.
     pub regarding: ObjectRef,
     pub related: Option<ObjectRef>,
@@ -263,10 +146,10 @@ pub struct EventRecord {
     /// `reportingComponent`/`reportingController` exactly as the object carries it, empty when unset (the
     /// collector's receiver writes this one, without falling back to `source.component`).
     pub reporting_controller: Sym,
-    pub reporting_instance: Text,
+    pub reporting_instance: Box<str>,
     /// `source.host` (the node that reported it), empty when unknown.
-    pub host: Text,
-    pub action: Text,
+    pub host: Box<str>,
+    pub action: Box<str>,
     /// The message (`note` in events.k8s.io/v1), redacted by the pipeline before any sink sees it.
     pub message: String,
     /// The message was longer than `source.events.max_message_bytes` and was cut.
@@ -556,35 +439,6 @@ mod tests {
         let cut = i.intern(&long);
         assert_eq!(cut.len(), Interner::MAX_BYTES - 1);
         assert!(long.starts_with(&*cut));
-    }
-
-    #[test]
-    fn texts_slice_one_buffer_and_compare_as_strings() {
-        let buf: Arc<str> = Arc::from("p.17aé-uid");
-        let name = Text::slice(&buf, 0, 5);
-        let uid = Text::slice(&buf, 7, 11);
-        assert_eq!((&*name, &*uid), ("p.17a", "-uid"));
-        assert_eq!(Arc::strong_count(&buf), 3, "both share the buffer");
-        assert_eq!(name, Text::from("p.17a"));
-        assert_eq!(name, "p.17a");
-        assert_eq!(format!("{name} {name:?}"), "p.17a \"p.17a\"");
-        let hash = |v: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            v(&mut h);
-            std::hash::Hasher::finish(&h)
-        };
-        use std::hash::Hash;
-        assert_eq!(
-            hash(&|h| name.hash(h)),
-            hash(&|h| "p.17a".hash(h)),
-            "hashes as its str (Borrow<str>)"
-        );
-        // Inside 'é' (bytes 5..7), past the end, or empty: the empty text, holding no buffer.
-        for (start, end) in [(6, 8), (7, 99), (3, 3), (4, 2)] {
-            assert_eq!(Text::slice(&buf, start, end), "", "{start}..{end}");
-        }
-        assert_eq!(Arc::strong_count(&buf), 3);
-        assert!(Text::from("").buf.is_none() && Text::from(String::new()).is_empty());
     }
 
     #[test]

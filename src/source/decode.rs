@@ -12,10 +12,6 @@
 //! straight from the text serde_json hands out: a repeated value costs a hash lookup instead of a `String`
 //! that normalising would intern and drop again (allocation was the largest cost in a profile of the list
 //! path).
-//!
-//! The Event's own strings (names, UIDs, resourceVersions, host, action) are copied into one per-thread text
-//! buffer as they are decoded, each field keeping only its [`Span`]; normalising then makes the record's
-//! [`Text`]s slices of one shared copy of that buffer: one allocation per record for all of them.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -30,7 +26,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::events::{Invalid, normalise};
 use super::watch::Versioned;
-use crate::record::{EventApi, Interner, Record, Sym, Text};
+use crate::record::{EventApi, Interner, Record, Sym};
 
 /// Distinct values the decode-time interner remembers per thread (past it, values are still returned, just
 /// not shared); the same bound the source's own interner has.
@@ -42,77 +38,6 @@ thread_local! {
     /// [`INTERNED_PER_THREAD`] and [`Interner::MAX_BYTES`] per value.
     static INTERNER: std::cell::RefCell<Interner> =
         std::cell::RefCell::new(Interner::new(INTERNED_PER_THREAD));
-}
-
-/// A text buffer larger than this after an Event is given back rather than kept for the next one (an Event's
-/// strings are a few hundred bytes; a hostile one can be a megabyte).
-const TEXT_KEPT_BYTES: usize = 64 * 1024;
-
-thread_local! {
-    /// The strings of the Event being decoded, one after another ([`Span`]); per thread for the same
-    /// reason as the interner. Emptied when an Event's decode starts ([`Texts::decode`]).
-    static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-/// Where one of the Event's strings lies in the text buffer of its decode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Span {
-    start: u32,
-    end: u32,
-}
-
-impl Scalar for Span {
-    /// Appended to this thread's text buffer. A buffer past 4 GiB (not an object an API server sends)
-    /// makes the field invalid.
-    fn from_str(s: &str) -> Option<Self> {
-        TEXT.with(|t| {
-            let mut t = t.try_borrow_mut().ok()?;
-            let start = u32::try_from(t.len()).ok()?;
-            let end = u32::try_from(t.len() + s.len()).ok()?;
-            t.push_str(s);
-            Some(Span { start, end })
-        })
-    }
-}
-
-/// The shared copy of one Event's text buffer, which its record's [`Text`]s slice.
-#[derive(Debug, Default)]
-pub struct Texts(Option<Arc<str>>);
-
-impl Texts {
-    /// Decode with `decode` into an empty text buffer, then copy the buffer out once.
-    pub fn decode<T, E>(decode: impl FnOnce() -> Result<T, E>) -> Result<(T, Texts), E> {
-        let reset = |t: &std::cell::RefCell<String>| {
-            if let Ok(mut t) = t.try_borrow_mut() {
-                t.clear();
-                if t.capacity() > TEXT_KEPT_BYTES {
-                    t.shrink_to(TEXT_KEPT_BYTES);
-                }
-            }
-        };
-        TEXT.with(reset);
-        let decoded = decode()?;
-        let texts = TEXT.with(|t| {
-            let t = t.try_borrow().ok()?;
-            (!t.is_empty()).then(|| Arc::from(t.as_str()))
-        });
-        Ok((decoded, Texts(texts)))
-    }
-
-    /// The text at `span`, sharing the buffer.
-    pub fn text(&self, span: Span) -> Text {
-        self.0
-            .as_ref()
-            .map_or_else(Text::default, |b| Text::slice(b, span.start, span.end))
-    }
-
-    /// The string at `span`, borrowed.
-    pub fn str(&self, span: Span) -> &str {
-        self.0
-            .as_deref()
-            .and_then(|b| b.get(span.start as usize..span.end as usize))
-            .unwrap_or("")
-    }
 }
 
 /// `s` interned in this thread's decode interner (cut to [`Interner::MAX_BYTES`], as every interned value is).
@@ -242,7 +167,7 @@ macro_rules! scalar_field {
         }
     )*};
 }
-scalar_field!(String, Sym, Span, i64, Timestamp);
+scalar_field!(String, Sym, i64, Timestamp);
 
 /// A nested object whose own fields are all lenient: a map decodes (it cannot fail), anything else is Invalid.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -296,10 +221,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LeanMeta {
-    pub name: Field<Span>,
+    pub name: Field<String>,
     pub namespace: Field<Sym>,
-    pub uid: Field<Span>,
-    pub resource_version: Field<Span>,
+    pub uid: Field<String>,
+    pub resource_version: Field<String>,
     pub creation_timestamp: Field<Timestamp>,
 }
 
@@ -309,11 +234,11 @@ pub struct LeanMeta {
 pub struct LeanObjectRef {
     pub kind: Field<Sym>,
     pub namespace: Field<Sym>,
-    pub name: Field<Span>,
-    pub uid: Field<Span>,
+    pub name: Field<String>,
+    pub uid: Field<String>,
     pub api_version: Field<Sym>,
-    pub resource_version: Field<Span>,
-    pub field_path: Field<Span>,
+    pub resource_version: Field<String>,
+    pub field_path: Field<String>,
 }
 
 /// `source` / `deprecatedSource`.
@@ -321,7 +246,7 @@ pub struct LeanObjectRef {
 #[serde(default)]
 pub struct LeanSource {
     pub component: Field<Sym>,
-    pub host: Field<Span>,
+    pub host: Field<String>,
 }
 
 /// `series` (core/v1: `count`, `lastObservedTime`; events.k8s.io/v1 the same).
@@ -332,9 +257,7 @@ pub struct LeanSeries {
     pub last_observed_time: Field<Timestamp>,
 }
 
-/// Field names as they differ between the two APIs; both decode into this one shape. Its strings are
-/// [`Span`]s of the thread's text buffer: decode it inside [`Texts::decode`], which empties the buffer first
-/// and hands out its copy (decoded on its own, each object's strings are added to the last one's).
+/// Field names as they differ between the two APIs; both decode into this one shape.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EventFields {
@@ -347,7 +270,7 @@ pub struct EventFields {
     pub message: Field<String>,
     #[serde(rename = "type")]
     pub type_: Field<Sym>,
-    pub action: Field<Span>,
+    pub action: Field<String>,
     #[serde(alias = "deprecatedSource")]
     pub source: Nested<LeanSource>,
     #[serde(alias = "deprecatedCount")]
@@ -361,7 +284,7 @@ pub struct EventFields {
     /// core/v1 `reportingComponent`, events.k8s.io/v1 `reportingController`.
     #[serde(alias = "reportingController")]
     pub reporting_component: Field<Sym>,
-    pub reporting_instance: Field<Span>,
+    pub reporting_instance: Field<String>,
 }
 
 /// An Event as herald decodes it: normalised into its record while it is decoded (or found unusable), so
@@ -411,9 +334,9 @@ impl<A> Versioned for LeanEvent<A> {
 impl<'de, A: EventsApiMarker> Deserialize<'de> for LeanEvent<A> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // No `#[serde(flatten)]`: it would buffer every unknown key (managedFields included) before decoding.
-        let (fields, texts) = Texts::decode(|| EventFields::deserialize(d))?;
+        let fields = EventFields::deserialize(d)?;
         Ok(LeanEvent {
-            decoded: normalise(fields, &texts, A::API).map(|r| Arc::new(Record::Event(r))),
+            decoded: normalise(fields, A::API).map(|r| Arc::new(Record::Event(r))),
             api: PhantomData,
         })
     }
@@ -468,20 +391,17 @@ mod tests {
 
     #[test]
     fn wrong_types_become_invalid_not_errors() {
-        let (f, texts) = Texts::decode(|| {
-            serde_json::from_str::<EventFields>(
-                r#"{"metadata":{"name":"a","namespace":"n","resourceVersion":"5","uid":7},
+        let f: EventFields = serde_json::from_str(
+            r#"{"metadata":{"name":"a","namespace":"n","resourceVersion":"5","uid":7},
                 "involvedObject":"Pod","reason":["x"],"count":"three","message":{"a":1},
                 "type":null,"managedFields":[{"x":1}],"firstTimestamp":"yesterday"}"#,
-            )
-        })
+        )
         .unwrap();
         let Field::Value(meta) = f.metadata.0 else {
             panic!("metadata not decoded")
         };
-        let text = |f: Field<Span>| f.get().unwrap().map(|s| texts.str(s).to_string());
-        assert_eq!(text(meta.name), Some("a".to_string()));
-        assert_eq!(text(meta.resource_version), Some("5".to_string()));
+        assert_eq!(meta.name, Field::Value("a".to_string()));
+        assert_eq!(meta.resource_version, Field::Value("5".to_string()));
         assert!(meta.uid.is_invalid());
         assert!(f.involved_object.0.is_invalid());
         assert!(f.reason.is_invalid());
@@ -508,60 +428,6 @@ mod tests {
             serde_json::from_str(r#"{"metadata":{"name":"a","namespace":"n","uid":5}}"#).unwrap();
         assert_eq!(ev.key(), "n/a", "no usable UID: namespace/name");
         assert_eq!(ev.resource_version(), None);
-    }
-
-    #[test]
-    fn an_events_strings_are_slices_of_one_buffer() {
-        let decode = |json: &str| {
-            let ev: LeanEvent<CoreV1> = serde_json::from_str(json).unwrap();
-            let record = ev.into_record().unwrap();
-            record.log_entry().unwrap().event.clone()
-        };
-        let a = decode(
-            r#"{"metadata":{"name":"p.1","namespace":"n","uid":"u-1","resourceVersion":"7"},
-                "involvedObject":{"kind":"Pod","name":"p","uid":"u-p","fieldPath":"spec.containers{c}"},
-                "source":{"component":"kubelet","host":"node-1"},"reportingInstance":"node-1","message":"m"}"#,
-        );
-        let strings = [
-            &*a.name,
-            &*a.uid,
-            &*a.resource_version,
-            &*a.regarding.name,
-            &*a.regarding.uid,
-            &*a.regarding.field_path,
-            &*a.host,
-            &*a.reporting_instance,
-        ];
-        assert_eq!(
-            strings,
-            [
-                "p.1",
-                "u-1",
-                "7",
-                "p",
-                "u-p",
-                "spec.containers{c}",
-                "node-1",
-                "node-1"
-            ]
-        );
-        // In the object's order, one after another in one allocation.
-        for pair in strings.windows(2) {
-            assert_eq!(
-                pair[0].as_ptr().wrapping_add(pair[0].len()),
-                pair[1].as_ptr()
-            );
-        }
-        // A decode that fails midway, then another Event: the first record's strings are untouched and the
-        // next one's are its own.
-        assert!(
-            serde_json::from_str::<LeanEvent<CoreV1>>(r#"{"metadata":{"name":"x","uid":"#).is_err()
-        );
-        let b = decode(
-            r#"{"metadata":{"name":"q.2","namespace":"n","uid":"u-2"},"involvedObject":{"kind":"Pod","name":"q"}}"#,
-        );
-        assert_eq!((&*b.name, &*b.uid, &*b.regarding.name), ("q.2", "u-2", "q"));
-        assert_eq!((&*a.name, &*a.uid, &*a.host), ("p.1", "u-1", "node-1"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::accounting::Accounting;
 use super::decode::{
-    self, EventFields, EventsApiMarker, Field, LeanEvent, LeanMeta, LeanObjectRef, Span, Texts,
+    self, EventFields, EventsApiMarker, Field, LeanEvent, LeanMeta, LeanObjectRef,
 };
 use super::watch::{Step, WatchSettings, Watcher};
 use crate::checkpoint::{Acks, Barrier, EventWatch};
@@ -381,11 +381,7 @@ fn log_truncated_once(resource: &'static str, record: &EventRecord, max: usize) 
 /// Build the record from an object's decoded fields, or say which field makes it unusable. Runs while the
 /// object is decoded ([`LeanEvent`]'s `Deserialize`), so what travels from the page or line to the source is
 /// the record, not the fields it came from.
-pub fn normalise(
-    fields: EventFields,
-    texts: &Texts,
-    api: EventApi,
-) -> Result<EventRecord, Box<Invalid>> {
+pub fn normalise(fields: EventFields, api: EventApi) -> Result<EventRecord, Box<Invalid>> {
     let (metadata, metadata_invalid) = match fields.metadata.0 {
         Field::Value(m) => (m, false),
         Field::Invalid => (LeanMeta::default(), true),
@@ -393,10 +389,10 @@ pub fn normalise(
     };
     // What identifies the object even when it is unusable: the source forgets or tracks it by these, and a
     // watch resumes from its resourceVersion.
-    let text = |f: Field<Span>| match f {
+    let text = |f: Field<String>| match f {
         Field::Value(v) => (v, false),
-        Field::Invalid => (Span::default(), true),
-        Field::Missing | Field::Null => (Span::default(), false),
+        Field::Invalid => (String::new(), true),
+        Field::Missing | Field::Null => (String::new(), false),
     };
     let (name, bad_name) = text(metadata.name);
     let (uid, bad_uid) = text(metadata.uid);
@@ -412,9 +408,9 @@ pub fn normalise(
             reason,
             field,
             namespace: namespace.to_string(),
-            name: texts.str(name).to_string(),
-            uid: texts.str(uid).to_string(),
-            resource_version: texts.str(resource_version).to_string(),
+            name: name.clone(),
+            uid: uid.clone(),
+            resource_version: resource_version.clone(),
         })
     };
     if metadata_invalid
@@ -426,7 +422,7 @@ pub fn normalise(
     {
         return Err(fail("wrong_type", "metadata"));
     }
-    if texts.str(name).is_empty() {
+    if name.is_empty() {
         return Err(fail("missing_field", "metadata.name"));
     }
     if namespace.is_empty() {
@@ -442,7 +438,7 @@ pub fn normalise(
         EventApi::EventsV1 => "regarding",
     };
     let regarding = match fields.involved_object.0 {
-        Field::Value(r) => object_ref(r, texts).map_err(|f| fail("wrong_type", f))?,
+        Field::Value(r) => object_ref(r).map_err(|f| fail("wrong_type", f))?,
         Field::Invalid => return Err(fail("wrong_type", involved_name)),
         // events.k8s.io/v1 makes `regarding` optional; core/v1 requires involvedObject.
         Field::Missing | Field::Null if api == EventApi::CoreV1 => {
@@ -451,7 +447,7 @@ pub fn normalise(
         Field::Missing | Field::Null => ObjectRef::default(),
     };
     let related = match fields.related.0 {
-        Field::Value(r) => Some(object_ref(r, texts).map_err(|f| fail("wrong_type", f))?),
+        Field::Value(r) => Some(object_ref(r).map_err(|f| fail("wrong_type", f))?),
         Field::Invalid => return Err(fail("wrong_type", "related")),
         Field::Missing | Field::Null => None,
     };
@@ -499,7 +495,6 @@ pub fn normalise(
     let reporting_instance =
         get!(fields.reporting_instance, "reportingInstance").unwrap_or_default();
     let action = get!(fields.action, "action").unwrap_or_default();
-    let host = host.unwrap_or_default();
     let message = get!(fields.message, "message").unwrap_or_default();
     let event_time = get!(fields.event_time, "eventTime");
     let first_timestamp = get!(fields.first_timestamp, "firstTimestamp");
@@ -508,18 +503,19 @@ pub fn normalise(
         api,
         change: Change::Listed,
         namespace,
-        name: texts.text(name),
-        uid: texts.text(uid),
-        resource_version: texts.text(resource_version),
+        // Moved, not copied: nothing can fail past this point.
+        name: name.into_boxed_str(),
+        uid: uid.into_boxed_str(),
+        resource_version: resource_version.into_boxed_str(),
         regarding,
         related,
         reason,
         type_,
         component,
         reporting_controller: reporting,
-        reporting_instance: texts.text(reporting_instance),
-        host: texts.text(host),
-        action: texts.text(action),
+        reporting_instance: reporting_instance.into(),
+        host: host.unwrap_or_default().into(),
+        action: action.into(),
         message,
         truncated: false,
         count,
@@ -542,12 +538,8 @@ pub fn normalise(
     })
 }
 
-fn object_ref(r: LeanObjectRef, texts: &Texts) -> Result<ObjectRef, &'static str> {
-    let s = |f: Field<Span>, name: &'static str| {
-        f.get()
-            .map(|v| texts.text(v.unwrap_or_default()))
-            .map_err(|_| name)
-    };
+fn object_ref(r: LeanObjectRef) -> Result<ObjectRef, &'static str> {
+    let s = |f: Field<String>, name: &'static str| f.get().map_err(|_| name);
     // kind, apiVersion and namespace arrive interned (`decode::intern`).
     let sym = |f: Field<Sym>, name: &'static str| {
         f.get()
@@ -558,10 +550,14 @@ fn object_ref(r: LeanObjectRef, texts: &Texts) -> Result<ObjectRef, &'static str
         kind: sym(r.kind, "involvedObject.kind")?,
         api_version: sym(r.api_version, "involvedObject.apiVersion")?,
         namespace: sym(r.namespace, "involvedObject.namespace")?,
-        name: s(r.name, "involvedObject.name")?,
-        uid: s(r.uid, "involvedObject.uid")?,
-        field_path: s(r.field_path, "involvedObject.fieldPath")?,
-        resource_version: s(r.resource_version, "involvedObject.resourceVersion")?,
+        name: s(r.name, "involvedObject.name")?.unwrap_or_default().into(),
+        uid: s(r.uid, "involvedObject.uid")?.unwrap_or_default().into(),
+        field_path: s(r.field_path, "involvedObject.fieldPath")?
+            .unwrap_or_default()
+            .into(),
+        resource_version: s(r.resource_version, "involvedObject.resourceVersion")?
+            .unwrap_or_default()
+            .into(),
     })
 }
 
