@@ -6,7 +6,8 @@
 //! - `mutex_deque`: a `std::sync::Mutex<VecDeque>` with the same two `Notify`s, the obvious hand-rolled design.
 //!
 //! Groups:
-//! - `uncontended`: one push then one pop on one thread, no waiting: the raw cost of an operation.
+//! - `uncontended`: one push then one pop on one thread, no waiting: the raw cost of an operation
+//!   (`ring_push_await`: the waiting `push` the sources use, into a ring with room).
 //! - `spsc` / `mpsc_2p1c`: tasks on a 2-worker tokio runtime move `BATCH` items through a queue of
 //!   `CAPACITY` with the waiting `push`/`pop` (as source → pipeline does). Reported per item.
 //! - `full_try_push`: the drop path (pipeline → a stalled sink): `try_push` on a full queue, item handed back,
@@ -18,6 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -129,6 +131,19 @@ fn uncontended(c: &mut Criterion) {
     g.bench_function("ring", |b| {
         b.iter(|| {
             let _ = ring.try_push(black_box(it.clone()));
+            black_box(ring.try_pop())
+        })
+    });
+
+    // The waiting push (source → pipeline) when there is room: ready at its first poll.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    g.bench_function("ring_push_await", |b| {
+        b.iter(|| {
+            let push = std::pin::pin!(ring.push(black_box(it.clone())));
+            assert!(
+                push.poll(&mut cx).is_ready(),
+                "a ring with room takes the item"
+            );
             black_box(ring.try_pop())
         })
     });
