@@ -87,51 +87,43 @@ impl<T> Ring<T> {
         self.queue.get_or_init(|| ArrayQueue::new(self.capacity))
     }
 
+    /// Into the storage, waking the consumer; the item back when the ring is full.
+    fn offer(&self, item: T) -> Result<(), T> {
+        self.storage().push(item)?;
+        self.not_empty.notify_one();
+        Ok(())
+    }
+
     /// Push without waiting. On a full (or closed) ring the item is dropped, counted, and handed back.
     pub fn try_push(&self, item: T) -> Result<(), T> {
         if self.closed.load(Ordering::Relaxed) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(item);
         }
-        match self.storage().push(item) {
-            Ok(()) => {
-                self.not_empty.notify_one();
-                Ok(())
-            }
-            Err(item) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                Err(item)
-            }
-        }
+        self.offer(item).inspect_err(|_| {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     /// Push, waiting while the ring is full. Fails only when the ring is closed.
     pub async fn push(&self, mut item: T) -> Result<(), Closed> {
-        // The common case first: a ring with room takes the item without registering a waiter (enabling a
-        // `Notified` takes the `Notify`'s lock and dropping it takes it again: 2-3 % of a list's profile).
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Closed(self.name));
-        }
-        match self.storage().push(item) {
-            Ok(()) => {
-                self.not_empty.notify_one();
-                return Ok(());
-            }
-            Err(back) => item = back,
-        }
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return Err(Closed(self.name));
             }
-            // Register interest before the attempt so a pop between the attempt and the wait is not missed.
+            // A ring with room, the common case, takes the item without a waiter being registered (enabling
+            // a `Notified` takes the `Notify`'s lock and dropping it takes it again: 2-3 % of a list's profile).
+            match self.offer(item) {
+                Ok(()) => return Ok(()),
+                Err(back) => item = back,
+            }
+            // Full: register interest, then try once more, so a pop between the attempt and the wait is not
+            // missed.
             let room = self.not_full.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.storage().push(item) {
-                Ok(()) => {
-                    self.not_empty.notify_one();
-                    return Ok(());
-                }
+            match self.offer(item) {
+                Ok(()) => return Ok(()),
                 Err(back) => item = back,
             }
             room.await;
